@@ -1,0 +1,1 @@
+"""Local stand-ins for production services (the embedded MongoDB-compatible store)."""

@@ -1,0 +1,119 @@
+"""Every environment variable the pipeline reads, its default and its meaning.
+
+Read from the process environment and from `.env` in the working directory (every entry point:
+the CLI, `dagster dev`, the daemon). `.env.example` lists them all.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The emulator's built-in administrator: only ever used against the local sandbox.
+SANDBOX_USERNAME = "admin"
+SANDBOX_PASSWORD = "Admin123"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or contradicts another one; the message names the variable."""
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    mode: Literal["local", "production"] = Field("local", validation_alias=_env("TM2_MODE"))
+    home: Path = Field(Path(".tm2"), validation_alias=_env("TM2_HOME"))
+    dagster_home_override: Path | None = Field(None, validation_alias=_env("DAGSTER_HOME"))
+    landing_dir_override: Path | None = Field(None, validation_alias=_env("TM2_LANDING_DIR"))
+    timezone: str = Field("Asia/Kolkata", validation_alias=_env("TM2_TIMEZONE"))
+    log_json: bool = Field(False, validation_alias=_env("TM2_LOG_JSON"))
+
+    # MongoDB
+    mongodb_uri: SecretStr | None = Field(None, validation_alias=_env("MONGODB_URI"))
+    mongodb_db: str = Field("tm2", validation_alias=_env("TM2_MONGODB_DB"))
+    mongo_batch: int = Field(5000, gt=0, validation_alias=_env("TM2_MONGO_BATCH"))
+    mongo_write_concern: str = Field("majority", validation_alias=_env("TM2_MONGO_WRITE_CONCERN"))
+
+    # OpenMRS
+    openmrs_base_url: str | None = Field(None, validation_alias=_env("OPENMRS_BASE_URL"))
+    openmrs_username: str | None = Field(None, validation_alias=_env("OPENMRS_USERNAME"))
+    openmrs_password: SecretStr | None = Field(None, validation_alias=_env("OPENMRS_PASSWORD"))
+    openmrs_allow_insecure: bool = Field(False, validation_alias=_env("OPENMRS_ALLOW_INSECURE"))
+    openmrs_concurrency: int = Field(8, gt=0, validation_alias=_env("TM2_OPENMRS_CONCURRENCY"))
+    openmrs_concept_source: str = Field("ICD-11-TM2", validation_alias=_env("TM2_OPENMRS_CONCEPT_SOURCE"))
+    openmrs_allow_noncoded: bool = Field(True, validation_alias=_env("TM2_OPENMRS_ALLOW_NONCODED"))
+    submission_warn: float = Field(0.2, ge=0, le=1, validation_alias=_env("TM2_SUBMISSION_WARN"))
+    patient_retry_days: int = Field(30, ge=0, validation_alias=_env("TM2_PATIENT_RETRY_DAYS"))
+
+    # Validation
+    day_first: bool = Field(True, validation_alias=_env("TM2_DAY_FIRST"))
+    reject_warn: float = Field(0.05, ge=0, le=1, validation_alias=_env("TM2_REJECT_WARN"))
+    reject_block: float = Field(0.5, ge=0, le=1, validation_alias=_env("TM2_REJECT_BLOCK"))
+
+    # Landing-dir sensor
+    sensor_interval_s: int = Field(30, gt=0, validation_alias=_env("TM2_SENSOR_INTERVAL_S"))
+    sensor_max_runs: int = Field(10, gt=0, validation_alias=_env("TM2_SENSOR_MAX_RUNS"))
+
+    @model_validator(mode="after")
+    def _production_needs_real_endpoints(self) -> Settings:
+        if self.mode == "production":
+            missing = [
+                name
+                for name, value in (("MONGODB_URI", self.mongodb_uri), ("OPENMRS_BASE_URL", self.openmrs_base_url))
+                if not value
+            ]
+            if missing:
+                raise SettingsError(
+                    f"TM2_MODE=production requires {' and '.join(missing)}; "
+                    "refusing to fall back to the embedded store or the sandbox"
+                )
+        if self.openmrs_base_url and urlsplit(self.openmrs_base_url).scheme not in ("http", "https"):
+            raise SettingsError("OPENMRS_BASE_URL must start with http:// or https://")
+        return self
+
+    @cached_property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def dagster_home(self) -> Path:
+        return (self.dagster_home_override or self.home_dir / "dagster").expanduser().resolve()
+
+    @property
+    def landing_dir(self) -> Path:
+        return (self.landing_dir_override or self.home_dir / "landing").expanduser().resolve()
+
+    @property
+    def uses_embedded_store(self) -> bool:
+        return self.mongodb_uri is None
+
+    @property
+    def uses_sandbox(self) -> bool:
+        return self.openmrs_base_url is None
+
+
+def load_settings() -> Settings:
+    """Read settings; a bad value raises `SettingsError` with the variable's name, never a traceback."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = []
+        for problem in error.errors():
+            cause = problem.get("ctx", {}).get("error")
+            if isinstance(cause, SettingsError):
+                problems.append(str(cause))
+            else:
+                variable = ".".join(str(part) for part in problem["loc"])
+                problems.append(f"{variable}: {problem['msg']}")
+        raise SettingsError("; ".join(problems)) from None
