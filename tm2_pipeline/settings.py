@@ -103,8 +103,11 @@ class Settings(BaseSettings):
 
 def load_settings() -> Settings:
     """Read settings; a bad value raises `SettingsError` with the variable's name, never a traceback."""
+    from dotenv import load_dotenv
     from pydantic import ValidationError
 
+    # Export `.env` into the environment too: `dg.EnvVar` secrets are read from os.environ.
+    load_dotenv(".env", override=False)
     try:
         return Settings()
     except ValidationError as error:

@@ -1,0 +1,1 @@
+"""The four assets of the lineage, one module each."""

@@ -1,0 +1,74 @@
+"""openmrs_submissions: each stored record of one file sent to OpenMRS as a Condition, exactly once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pandas as pd
+
+from tm2_pipeline.submission_run import submit_and_summarize
+from tm2_pipeline.partitions import tm2_csv_files
+from tm2_pipeline.pipeline_config import PipelineConfig
+from tm2_pipeline.resources.mongo import MongoResource
+from tm2_pipeline.resources.openmrs import OpenMRSResource
+
+SUBMISSION_HEALTH = "submission_health"
+
+# Connection trouble with OpenMRS: retry the step. Every retry re-checks before it re-sends, so no
+# record can be created twice; a credentials error is raised as a non-retryable Failure.
+OPENMRS_RETRY = dg.RetryPolicy(
+    max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
+
+@dg.asset(
+    partitions_def=tm2_csv_files,
+    deps=["tm2_mongo_records"],
+    retry_policy=OPENMRS_RETRY,
+    check_specs=[
+        dg.AssetCheckSpec(SUBMISSION_HEALTH, asset="openmrs_submissions",
+                          description="warns when the share of records not in OpenMRS passes TM2_SUBMISSION_WARN"),
+    ],  # fmt: skip
+    description="The file's records as OpenMRS Conditions; every attempt logged in openmrs_submissions.",
+    group_name="tm2",
+)
+def openmrs_submissions(
+    context: dg.AssetExecutionContext,
+    validated_tm2_records: pd.DataFrame,
+    pipeline: PipelineConfig,
+    mongo: MongoResource,
+    openmrs: OpenMRSResource,
+):
+    file_name, sha256 = validated_tm2_records.attrs["file"], validated_tm2_records.attrs["sha256"]
+    records = mongo.records().find_by_keys(validated_tm2_records["record_key"].tolist())
+    summary = submit_and_summarize(records, mongo=mongo, openmrs=openmrs, now=datetime.now(UTC))
+    mongo.ingestions().record_outcome(
+        file=file_name, sha256=sha256, status="succeeded",
+        counts={"submitted": summary.submitted, "submission_failed": summary.failed},
+        at=datetime.now(UTC), run_id=context.run_id,
+    )  # fmt: skip
+    yield dg.MaterializeResult(metadata=summary_metadata(summary))
+    yield submission_health(summary, pipeline.submission_warn)
+
+
+def summary_metadata(summary) -> dict:
+    return {
+        "dagster/row_count": summary.total,
+        "submitted_this_run": summary.submitted,
+        "not_final": summary.failed,
+        "states": dg.MetadataValue.md(
+            "| state | records |\n| --- | --- |\n"
+            + "\n".join(f"| {state} | {count} |" for state, count in sorted(summary.state_counts.items()))
+        ),
+    }
+
+
+def submission_health(summary, warn_above: float) -> dg.AssetCheckResult:
+    share = summary.failed / summary.total if summary.total else 0.0
+    return dg.AssetCheckResult(
+        check_name=SUBMISSION_HEALTH,
+        passed=share <= warn_above,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"failure_share": round(share, 4), "warn_above": warn_above},
+    )

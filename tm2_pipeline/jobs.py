@@ -1,0 +1,43 @@
+"""Jobs: the per-file ingestion (four assets and their checks) and the nightly OpenMRS retry."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from tm2_pipeline.assets.raw import raw_tm2_file
+from tm2_pipeline.assets.stored import tm2_mongo_records
+from tm2_pipeline.assets.submitted import openmrs_submissions, summary_metadata
+from tm2_pipeline.assets.validated import validated_tm2_records
+from tm2_pipeline.resources.mongo import MongoResource
+from tm2_pipeline.resources.openmrs import OpenMRSResource
+from tm2_pipeline.submission_run import submit_and_summarize
+
+TM2_ASSETS = [raw_tm2_file, validated_tm2_records, tm2_mongo_records, openmrs_submissions]
+
+ingest_tm2_file = dg.define_asset_job(
+    "ingest_tm2_file",
+    selection=dg.AssetSelection.assets(*TM2_ASSETS),
+    description="One landed file through raw -> validated -> MongoDB -> OpenMRS, checks included.",
+)
+
+
+@dg.op(description="Retry every submission still in a retryable state, across all files.")
+def retry_openmrs_submissions(
+    context: dg.OpExecutionContext, mongo: MongoResource, openmrs: OpenMRSResource
+) -> None:
+    now = datetime.now(UTC)
+    keys = mongo.submissions().retryable_keys(now, openmrs.patient_retry_days)
+    records = mongo.records().find_by_keys(keys)
+    summary = submit_and_summarize(records, mongo=mongo, openmrs=openmrs, now=now)
+    # Shown on the openmrs_submissions asset in the UI, beside the per-file materializations.
+    context.log_event(dg.AssetObservation(asset_key="openmrs_submissions", metadata=summary_metadata(summary)))
+    context.log.info(
+        f"retried {len(records)} records: {summary.submitted} now in OpenMRS, {summary.failed} still waiting"
+    )
+
+
+@dg.job(description="Nightly: retry failed_retryable, in_flight and recent patient_not_found submissions.")
+def openmrs_retry() -> None:
+    retry_openmrs_submissions()

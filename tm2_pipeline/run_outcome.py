@@ -1,0 +1,56 @@
+"""What a finished ingestion run means for its file: succeeded, refused, blocked or failed.
+
+Read from the run's own events, so the CLI and the landing sensor agree on every outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+from dagster import DagsterEventType
+
+SUCCEEDED, REFUSED, BLOCKED, FAILED = "succeeded", "refused", "blocked", "failed"
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    status: str
+    error: str | None = None
+
+
+def classify_run(instance: dg.DagsterInstance, run_id: str, run_succeeded: bool) -> RunOutcome:
+    events = instance.all_logs(
+        run_id, of_type={DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.STEP_FAILURE}
+    )
+    step_errors: list[str] = []
+    for entry in events:
+        event = entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            failed_blocking = (
+                not evaluation.passed
+                and evaluation.blocking
+                and evaluation.severity == dg.AssetCheckSeverity.ERROR
+            )
+            if not failed_blocking:
+                continue
+            if evaluation.check_name == "file_readable":
+                return RunOutcome(REFUSED, evaluation.description)
+            return RunOutcome(BLOCKED, f"blocking check {evaluation.check_name} failed on "
+                                       f"{evaluation.asset_key.to_user_string()}")  # fmt: skip
+        elif event.event_type == DagsterEventType.STEP_FAILURE:
+            failure = event.step_failure_data
+            message = failure.user_failure_data.description if failure.user_failure_data else None
+            if not message and failure.error:
+                # The cause chain holds our own exception; its message is written to carry no PHI.
+                error = failure.error
+                while error.cause is not None:
+                    error = error.cause
+                message = error.message.strip()
+            step_errors.append(f"{event.step_key}: {message}")
+    if run_succeeded:
+        return RunOutcome(SUCCEEDED)
+    return RunOutcome(FAILED, step_errors[-1] if step_errors else "the run failed")

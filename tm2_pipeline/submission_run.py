@@ -1,0 +1,26 @@
+"""Glue shared by the per-file asset and the nightly retry job: submit, and fail cleanly on bad credentials."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import dagster as dg
+
+from tm2_pipeline.openmrs.errors import OpenMRSAuthError
+from tm2_pipeline.resources.mongo import MongoResource
+from tm2_pipeline.resources.openmrs import OpenMRSResource
+
+
+def submit_and_summarize(
+    records: Sequence[dict[str, Any]], *, mongo: MongoResource, openmrs: OpenMRSResource, now: datetime
+):
+    """Submit records; a rejected login becomes a Failure that neither step nor run retries repeat.
+
+    Seven failed logins lock the OpenMRS account for five minutes, so one attempt per run is all.
+    """
+    try:
+        return openmrs.submit(records, mongo.submissions(), now)
+    except OpenMRSAuthError as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from None
