@@ -1,0 +1,1 @@
+"""Dagster resources: the only code that talks to the outside world (MongoDB, OpenMRS)."""

@@ -1,0 +1,193 @@
+"""The stored TM2 diagnoses (`tm2_records`): additive bulk writes keyed by the record key.
+
+One document per record key; a later file with new content for a key updates it, a record absent
+from a later file stays. `diagnosis_date` is stored as the ISO `yyyy-mm-dd` string the key was made
+from: a BSON date would add a time and a zone the clinic never said, the key's identity stays exact,
+and ISO strings sort and range-query like dates in the (patient_id, diagnosis_date) index.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from pymongo import UpdateOne
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError
+
+from tm2_pipeline.identity import KEY_VERSION
+from tm2_pipeline.store.errors import RecordFrameError, client_target, translate_outage
+from tm2_pipeline.store.indexes import RECORDS_COLLECTION
+from tm2_pipeline.store.timestamps import stored_timestamp
+
+SCHEMA_VERSION = 1
+DUPLICATE_KEY = 11000
+
+# Stored as they come, in this order, after `_id`.
+CONTENT_FIELDS = (
+    "patient_id",
+    "tm2_code",
+    "diagnosis_date",
+    "system_type",
+    "severity",
+    "practitioner_id",
+    "condition_name",
+    "namaste_code",
+    "who_title",
+    "who_block",
+    "icd_release",
+)
+RECORD_COLUMNS = ("record_key", *CONTENT_FIELDS, "content_hash", "source_row")
+
+
+@dataclass(frozen=True)
+class StoreCounts:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def __add__(self, other: StoreCounts) -> StoreCounts:
+        return StoreCounts(
+            self.inserted + other.inserted, self.updated + other.updated, self.unchanged + other.unchanged
+        )
+
+    @property
+    def total(self) -> int:
+        return self.inserted + self.updated + self.unchanged
+
+
+def _column_values(frame: pd.DataFrame, column: str) -> list[Any]:
+    """A column as plain Python values (BSON cannot encode numpy scalars); missing values become None."""
+    series = frame[column]
+    if series.isna().any():
+        series = series.astype(object).where(series.notna(), None)
+    return series.tolist()
+
+
+def _check_frame(accepted: pd.DataFrame) -> None:
+    missing = [column for column in RECORD_COLUMNS if column not in accepted.columns]
+    if missing:
+        raise RecordFrameError(f"accepted records lack column(s): {', '.join(missing)}")
+    keys = accepted["record_key"]
+    if keys.isna().any():
+        raise RecordFrameError("accepted records contain an empty record_key")
+    if not keys.is_unique:
+        # Duplicates are resolved upstream; two rows with one key would make the counts meaningless.
+        raise RecordFrameError(f"accepted records repeat {int(keys.duplicated().sum())} record key(s)")
+
+
+def record_documents(
+    accepted: pd.DataFrame, *, file_name: str, sha256: str, now: datetime
+) -> Iterator[dict[str, Any]]:
+    """The `tm2_records` documents of an accepted frame, built column-wise (no per-row pandas access)."""
+    _check_frame(accepted)
+    stamp = stored_timestamp(now)
+    columns = [_column_values(accepted, column) for column in RECORD_COLUMNS]
+    for key, *content, content_hash, row in zip(*columns, strict=True):
+        document: dict[str, Any] = {"_id": key}
+        document.update(zip(CONTENT_FIELDS, content, strict=True))
+        document["key_version"] = KEY_VERSION
+        document["content_hash"] = content_hash
+        document["source"] = {"file": file_name, "sha256": sha256, "row": row}
+        document["first_seen_at"] = stamp
+        document["updated_at"] = stamp
+        document["schema_version"] = SCHEMA_VERSION
+        yield document
+
+
+def _content_update(document: dict[str, Any]) -> UpdateOne:
+    """Overwrite content, source and updated_at when the stored hash differs; first_seen_at stays."""
+    changes = {name: value for name, value in document.items() if name not in ("_id", "first_seen_at")}
+    return UpdateOne(
+        {"_id": document["_id"], "content_hash": {"$ne": document["content_hash"]}}, {"$set": changes}
+    )
+
+
+class RecordStore:
+    """Writes accepted records in batches: one `$in` read, one unordered insert, one unordered update."""
+
+    def __init__(self, db: Database, batch_size: int = 5000, *, target: str | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.db = db
+        self.batch_size = batch_size
+        self.target = target or client_target(db.client)
+
+    @property
+    def collection(self) -> Collection:
+        return self.db[RECORDS_COLLECTION]
+
+    def store(self, accepted: pd.DataFrame, *, file_name: str, sha256: str, now: datetime) -> StoreCounts:
+        """Insert new keys, update changed content, leave identical content untouched; exact counts.
+
+        A batch interrupted by an outage leaves whole documents only; running the same file again
+        completes it (what is already stored counts as unchanged).
+        """
+        documents = record_documents(accepted, file_name=file_name, sha256=sha256, now=now)
+        counts = StoreCounts()
+        with translate_outage(self.target):
+            while batch := list(itertools.islice(documents, self.batch_size)):
+                counts += self._store_batch(batch)
+        return counts
+
+    def find_by_keys(self, keys: Iterable[str]) -> list[dict[str, Any]]:
+        """The stored documents of these keys, in the order given (unknown keys are skipped)."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, dict[str, Any]] = {}
+        with translate_outage(self.target):
+            for start in range(0, len(wanted), self.batch_size):
+                chunk = wanted[start : start + self.batch_size]
+                found.update((doc["_id"], doc) for doc in self.collection.find({"_id": {"$in": chunk}}))
+        return [found[key] for key in wanted if key in found]
+
+    def count(self) -> int:
+        with translate_outage(self.target):
+            return self.collection.count_documents({})
+
+    def _existing_hashes(self, keys: list[str]) -> dict[str, str]:
+        cursor = self.collection.find({"_id": {"$in": keys}}, {"content_hash": 1})
+        return {doc["_id"]: doc.get("content_hash") for doc in cursor}
+
+    def _store_batch(self, batch: list[dict[str, Any]]) -> StoreCounts:
+        existing = self._existing_hashes([document["_id"] for document in batch])
+        new, changed = [], []
+        for document in batch:
+            stored_hash = existing.get(document["_id"], _ABSENT)
+            if stored_hash is _ABSENT:
+                new.append(document)
+            elif stored_hash != document["content_hash"]:
+                changed.append(document)
+        inserted, raced = self._insert(new)
+        updated = self._update(changed + raced)
+        return StoreCounts(inserted=inserted, updated=updated, unchanged=len(batch) - inserted - updated)
+
+    def _insert(self, documents: list[dict[str, Any]]) -> tuple[int, list[dict[str, Any]]]:
+        """Insert; documents another writer inserted since our read come back to be compared instead."""
+        if not documents:
+            return 0, []
+        try:
+            self.collection.insert_many(documents, ordered=False)
+        except BulkWriteError as error:
+            details = error.details
+            if details.get("writeConcernErrors") or any(
+                failure["code"] != DUPLICATE_KEY for failure in details["writeErrors"]
+            ):
+                raise
+            raced = [documents[failure["index"]] for failure in details["writeErrors"]]
+            return details["nInserted"], raced
+        return len(documents), []
+
+    def _update(self, documents: list[dict[str, Any]]) -> int:
+        """Apply content updates; the count is of documents whose stored hash really differed."""
+        if not documents:
+            return 0
+        result = self.collection.bulk_write([_content_update(doc) for doc in documents], ordered=False)
+        return result.matched_count
+
+
+_ABSENT = object()
