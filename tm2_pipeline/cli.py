@@ -1,0 +1,201 @@
+"""The `tm2` command: ingest files, look at the store, run the OpenMRS sandbox, open the UI.
+
+Exit codes: 0 all good, 1 a file was not ingested (refused, blocked, failed) or a lookup found
+nothing, 2 a usage error. Results go to stdout (only JSON lines with --json), progress to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import click
+
+from tm2_pipeline.settings import Settings, SettingsError, load_settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as error:
+        raise click.UsageError(str(error)) from None
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """tm2-pipeline: ICD-11 TM2 clinic exports -> MongoDB -> OpenMRS."""
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file, nothing else, on stdout.")
+@click.option("--dry-run", is_flag=True, help="Validate and report; write nothing anywhere.")
+def ingest(files: tuple[Path, ...], as_json: bool, dry_run: bool) -> None:
+    """Ingest FILE(s): raw -> validated -> MongoDB -> OpenMRS, one Dagster run per file."""
+    from tm2_pipeline.ingestion import Ingestor, dry_run as validate_only, prepare_dagster_home
+
+    settings = _settings()
+    if dry_run:
+        today = datetime.now(ZoneInfo(settings.timezone)).date()
+        reports = [validate_only(path, settings, today) for path in files]
+    else:
+        import dagster as dg
+
+        prepare_dagster_home(settings)
+        if settings.uses_embedded_store or settings.uses_sandbox:
+            _say(_embedded_notice(settings))
+        with dg.DagsterInstance.get() as instance:
+            ingestor = Ingestor(settings, instance)
+            reports = []
+            for path in files:
+                _say(f"ingesting {path.name} ...")
+                reports.append(ingestor.ingest(path))
+    for report in reports:
+        click.echo(json.dumps(report.as_json(), ensure_ascii=False) if as_json else _human(report, dry_run))
+    sys.exit(0 if all(report.status == "succeeded" for report in reports) else 1)
+
+
+def _embedded_notice(settings: Settings) -> str:
+    parts = []
+    if settings.uses_embedded_store:
+        parts.append(f"the embedded store (SecantusDB under {settings.home_dir / 'mongo'})")
+    if settings.uses_sandbox:
+        parts.append("the OpenMRS sandbox (emulator, in-process)")
+    return "Using " + " and ".join(parts) + "; set MONGODB_URI / OPENMRS_BASE_URL for real servers."
+
+
+def _human(report, dry_run: bool) -> str:
+    c = report.counts
+    lines = [
+        f"{report.file}  [{report.status}{' (dry run)' if dry_run else ''}]  sha256 {report.sha256[:12]}",
+        f"  rows {c['rows']}: accepted {c['accepted']}, duplicates {c['duplicates']}, rejected {c['rejected']}",
+    ]
+    if not dry_run:
+        lines.append(f"  MongoDB: inserted {c['inserted']}, updated {c['updated']}, unchanged {c['unchanged']}")
+        lines.append(f"  OpenMRS: submitted {c['submitted']}, waiting {c['submission_failed']}")
+    if report.error:
+        lines.append(f"  error: {report.error}")
+    if c["rejected"] and not dry_run:
+        lines.append(f"  see the rejected rows with: tm2 rejects {report.file}")
+    return "\n".join(lines)
+
+
+def _mongo(settings: Settings):
+    from tm2_pipeline.definitions import build_resources
+
+    return build_resources(settings)["mongo"].process_config_and_initialize()
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def status(as_json: bool) -> None:
+    """Counts of records, rejects and submissions, and the last 10 files."""
+    mongo = _mongo(_settings())
+    summary = {
+        "records": mongo.records().count(),
+        "rejects": mongo.rejects().count(),
+        "submissions": mongo.submissions().state_counts(),
+        "files": [
+            {"file": f["file"], "sha256": f["sha256"], "status": f["status"], "at": _iso(f.get("at"))}
+            for f in mongo.ingestions().recent(10)
+        ],
+    }
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False))
+        return
+    click.echo(f"records: {summary['records']}   rejects: {summary['rejects']}")
+    states = ", ".join(f"{state} {count}" for state, count in sorted(summary["submissions"].items()))
+    click.echo(f"submissions: {states or 'none'}")
+    for f in summary["files"]:
+        click.echo(f"  {f['at']}  {f['status']:<10} {f['file']}  {f['sha256'][:12]}")
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+@main.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="One object per rejected row.")
+@click.option("--with-values", is_flag=True, help="Also print the raw values (they hold patient ids).")
+def rejects(name: str, as_json: bool, with_values: bool) -> None:
+    """The rejected rows of NAME's latest ingestion (NAME = the file's base name)."""
+    mongo = _mongo(_settings())
+    latest = mongo.ingestions().latest_for_file(name)
+    if latest is None:
+        _say(f"{name} was never ingested")
+        sys.exit(1)
+    for reject in mongo.rejects().for_file(latest["sha256"]):
+        row = {"row": reject["row"], "reasons": reject["reasons"]}
+        if with_values:
+            row["values"] = reject["values"]
+        if as_json:
+            click.echo(json.dumps(row, ensure_ascii=False))
+        else:
+            reasons = "; ".join(f"{r['column']}: {r['check']} ({r['message']})" for r in reject["reasons"])
+            click.echo(f"row {reject['row']}: {reasons}")
+
+
+@main.group()
+def store() -> None:
+    """The embedded MongoDB-compatible store (SecantusDB) of this TM2_HOME."""
+
+
+@store.command("status")
+def store_status() -> None:
+    from tm2_pipeline.embedded.secantus import EmbeddedSecantus
+
+    info = EmbeddedSecantus(_settings().home_dir).status()
+    if info is None:
+        click.echo("embedded store: not running")
+        sys.exit(1)
+    click.echo(f"embedded store: running, pid {info.pid}, {info.uri}")
+
+
+@store.command("stop")
+def store_stop() -> None:
+    from tm2_pipeline.embedded.secantus import EmbeddedSecantus
+
+    stopped = EmbeddedSecantus(_settings().home_dir).stop()
+    click.echo("embedded store: stopped" if stopped else "embedded store: was not running")
+
+
+@main.command("openmrs-sandbox")
+@click.option("--port", type=click.IntRange(1, 65535), required=True)
+@click.option("--fault-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
+@click.option("--latency-ms", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--username", default="admin", show_default=True)
+@click.option("--password", default="Admin123", show_default=True)
+def openmrs_sandbox(port: int, fault_rate: float, latency_ms: int, username: str, password: str) -> None:
+    """Serve the OpenMRS emulator at http://127.0.0.1:PORT/openmrs/ws/rest/v1."""
+    from tm2_pipeline.openmrs.emulator.server import serve_sandbox
+
+    _say(f"OpenMRS sandbox on http://127.0.0.1:{port}/openmrs (user {username})")
+    serve_sandbox(port, fault_rate=fault_rate, latency_ms=latency_ms, username=username, password=password)
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=3000, show_default=True)
+def ui(port: int) -> None:
+    """Start the Dagster UI and daemon (`dagster dev`) on the same DAGSTER_HOME as `tm2 ingest`."""
+    from tm2_pipeline.ingestion import prepare_dagster_home
+
+    prepare_dagster_home(_settings())
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
+               "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    sys.exit(subprocess.call(command, env=os.environ.copy()))
+
+
+if __name__ == "__main__":
+    main()

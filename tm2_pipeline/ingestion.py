@@ -1,0 +1,127 @@
+"""`tm2 ingest`: run the ingestion job for one file in-process on the instance at DAGSTER_HOME.
+
+The report is built from the run's own events (the counts each asset recorded in its metadata), so
+what the CLI prints is exactly what the Dagster UI shows for that run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+from dagster import DagsterEventType
+
+from tm2_pipeline.assets.validated import reject_rate_outcome
+from tm2_pipeline.definitions import build_definitions
+from tm2_pipeline.partitions import tm2_csv_files
+from tm2_pipeline.reading import FileRefused
+from tm2_pipeline.run_outcome import BLOCKED, FAILED, REFUSED, SUCCEEDED, classify_run
+from tm2_pipeline.sensors import ingest_run_request
+from tm2_pipeline.settings import Settings
+from tm2_pipeline.validation import validate_tm2_bytes
+
+REPO_DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
+COUNT_FIELDS = ("rows", "accepted", "duplicates", "rejected", "inserted", "updated", "unchanged",
+                "submitted", "submission_failed")  # fmt: skip
+# Which asset's metadata holds which count (metadata name -> report field).
+METADATA_COUNTS = {
+    "validated_tm2_records": {"rows": "rows", "accepted": "accepted", "duplicates": "duplicates",
+                              "rejected": "rejected"},
+    "tm2_mongo_records": {"inserted": "inserted", "updated": "updated", "unchanged": "unchanged"},
+    "openmrs_submissions": {"submitted_this_run": "submitted", "not_final": "submission_failed"},
+}  # fmt: skip
+
+
+@dataclass
+class IngestReport:
+    file: str
+    sha256: str
+    status: str
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_FIELDS, 0))
+    error: str | None = None
+    run_id: str | None = None
+
+    def as_json(self) -> dict:
+        report = {"file": self.file, "sha256": self.sha256, **self.counts, "status": self.status}
+        if self.status != SUCCEEDED:
+            report["error"] = self.error or self.status
+        return report
+
+
+def prepare_dagster_home(settings: Settings) -> Path:
+    """Point DAGSTER_HOME at the settings' instance dir, seeded with the repo's dagster.yaml."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        shutil.copyfile(REPO_DAGSTER_YAML, home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def partition_key_problem(name: str) -> str | None:
+    """Dynamic partition keys must be plain: the UI breaks on commas and `...`."""
+    if "," in name or "..." in name or any(ord(ch) < 32 for ch in name):
+        return f"the file name {name!r} cannot be a partition key (no commas, '...' or control characters)"
+    return None
+
+
+def dry_run(path: Path, settings: Settings, today) -> IngestReport:
+    """Validate and report; write nothing anywhere (no Dagster run, no store, no file copies)."""
+    data = path.read_bytes()
+    report = IngestReport(file=path.name, sha256=hashlib.sha256(data).hexdigest(), status=SUCCEEDED)
+    try:
+        result = validate_tm2_bytes(data, today=today, day_first=settings.day_first)
+    except FileRefused as refusal:
+        report.status, report.error = REFUSED, f"{refusal.reason}: {refusal.message}"
+        return report
+    report.counts.update(rows=result.rows, accepted=result.accepted, duplicates=result.duplicates,
+                         rejected=result.rejected)  # fmt: skip
+    passed, severity = reject_rate_outcome(result, settings.reject_warn, settings.reject_block)
+    if not passed and severity == dg.AssetCheckSeverity.ERROR:
+        report.status, report.error = BLOCKED, "reject rate is above TM2_REJECT_BLOCK"
+    return report
+
+
+class Ingestor:
+    """Runs `ingest_tm2_file` for files, one run each, on one instance with one set of resources."""
+
+    def __init__(self, settings: Settings, instance: dg.DagsterInstance) -> None:
+        self.instance = instance
+        self.job = build_definitions(settings).resolve_job_def("ingest_tm2_file")
+
+    def ingest(self, path: Path) -> IngestReport:
+        path = path.resolve()
+        sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        if problem := partition_key_problem(path.name):
+            return IngestReport(file=path.name, sha256=sha256, status=REFUSED, error=problem)
+        self.instance.add_dynamic_partitions(tm2_csv_files.name, [path.name])
+        request = ingest_run_request(path.name, path, sha256)
+        result = self.job.execute_in_process(
+            instance=self.instance,
+            partition_key=path.name,
+            run_config=request.run_config,
+            tags={**request.tags, "tm2/started_by": "cli"},
+            raise_on_error=False,
+        )
+        outcome = classify_run(self.instance, result.run_id, result.success)
+        report = IngestReport(file=path.name, sha256=sha256, status=outcome.status,
+                              error=outcome.error, run_id=result.run_id)  # fmt: skip
+        if outcome.status != REFUSED:
+            report.counts.update(self._counts_from_run(result.run_id))
+        if outcome.status == FAILED and not report.error:
+            report.error = "the run failed; see the Dagster UI"
+        return report
+
+    def _counts_from_run(self, run_id: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for entry in self.instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
+            materialization = entry.dagster_event.event_specific_data.materialization
+            wanted = METADATA_COUNTS.get(materialization.asset_key.to_user_string(), {})
+            for name, value in materialization.metadata.items():
+                if name in wanted:
+                    counts[wanted[name]] = int(value.value)
+        return counts
