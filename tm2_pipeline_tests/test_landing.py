@@ -1,0 +1,39 @@
+import os
+
+from tm2_pipeline.landing import archive, scan_landing_dir, sha256_of_file, stable_files
+
+
+def test_scan_ignores_dotfiles_partials_and_directories(tmp_path):
+    for name in ("a.csv", ".hidden.csv", "b.csv.part", "c.tmp"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "sub").mkdir()
+    assert set(scan_landing_dir(tmp_path)) == {"a.csv"}
+    assert scan_landing_dir(tmp_path / "missing") == {}
+
+
+def test_a_file_is_ready_only_when_unchanged_since_the_last_look():
+    previous = {"done.csv": (10, 1), "growing.csv": (5, 1)}
+    current = {"done.csv": (10, 1), "growing.csv": (9, 2), "new.csv": (3, 3)}
+    assert stable_files(current, previous) == ["done.csv"]
+
+
+def test_old_mtime_after_atomic_move_is_still_picked_up():
+    # `mv` keeps the old mtime: readiness compares with the previous tick, never with a high-water mark.
+    previous = {"late.csv": (7, 100)}
+    assert stable_files({"late.csv": (7, 100), "x.csv": (1, 999)}, previous) == ["late.csv"]
+
+
+def test_archive_never_overwrites_different_content(tmp_path):
+    target_dir = tmp_path / "processed"
+    first = tmp_path / "in" / "f.csv"
+    first.parent.mkdir()
+    first.write_text("one")
+    moved = archive(first, target_dir, sha256_of_file(first), keep_source=False)
+    assert moved == target_dir / "f.csv" and not first.exists()
+
+    first.write_text("two")
+    sha = sha256_of_file(first)
+    second = archive(first, target_dir, sha, keep_source=True)
+    assert second == target_dir / f"f.{sha[:12]}.csv"
+    assert first.exists() and moved.read_text() == "one" and second.read_text() == "two"
+    assert sorted(os.listdir(target_dir)) == sorted(["f.csv", f"f.{sha[:12]}.csv"])

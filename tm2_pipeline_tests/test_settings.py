@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import pytest
+
+from tm2_pipeline.settings import SettingsError, load_settings
+
+ALL_VARS = ("TM2_MODE", "TM2_HOME", "DAGSTER_HOME", "MONGODB_URI", "OPENMRS_BASE_URL", "TM2_LANDING_DIR",
+            "OPENMRS_PASSWORD", "TM2_MONGO_BATCH")  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    for name in ALL_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_local_defaults_derive_from_tm2_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("TM2_HOME", str(tmp_path / "h"))
+    settings = load_settings()
+    assert settings.mode == "local"
+    assert settings.dagster_home == tmp_path / "h" / "dagster"
+    assert settings.landing_dir == tmp_path / "h" / "landing"
+    assert settings.uses_embedded_store and settings.uses_sandbox
+
+
+@pytest.mark.parametrize(
+    ("env", "missing"),
+    [
+        ({}, "MONGODB_URI and OPENMRS_BASE_URL"),
+        ({"MONGODB_URI": "mongodb://db:27017"}, "OPENMRS_BASE_URL"),
+        ({"OPENMRS_BASE_URL": "https://emr/openmrs"}, "MONGODB_URI"),
+    ],
+)
+def test_production_refuses_to_fall_back(monkeypatch, env, missing):
+    monkeypatch.setenv("TM2_MODE", "production")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=f"requires {missing};"):
+        load_settings()
+
+
+def test_production_with_both_endpoints(monkeypatch):
+    monkeypatch.setenv("TM2_MODE", "production")
+    monkeypatch.setenv("MONGODB_URI", "mongodb+srv://u:secret@cluster.example.net/")
+    monkeypatch.setenv("OPENMRS_BASE_URL", "https://emr.example.org/openmrs")
+    settings = load_settings()
+    assert not settings.uses_embedded_store and not settings.uses_sandbox
+    assert "secret" not in repr(settings)
+
+
+def test_bad_value_names_the_variable(monkeypatch):
+    monkeypatch.setenv("TM2_MONGO_BATCH", "many")
+    with pytest.raises(SettingsError, match="TM2_MONGO_BATCH"):
+        load_settings()
+
+
+def test_dotenv_file_is_read_and_exported(monkeypatch, tmp_path):
+    Path(".env").write_text("TM2_MONGODB_DB=from_dotenv\nOPENMRS_PASSWORD=pw-from-dotenv\n")
+    monkeypatch.delenv("TM2_MONGODB_DB", raising=False)
+    settings = load_settings()
+    assert settings.mongodb_db == "from_dotenv"
+    import os
+
+    assert os.environ["OPENMRS_PASSWORD"] == "pw-from-dotenv"  # dg.EnvVar reads os.environ
+    monkeypatch.delenv("OPENMRS_PASSWORD")
