@@ -1,4 +1,7 @@
-"""The ingestion ledger (`tm2_ingestions`): the latest outcome of each (file name, content) ingestion."""
+"""The ingestion ledger (`tm2_ingestions`): the latest outcome of each (file name, content) ingestion.
+
+Read by `tm2 status` (recent ingestions) and `tm2 rejects NAME` (the latest content of a file name).
+"""
 
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ COUNT_NAMES = (
 
 
 class IngestionStatus(StrEnum):
+    VALIDATED = "validated"  # a stage outcome: rows checked, nothing stored yet
+    STORED = "stored"  # a stage outcome: records in MongoDB, OpenMRS not done yet
     SUCCEEDED = "succeeded"
     REFUSED = "refused"  # the file could not be read as a TM2 export
     BLOCKED = "blocked"  # a blocking check stopped it (e.g. too many rejects)
@@ -43,6 +48,8 @@ def ingestion_id(file_name: str, sha256: str) -> str:
 
 
 class IngestionLedger:
+    """One document per (file name, content); each stage of a run records its outcome into it."""
+
     def __init__(self, db: Database, *, target: str | None = None) -> None:
         self.db = db
         self.target = target or client_target(db.client)
@@ -51,39 +58,47 @@ class IngestionLedger:
     def collection(self) -> Collection:
         return self.db[INGESTIONS_COLLECTION]
 
-    def record(
+    def record_outcome(
         self,
         *,
-        file_name: str,
+        file: str,
         sha256: str,
-        size: int,
         status: IngestionStatus | str,
-        counts: Mapping[str, int],
         at: datetime,
+        counts: Mapping[str, int] | None = None,
+        size: int | None = None,
         error: str | None = None,
         run_id: str | None = None,
-    ) -> dict[str, Any]:
-        """Store the outcome of ingesting this file content (replacing an earlier attempt's); returns it.
+    ) -> None:
+        """Upsert the outcome of ingesting this file content.
 
-        `error` must already be free of PHI and secrets: it is shown by `tm2 status`.
+        status, at, error and run_id are replaced; `counts` are merged name by name (each stage of a
+        run reports its own: rows/accepted/..., then inserted/..., then submitted/...), so a re-run
+        overwrites the counts it reports and keeps the others. `error` must already be free of PHI
+        and secrets: `tm2 status` shows it.
         """
+        counts = counts or {}
         unknown = sorted(set(counts) - set(COUNT_NAMES))
         if unknown:
             raise ValueError(f"unknown ingestion count(s): {', '.join(unknown)}")
-        document = {
-            "_id": ingestion_id(file_name, sha256),
-            "file": file_name,
+        changes: dict[str, Any] = {
+            "file": file,
             "sha256": sha256,
-            "size": int(size),
             "status": IngestionStatus(status).value,
-            "counts": {name: int(counts[name]) for name in COUNT_NAMES if name in counts},
             "error": error[:MAX_ERROR_CHARS] if error else None,
             "at": stored_timestamp(at),
             "run_id": run_id,
         }
+        changes.update((f"counts.{name}", int(value)) for name, value in counts.items())
+        if size is not None:
+            changes["size"] = int(size)
         with translate_outage(self.target):
-            self.collection.replace_one({"_id": document["_id"]}, document, upsert=True)
-        return document
+            self.collection.update_one(
+                {"_id": ingestion_id(file, sha256)},
+                # `counts` exists even before a stage reports any, so readers need no special case.
+                {"$set": changes, **({} if counts else {"$setOnInsert": {"counts": {}}})},
+                upsert=True,
+            )
 
     def latest_for_file(self, file_name: str) -> dict[str, Any] | None:
         """The most recent ingestion of any content under this file name."""

@@ -145,6 +145,16 @@ class RecordStore:
                 found.update((doc["_id"], doc) for doc in self.collection.find({"_id": {"$in": chunk}}))
         return [found[key] for key in wanted if key in found]
 
+    def count_keys(self, keys: Iterable[str]) -> int:
+        """How many of these (distinct) keys have a stored document."""
+        wanted = list(dict.fromkeys(keys))
+        found = 0
+        with translate_outage(self.target):
+            for start in range(0, len(wanted), self.batch_size):
+                chunk = wanted[start : start + self.batch_size]
+                found += self.collection.count_documents({"_id": {"$in": chunk}})
+        return found
+
     def count(self) -> int:
         with translate_outage(self.target):
             return self.collection.count_documents({})

@@ -1,0 +1,204 @@
+"""RecordStore against the real SecantusDB server: exact counts, idempotence, additive files, races."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from bson.codec_options import CodecOptions
+
+from tm2_pipeline.identity import KEY_VERSION
+from tm2_pipeline.store.errors import RecordFrameError
+from tm2_pipeline.store.records import RecordStore, StoreCounts, record_documents
+from tm2_pipeline_tests.accepted_frames import accepted_frame, with_severity
+
+T0 = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
+T1 = T0 + timedelta(days=1)
+SHA_A, SHA_B = "a" * 64, "b" * 64
+
+
+@pytest.fixture
+def db(mongo_db):
+    """The test database read as the resource's client reads it: timezone-aware UTC datetimes."""
+    return mongo_db.with_options(codec_options=CodecOptions(tz_aware=True, tzinfo=UTC))
+
+
+def dump(store: RecordStore) -> list[dict]:
+    return list(store.collection.find().sort("_id", 1))
+
+
+# --- document building (pure, no server) ---
+
+
+def test_documents_have_the_agreed_shape():
+    frame = accepted_frame(3)
+    documents = list(record_documents(frame, file_name="a.csv", sha256=SHA_A, now=T0))
+    first = documents[0]
+    assert list(first) == [
+        "_id", "patient_id", "tm2_code", "diagnosis_date", "system_type", "severity", "practitioner_id",
+        "condition_name", "namaste_code", "who_title", "who_block", "icd_release", "key_version",
+        "content_hash", "source", "first_seen_at", "updated_at", "schema_version",
+    ]  # fmt: skip
+    assert first["_id"] == frame.loc[0, "record_key"]
+    assert first["diagnosis_date"] == frame.loc[0, "diagnosis_date"]
+    assert first["source"] == {"file": "a.csv", "sha256": SHA_A, "row": int(frame.loc[0, "source_row"])}
+    assert type(first["source"]["row"]) is int  # not numpy.int64: BSON cannot encode that
+    assert first["key_version"] == KEY_VERSION and first["schema_version"] == 1
+    # BSON keeps milliseconds: the in-memory stamp is what a read returns.
+    assert first["first_seen_at"] == first["updated_at"] == T0.replace(microsecond=123000)
+
+
+def test_missing_values_become_none_whatever_their_pandas_spelling():
+    frame = accepted_frame(3)
+    frame["severity"] = pd.array(["mild", pd.NA, "severe"], dtype="string")
+    frame["namaste_code"] = ["N1", np.nan, None]
+    documents = list(record_documents(frame, file_name="a.csv", sha256=SHA_A, now=T0))
+    assert [doc["severity"] for doc in documents] == ["mild", None, "severe"]
+    assert [doc["namaste_code"] for doc in documents] == ["N1", None, None]
+
+
+def test_a_frame_without_the_agreed_columns_is_refused():
+    frame = accepted_frame(2).drop(columns=["content_hash", "who_block"])
+    with pytest.raises(RecordFrameError, match="who_block, content_hash"):
+        list(record_documents(frame, file_name="a.csv", sha256=SHA_A, now=T0))
+
+
+def test_repeated_record_keys_are_refused():
+    frame = pd.concat([accepted_frame(3), accepted_frame(1)], ignore_index=True)
+    with pytest.raises(RecordFrameError, match="repeat 1 record key"):
+        list(record_documents(frame, file_name="a.csv", sha256=SHA_A, now=T0))
+
+
+def test_naive_timestamps_are_refused():
+    with pytest.raises(ValueError, match="timezone-aware"):
+        list(record_documents(accepted_frame(1), file_name="a.csv", sha256=SHA_A, now=datetime(2025, 1, 1)))
+
+
+# --- writes (real server) ---
+
+
+@pytest.mark.integration
+def test_store_then_store_again_changes_nothing(db):
+    store = RecordStore(db)
+    frame = accepted_frame(10)
+    assert store.store(frame, file_name="a.csv", sha256=SHA_A, now=T0) == StoreCounts(10, 0, 0)
+    before = dump(store)
+    assert len(before) == store.count() == 10
+    assert before[0]["first_seen_at"] == T0.replace(microsecond=123000)
+
+    assert store.store(frame, file_name="a.csv", sha256=SHA_A, now=T1) == StoreCounts(0, 0, 10)
+    assert dump(store) == before  # every field, timestamps included
+
+
+@pytest.mark.integration
+def test_changed_content_updates_one_document_and_keeps_first_seen(db):
+    store = RecordStore(db)
+    frame = accepted_frame(10)
+    store.store(frame, file_name="a.csv", sha256=SHA_A, now=T0)
+    before = {doc["_id"]: doc for doc in dump(store)}
+
+    changed = with_severity(frame, 4, "severe")
+    changed["source_row"] = changed["source_row"] + 100  # the later file has the rows elsewhere
+    counts = store.store(changed, file_name="b.csv", sha256=SHA_B, now=T1)
+    assert counts == StoreCounts(inserted=0, updated=1, unchanged=9)
+
+    after = {doc["_id"]: doc for doc in dump(store)}
+    key = frame.loc[4, "record_key"]
+    updated = after[key]
+    assert updated["severity"] == "severe"
+    assert updated["content_hash"] == changed.loc[4, "content_hash"] != before[key]["content_hash"]
+    assert updated["source"] == {"file": "b.csv", "sha256": SHA_B, "row": int(changed.loc[4, "source_row"])}
+    assert updated["first_seen_at"] == before[key]["first_seen_at"]
+    assert updated["updated_at"] == T1.replace(microsecond=123000)
+    assert list(updated) == list(before[key])  # field order survives the $set
+    assert {k: v for k, v in after.items() if k != key} == {k: v for k, v in before.items() if k != key}
+
+
+@pytest.mark.integration
+def test_files_are_additive(db):
+    store = RecordStore(db)
+    store.store(accepted_frame(6), file_name="a.csv", sha256=SHA_A, now=T0)
+    # The later file repeats records 3..5 and adds 6..7; records 0..2 are absent from it.
+    counts = store.store(accepted_frame(5, first=3), file_name="b.csv", sha256=SHA_B, now=T1)
+    assert counts == StoreCounts(inserted=2, updated=0, unchanged=3)
+    assert store.count() == 8
+    kept = store.find_by_keys(accepted_frame(3)["record_key"])
+    assert [doc["source"]["file"] for doc in kept] == ["a.csv"] * 3
+
+
+@pytest.mark.integration
+def test_batches_read_once_each_and_count_exactly(db, monkeypatch):
+    store = RecordStore(db, batch_size=3)
+    reads: list[int] = []
+    original = RecordStore._existing_hashes
+
+    def counting(self, keys):
+        reads.append(len(keys))
+        return original(self, keys)
+
+    monkeypatch.setattr(RecordStore, "_existing_hashes", counting)
+    frame = accepted_frame(10)
+    assert store.store(frame, file_name="a.csv", sha256=SHA_A, now=T0) == StoreCounts(10, 0, 0)
+    assert reads == [3, 3, 3, 1]
+
+    changed = with_severity(with_severity(frame, 2, "severe"), 7, "severe")
+    assert store.store(changed, file_name="b.csv", sha256=SHA_B, now=T1) == StoreCounts(0, 2, 8)
+    assert store.count() == 10
+
+
+class RacingRecordStore(RecordStore):
+    """Another writer stores `rival` right after our `$in` read, so our insert of that key collides."""
+
+    def __init__(self, db, rival: dict, **kwargs) -> None:
+        super().__init__(db, **kwargs)
+        self.rival = rival
+
+    def _existing_hashes(self, keys):
+        existing = super()._existing_hashes(keys)
+        if self.rival["_id"] in keys and self.rival["_id"] not in existing:
+            self.collection.insert_one(self.rival)
+        return existing
+
+
+def _rival_document(frame: pd.DataFrame, position: int) -> dict:
+    documents = record_documents(frame, file_name="rival.csv", sha256="c" * 64, now=T0 - timedelta(hours=1))
+    return next(doc for i, doc in enumerate(documents) if i == position)
+
+
+@pytest.mark.integration
+def test_a_concurrent_insert_with_other_content_is_overwritten_and_counted_as_updated(db):
+    frame = accepted_frame(6)
+    rival = _rival_document(with_severity(frame, 2, "severe"), 2)
+    store = RacingRecordStore(db, rival, batch_size=4)
+    counts = store.store(frame, file_name="a.csv", sha256=SHA_A, now=T0)
+    assert counts == StoreCounts(inserted=5, updated=1, unchanged=0)
+    assert store.count() == 6
+    [stored] = store.find_by_keys([frame.loc[2, "record_key"]])
+    assert stored["content_hash"] == frame.loc[2, "content_hash"]
+    assert stored["severity"] == frame.loc[2, "severity"]
+    assert stored["source"]["file"] == "a.csv"  # the later ingestion wins
+    assert stored["first_seen_at"] == rival["first_seen_at"]  # the rival saw it first
+
+
+@pytest.mark.integration
+def test_a_concurrent_insert_with_the_same_content_counts_as_unchanged(db):
+    frame = accepted_frame(6)
+    rival = _rival_document(frame, 5)
+    store = RacingRecordStore(db, rival, batch_size=4)
+    counts = store.store(frame, file_name="a.csv", sha256=SHA_A, now=T0)
+    assert counts == StoreCounts(inserted=5, updated=0, unchanged=1)
+    [stored] = store.find_by_keys([frame.loc[5, "record_key"]])
+    assert stored == rival  # untouched: same content, so nothing to write
+
+
+@pytest.mark.integration
+def test_find_by_keys_keeps_the_order_given_and_skips_unknown_keys(db):
+    store = RecordStore(db, batch_size=2)
+    frame = accepted_frame(5)
+    store.store(frame, file_name="a.csv", sha256=SHA_A, now=T0)
+    keys = [frame.loc[i, "record_key"] for i in (4, 0, 2)]
+    found = store.find_by_keys([keys[0], "0" * 64, keys[1], keys[2], keys[0]])
+    assert [doc["_id"] for doc in found] == keys
+    assert store.count_keys([*keys, "0" * 64, keys[0]]) == 3
