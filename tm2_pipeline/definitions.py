@@ -68,6 +68,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         sensors=[build_landing_sensor(settings.sensor_interval_s, settings.sensor_max_runs)],
         schedules=[build_nightly_retry_schedule(settings.timezone)],
         resources=build_resources(settings),
+        # JSON lines carry the run id and step of every message (TM2_LOG_JSON=true).
+        loggers={"console": dg.json_console_logger} if settings.log_json else None,
     )
 
 
