@@ -1,0 +1,60 @@
+"""RejectStore against the real SecantusDB server (bulk ReplaceOne upserts: mongomock 4.3 cannot run them)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tm2_pipeline.store.rejects import RejectStore
+
+T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+SHA = "d" * 64
+
+pytestmark = pytest.mark.integration
+
+
+def rejected(row: int, **values: str | None) -> dict:
+    return {"row": row, "values": values or {"patient_id": f"P{row}"}, "reasons": [f"reason for {row}"]}
+
+
+def test_replacing_twice_keeps_one_document_per_row(mongo_db):
+    store = RejectStore(mongo_db)
+    rows = [rejected(7), rejected(3), rejected(12)]
+    assert store.replace_for_file("a.csv", SHA, "a.csv", rows, T0) == 3
+    assert store.replace_for_file("a.csv", SHA, "a.csv", rows, T0 + timedelta(hours=1)) == 3
+    assert store.count() == 3
+    stored = store.for_file(SHA)
+    assert [doc["row"] for doc in stored] == [3, 7, 12]
+    assert stored[0]["_id"] == f"{SHA}:3"
+    assert {doc["file"] for doc in stored} == {"a.csv"} and {doc["partition"] for doc in stored} == {"a.csv"}
+    assert stored[1]["values"] == {"patient_id": "P7"} and stored[1]["reasons"] == ["reason for 7"]
+
+
+def test_rows_no_longer_rejected_are_removed_and_other_files_untouched(mongo_db):
+    store = RejectStore(mongo_db)
+    store.replace_for_file("a.csv", SHA, "a.csv", [rejected(3), rejected(7)], T0)
+    store.replace_for_file("b.csv", "e" * 64, "b.csv", [rejected(3)], T0)
+    store.replace_for_file("a.csv", SHA, "a.csv", [rejected(7), rejected(9)], T0)
+    assert [doc["row"] for doc in store.for_file(SHA)] == [7, 9]
+    assert [doc["row"] for doc in store.for_file("e" * 64)] == [3]
+    store.replace_for_file("a.csv", SHA, "a.csv", [], T0)
+    assert store.for_file(SHA) == [] and store.count() == 1
+
+
+def test_any_header_survives_as_a_raw_value(mongo_db):
+    store = RejectStore(mongo_db)
+    odd = {"Patient.ID": "P1", "$where": "x", "Dx Date": None, "तारीख": "१२/०३/२०२४"}
+    store.replace_for_file("a.csv", SHA, "a.csv", [{"row": 2, "values": odd, "reasons": ["bad date"]}], T0)
+    [stored] = store.for_file(SHA)
+    assert stored["values"] == odd
+    assert list(stored["values"]) == list(odd)  # the file's column order is kept
+
+
+def test_bad_rejected_rows_are_refused_before_writing(mongo_db):
+    store = RejectStore(mongo_db)
+    with pytest.raises(ValueError, match="repeat a row"):
+        store.replace_for_file("a.csv", SHA, "a.csv", [rejected(3), rejected(3)], T0)
+    with pytest.raises(TypeError, match="must be an int"):
+        store.replace_for_file("a.csv", SHA, "a.csv", [{"row": "3", "values": {}, "reasons": []}], T0)
+    assert store.count() == 0
