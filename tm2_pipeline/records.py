@@ -1,0 +1,122 @@
+"""Valid normalized rows -> the records the store keeps: WHO reference, record key, content hash, dedup.
+
+Contract with the store (and the OpenMRS side), pinned by tests:
+
+- `record_key` = `identity.record_key(patient_id, tm2_code, diagnosis_date, system_type)`: what makes
+  two rows the same diagnosis.
+- `content_hash` = hex sha256 of the UTF-8 bytes of the compact JSON array
+  `[severity, practitioner_id, condition_name, namaste_code]` (None -> null), written by
+  `json.dumps(..., separators=(",", ":"), ensure_ascii=False)`; `condition_name` is the stored one
+  (the WHO title when the file left it empty). Same key, different hash = the diagnosis was edited.
+- Within one file, the first row of a record key wins; later rows with that key are duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pandas as pd
+
+from tm2_pipeline.codes import ICD_RELEASE, tm2_code_list
+from tm2_pipeline.identity import record_key
+
+ACCEPTED_RECORD_COLUMNS = (
+    "record_key",
+    "patient_id",
+    "tm2_code",
+    "diagnosis_date",
+    "system_type",
+    "severity",
+    "practitioner_id",
+    "condition_name",
+    "namaste_code",
+    "who_title",
+    "who_block",
+    "icd_release",
+    "content_hash",
+    "source_row",
+)
+
+
+def content_hash(
+    severity: str | None, practitioner_id: str, condition_name: str, namaste_code: str | None
+) -> str:
+    """Hex sha256 of the compact JSON array [severity, practitioner_id, condition_name, namaste_code]."""
+    payload = json.dumps(
+        [severity, practitioner_id, condition_name, namaste_code], separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def who_reference(codes: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(WHO title, WHO block title) for each TM2 code; every code must be in the shipped list."""
+    code_list = tm2_code_list()
+    entries = {code: code_list.get(code) for code in pd.unique(codes)}
+    titles = codes.map({code: entry.title for code, entry in entries.items() if entry})
+    blocks = codes.map({code: entry.block_title for code, entry in entries.items() if entry})
+    return titles.astype(object), blocks.astype(object)
+
+
+def build_accepted_records(valid: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, int]], pd.Series]:
+    """Records of valid rows (normalized columns + `source_row`), first of each key kept.
+
+    Returns (records with exactly `ACCEPTED_RECORD_COLUMNS`, duplicate rows as
+    {"row", "duplicate_of_row"}, and a bool Series over the records' index: condition_name was
+    empty and was filled with the WHO title).
+    """
+    titles, blocks = who_reference(valid["tm2_code"])
+    names_empty = valid["condition_name"].eq("")
+    condition_names = valid["condition_name"].where(~names_empty, titles)
+    keys = [
+        record_key(patient, code, day, system)
+        for patient, code, day, system in zip(
+            valid["patient_id"], valid["tm2_code"], valid["diagnosis_date"], valid["system_type"], strict=True
+        )
+    ]
+    hashes = _content_hashes(
+        valid["severity"], valid["practitioner_id"], condition_names, valid["namaste_code"]
+    )
+    records = pd.DataFrame(
+        {
+            "record_key": pd.Series(keys, index=valid.index, dtype=object),
+            "patient_id": valid["patient_id"],
+            "tm2_code": valid["tm2_code"],
+            "diagnosis_date": valid["diagnosis_date"],
+            "system_type": valid["system_type"],
+            "severity": valid["severity"],
+            "practitioner_id": valid["practitioner_id"],
+            "condition_name": condition_names,
+            "namaste_code": valid["namaste_code"],
+            "who_title": titles,
+            "who_block": blocks,
+            "icd_release": pd.Series([ICD_RELEASE] * len(valid), index=valid.index, dtype=object),
+            "content_hash": pd.Series(hashes, index=valid.index, dtype=object),
+            "source_row": valid["source_row"].astype("int64"),
+        },
+        index=valid.index,
+    )
+    records = records.sort_values("source_row", kind="stable")
+    is_duplicate = records["record_key"].duplicated(keep="first")
+    first_row = records.groupby("record_key", sort=False)["source_row"].transform("first")
+    duplicates = [
+        {"row": int(row), "duplicate_of_row": int(first)}
+        for row, first in zip(records.loc[is_duplicate, "source_row"], first_row[is_duplicate], strict=True)
+    ]
+    kept = records.loc[~is_duplicate]
+    filled = names_empty.loc[kept.index]
+    return kept.reset_index(drop=True), duplicates, filled.reset_index(drop=True)
+
+
+def _content_hashes(
+    severities: pd.Series, practitioners: pd.Series, names: pd.Series, namaste_codes: pd.Series
+) -> list[str]:
+    # Content repeats (same practitioner, same names): hash each distinct tuple once.
+    cache: dict[tuple[object, ...], str] = {}
+    hashes = []
+    for content in zip(severities, practitioners, names, namaste_codes, strict=True):
+        digest = cache.get(content)
+        if digest is None:
+            digest = cache[content] = content_hash(*content)
+        hashes.append(digest)
+    return hashes

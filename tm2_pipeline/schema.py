@@ -1,0 +1,163 @@
+"""The rules a normalized TM2 row must satisfy, as a pandera DataFrameModel; failures -> per-row checks.
+
+Design: `normalize.py` turns raw text into canonical values without judging them; this model holds
+every rule, one named check per rule, named after the reason vocabulary (`unknown_code`,
+`future_date`, ...), so `SchemaErrors.failure_cases` (column, check, index) maps straight to
+reasons and `normalize.explain` writes the messages. Checks are vectorized over whole columns.
+Columns are typed `object`: pandera's `str` dtype check tests every element in Python (about 0.3 s
+per column per million rows) and the normalizers only ever produce str, or None where allowed.
+
+When a value fails several rules of one column (SA00 is a TM1 code *and* not in the TM2 list; an
+empty date is `missing`), the first in `COLUMN_CHECKS` order is kept: one reason per column.
+The model depends on `today` (future dates), so `tm2_rows_model(today)` builds one per day.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import re
+import unicodedata
+from functools import cache
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaErrors
+from pandera.typing import Series
+
+from tm2_pipeline.codes import TM1_CODE_SHAPE, tm2_code_list
+from tm2_pipeline.normalize import MAX_IDENTIFIER_LENGTH, OLDEST_DATE, SEVERITIES, SYSTEM_TYPES
+
+# The checks each column can fail, most specific first.
+COLUMN_CHECKS: dict[str, tuple[str, ...]] = {
+    "patient_id": ("missing", "control_chars", "excel_mangled_id", "too_long"),
+    "tm2_code": ("missing", "tm1_code", "unknown_code"),
+    "condition_name": (),
+    "system_type": ("missing", "bad_system"),
+    "severity": ("bad_severity",),
+    "diagnosis_date": ("missing", "bad_date", "future_date", "too_old"),
+    "practitioner_id": ("missing", "control_chars", "excel_mangled_id", "too_long"),
+    "namaste_code": (),
+}
+# A number Excel displayed in scientific notation (9.11235E+13): the digits beyond are gone.
+EXCEL_SCIENTIFIC = re.compile(r"[0-9](?:[.,][0-9]+)?E[+-]?[0-9]{1,3}", re.IGNORECASE)
+
+
+class SchemaBug(RuntimeError):
+    """The normalized frame broke a structural rule (dtype, nulls, columns): a bug, not bad input."""
+
+
+def _control_characters() -> re.Pattern[str]:
+    # Unicode control (Cc) and format (Cf) characters; Cf only exists in planes 0, 1 and 14.
+    code_points = itertools.chain(range(0x20000), range(0xE0000, 0xE1000))
+    chars = "".join(chr(c) for c in code_points if unicodedata.category(chr(c)) in ("Cc", "Cf"))
+    return re.compile(f"[{re.escape(chars)}]")
+
+
+CONTROL_CHARACTERS = _control_characters()
+
+
+@cache
+def tm2_rows_model(today: datetime.date) -> type[pa.DataFrameModel]:
+    """The DataFrameModel of normalized TM2 rows, with `today` as the latest allowed diagnosis date."""
+    today_iso = today.isoformat()
+    oldest_iso = OLDEST_DATE.isoformat()
+    tm2_codes = sorted(tm2_code_list().codes)
+
+    class NormalizedTm2Rows(pa.DataFrameModel):
+        patient_id: Series[object] = pa.Field(nullable=False)
+        tm2_code: Series[object] = pa.Field(nullable=False)
+        condition_name: Series[object] = pa.Field(nullable=False)
+        system_type: Series[object] = pa.Field(nullable=False)
+        severity: Series[object] = pa.Field(nullable=True)
+        diagnosis_date: Series[object] = pa.Field(nullable=True)  # None: unreadable, see bad_date
+        practitioner_id: Series[object] = pa.Field(nullable=False)
+        namaste_code: Series[object] = pa.Field(nullable=True)
+
+        class Config:
+            strict = True
+
+        @pa.check(
+            "patient_id", "tm2_code", "system_type", "diagnosis_date", "practitioner_id", name="missing"
+        )
+        def cell_not_empty(cls, values: Series[object]) -> Series[bool]:
+            return values.ne("")
+
+        @pa.check("patient_id", "practitioner_id", name="control_chars")
+        def no_control_characters(cls, values: Series[object]) -> Series[bool]:
+            return ~values.str.contains(CONTROL_CHARACTERS, na=False)
+
+        @pa.check("patient_id", "practitioner_id", name="excel_mangled_id")
+        def not_scientific_notation(cls, values: Series[object]) -> Series[bool]:
+            return ~values.str.fullmatch(EXCEL_SCIENTIFIC, na=False)
+
+        @pa.check("patient_id", "practitioner_id", name="too_long")
+        def identifier_length(cls, values: Series[object]) -> Series[bool]:
+            return values.str.len().le(MAX_IDENTIFIER_LENGTH)
+
+        @pa.check("tm2_code", name="tm1_code")
+        def not_tm1(cls, values: Series[object]) -> Series[bool]:
+            return ~values.str.fullmatch(TM1_CODE_SHAPE, na=False)
+
+        @pa.check("tm2_code", name="unknown_code")
+        def in_tm2_list(cls, values: Series[object]) -> Series[bool]:
+            return values.isin(tm2_codes)
+
+        @pa.check("system_type", name="bad_system")
+        def known_system(cls, values: Series[object]) -> Series[bool]:
+            return values.isin(SYSTEM_TYPES)
+
+        @pa.check("severity", name="bad_severity")
+        def known_severity(cls, values: Series[object]) -> Series[bool]:
+            return values.isin(SEVERITIES)
+
+        @pa.check("diagnosis_date", name="bad_date", ignore_na=False)
+        def readable_date(cls, values: Series[object]) -> Series[bool]:
+            return values.notna()
+
+        @pa.check("diagnosis_date", name="future_date")
+        def not_after_today(cls, values: Series[object]) -> Series[bool]:
+            return values.le(today_iso)  # "" (missing) sorts first and passes
+
+        @pa.check("diagnosis_date", name="too_old")
+        def not_before_1900(cls, values: Series[object]) -> Series[bool]:
+            return values.eq("") | values.ge(oldest_iso)
+
+    return NormalizedTm2Rows
+
+
+def row_problems(normalized: pd.DataFrame, *, today: datetime.date) -> pd.DataFrame:
+    """One row per (frame index label, column) that breaks a rule: columns `index`, `column`, `check`.
+
+    Sorted by index, then column order; the most specific check per column (`COLUMN_CHECKS`).
+    """
+    empty = pd.DataFrame({"index": pd.Series(dtype="int64"), "column": [], "check": []})
+    try:
+        tm2_rows_model(today).validate(normalized, lazy=True, inplace=True)
+    except SchemaErrors as errors:
+        cases = errors.failure_cases
+    else:
+        return empty
+    known = [
+        check in COLUMN_CHECKS.get(column, ()) and index == index  # index is NaN for structural failures
+        for column, check, index in zip(cases["column"], cases["check"], cases["index"], strict=True)
+    ]
+    unexpected = cases.loc[[not ok for ok in known], ["column", "check"]].drop_duplicates()
+    if len(unexpected):
+        # Column and check names only: failure_case values may be PHI.
+        raise SchemaBug(f"normalized TM2 frame broke structural rules: {unexpected.to_dict('records')}")
+    column_order = {column: i for i, column in enumerate(COLUMN_CHECKS)}
+    problems = pd.DataFrame(
+        {
+            "index": cases["index"].astype("int64"),
+            "column": cases["column"],
+            "check": cases["check"],
+            "column_rank": cases["column"].map(column_order),
+            "check_rank": [
+                COLUMN_CHECKS[c].index(k) for c, k in zip(cases["column"], cases["check"], strict=True)
+            ],
+        }
+    )
+    problems = problems.sort_values(["index", "column_rank", "check_rank"], kind="stable")
+    problems = problems.drop_duplicates(["index", "column"], keep="first")
+    return problems[["index", "column", "check"]].reset_index(drop=True)
