@@ -1,0 +1,326 @@
+"""The OpenMRS REST client: one login per run, cached lookups, condition reads and writes, retry policy.
+
+The only module that speaks HTTP to OpenMRS. Patient identifiers travel in query strings, so httpx's
+request logging is silenced and no URL or response body ever reaches an exception message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import tenacity
+
+from tm2_pipeline.openmrs.client_config import ClientConfig, RetryAfterOrJitter
+from tm2_pipeline.openmrs.errors import (
+    OpenMRSAccessError,
+    OpenMRSAuthError,
+    OpenMRSError,
+    TransientOpenMRSError,
+)
+from tm2_pipeline.openmrs.responses import retry_after_seconds, server_message
+
+# httpx logs every request line at INFO, query string included: identifiers must not reach logs.
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+GATEWAY_STATUSES = frozenset({502, 503, 504})
+PAGE_LIMIT = 100  # OpenMRS answers 500 above this
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """The answer to a condition write that was not a transient failure."""
+
+    status: int
+    body: dict[str, Any] | None
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (200, 201)
+
+
+class OpenMRSClient:
+    """Use as `async with OpenMRSClient(config) as client:`; logs in lazily, once."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.config = config
+        self._transport = transport
+        self._sleep = sleep
+        self._http: httpx.AsyncClient | None = None
+        self._semaphore = asyncio.Semaphore(config.concurrency)
+        self._login_lock = asyncio.Lock()
+        self._session_generation = 0  # bumped at every successful login
+        self._relogin_used = False
+        self._auth_failure: OpenMRSAuthError | None = None
+        self._cache: dict[tuple[str, str], asyncio.Future] = {}
+        self.requests: Counter[str] = Counter()
+        self.login_attempts = 0
+
+    async def __aenter__(self) -> OpenMRSClient:
+        limits = httpx.Limits(
+            max_connections=self.config.concurrency, max_keepalive_connections=self.config.concurrency
+        )
+        timeout = httpx.Timeout(self.config.read_timeout_s, connect=self.config.connect_timeout_s)
+        self._http = httpx.AsyncClient(
+            base_url=self.config.rest_base,
+            transport=self._transport,
+            timeout=timeout,
+            limits=limits,
+            headers={"Accept": "application/json"},
+            follow_redirects=False,
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    @property
+    def server(self) -> str:
+        return self.config.server
+
+    def retrying(self) -> tenacity.AsyncRetrying:
+        """The one retry policy: transient failures only, bounded attempts, backoff with jitter."""
+        return tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type(TransientOpenMRSError),
+            stop=tenacity.stop_after_attempt(self.config.max_attempts),
+            wait=RetryAfterOrJitter(
+                self.config.backoff_initial_s, self.config.backoff_max_s, self.config.retry_after_max_s
+            ),
+            sleep=self._sleep,
+            reraise=True,
+        )
+
+    # --- session -------------------------------------------------------------------------------
+
+    async def ensure_session(self) -> None:
+        """Log in unless a session exists. A refused login is remembered: never a second attempt."""
+        if self._session_generation == 0:
+            await self._login_once(expected_generation=0)
+
+    async def _login_once(self, *, expected_generation: int) -> None:
+        async with self._login_lock:
+            if self._auth_failure is not None:
+                raise self._auth_failure
+            if self._session_generation != expected_generation:
+                return  # another task logged in meanwhile
+            async for attempt in self.retrying():
+                with attempt:
+                    await self._login()
+
+    async def _login(self) -> None:
+        assert self._http is not None, "use the client inside `async with`"
+        self._http.cookies.clear()
+        credentials = httpx.BasicAuth(self.config.username, self.config.password)
+        self.login_attempts += 1
+        response = await self._exchange("GET", "/session", what="login", auth=credentials)
+        self._raise_if_transient(response, "GET", "login", server_error_is_transient=True)
+        authenticated = False
+        if response.status_code == 200:
+            try:
+                authenticated = response.json().get("authenticated") is True
+            except ValueError:
+                authenticated = False
+        if not authenticated:
+            self._auth_failure = OpenMRSAuthError(
+                f"OpenMRS rejected the credentials for user {self.config.username!r} "
+                f"(answer {response.status_code}); not retrying: repeated failures lock the account"
+            )
+            raise self._auth_failure
+        self._session_generation += 1
+
+    async def _relogin(self, generation: int) -> None:
+        """A stale session (401): drop the cookie and log in again, once per run."""
+        async with self._login_lock:
+            if self._session_generation != generation:
+                return
+            if self._relogin_used:
+                self._auth_failure = OpenMRSAuthError(
+                    f"OpenMRS ended the session of user {self.config.username!r} again after a fresh "
+                    "login; stopping"
+                )
+                raise self._auth_failure
+            self._relogin_used = True
+        await self._login_once(expected_generation=generation)
+
+    async def logout(self) -> None:
+        if self._http is not None and self._session_generation:
+            # A failed logout does not matter: the session expires on its own.
+            with contextlib.suppress(TransientOpenMRSError):
+                await self._exchange("DELETE", "/session", what="logout")
+
+    # --- requests ------------------------------------------------------------------------------
+
+    async def _exchange(self, method: str, path: str, *, what: str, **kwargs: Any) -> httpx.Response:
+        """One HTTP exchange; transport failures become `TransientOpenMRSError` with a neutral message."""
+        assert self._http is not None, "use the client inside `async with`"
+        try:
+            async with self._semaphore:
+                response = await self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as error:
+            raise TransientOpenMRSError(
+                f"{what}: timed out ({type(error).__name__})", method=method
+            ) from None
+        except httpx.TransportError as error:
+            raise TransientOpenMRSError(
+                f"{what}: connection failed ({type(error).__name__})", method=method
+            ) from None
+        self.requests[method] += 1
+        return response
+
+    async def _send(self, method: str, path: str, *, what: str, **kwargs: Any) -> httpx.Response:
+        """A request inside the session: a 401 gets one re-login (per run), then the request again."""
+        await self.ensure_session()
+        for _ in range(2):
+            generation = self._session_generation
+            response = await self._exchange(method, path, what=what, **kwargs)
+            if response.status_code != 401:
+                return response
+            await self._relogin(generation)
+        raise OpenMRSAuthError(f"OpenMRS keeps refusing the session of user {self.config.username!r}")
+
+    def _raise_if_transient(
+        self, response: httpx.Response, method: str, what: str, *, server_error_is_transient: bool = False
+    ) -> None:
+        status = response.status_code
+        if status in GATEWAY_STATUSES or (server_error_is_transient and status >= 500):
+            raise TransientOpenMRSError(
+                f"{what}: server answered {status}",
+                method=method,
+                status=status,
+                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+            )
+
+    async def _get_json(
+        self, path: str, *, what: str, params: dict[str, str] | None = None, missing_ok: bool = False
+    ) -> dict[str, Any] | None:
+        """GET and parse. Reads are idempotent, so any 5xx is transient; 403 stops the run."""
+        response = await self._send("GET", path, what=what, params=params)
+        self._raise_if_transient(response, "GET", what, server_error_is_transient=True)
+        if response.status_code == 404 and missing_ok:
+            return None
+        if response.status_code == 403:
+            raise OpenMRSAccessError(
+                f"the OpenMRS user {self.config.username!r} lacks a privilege for {what}: "
+                f"{server_message(response.text)}"
+            )
+        if response.status_code != 200:
+            message = server_message(response.text)
+            raise OpenMRSError(f"{what}: OpenMRS answered {response.status_code}: {message}")
+        try:
+            return response.json()
+        except ValueError:
+            raise TransientOpenMRSError(f"{what}: answer was not JSON", method="GET", status=200) from None
+
+    async def _memo(self, kind: str, key: str, fetch: Callable[[], Awaitable[Any]]) -> Any:
+        """Run-wide cache shared by concurrent tasks; a failed lookup is forgotten so it can be retried."""
+        future = self._cache.get((kind, key))
+        if future is None:
+            future = self._cache[(kind, key)] = asyncio.ensure_future(fetch())
+        try:
+            return await future
+        except Exception:
+            if self._cache.get((kind, key)) is future:
+                del self._cache[(kind, key)]
+            raise
+
+    # --- lookups -------------------------------------------------------------------------------
+
+    async def patient_uuids(self, identifier: str) -> list[str]:
+        """uuids of the non-voided patients carrying exactly this identifier (cached for the run)."""
+
+        async def fetch() -> list[str]:
+            body = await self._get_json(
+                "/patient", what="patient lookup", params={"identifier": identifier, "v": "default"}
+            )
+            results = (body or {}).get("results") or []
+            return [patient["uuid"] for patient in results if not patient.get("voided")]
+
+        return await self._memo("patient", identifier, fetch)
+
+    async def concept_source_exists(self) -> bool:
+        async def fetch() -> bool:
+            name = quote(self.config.concept_source, safe="")
+            body = await self._get_json(
+                f"/conceptsource/{name}", what="concept source lookup", missing_ok=True
+            )
+            return body is not None and not body.get("retired")
+
+        return await self._memo("source", self.config.concept_source, fetch)
+
+    async def concept_uuid(self, code: str) -> str | None:
+        """The one concept mapped to `code` in the configured source; None when none (or several) are."""
+
+        async def fetch() -> str | None:
+            params = {"source": self.config.concept_source, "code": code, "v": "ref"}
+            body = await self._get_json("/concept", what="concept lookup", params=params)
+            results = (body or {}).get("results") or []
+            return results[0]["uuid"] if len(results) == 1 else None
+
+        return await self._memo("concept", code, fetch)
+
+    # --- conditions ----------------------------------------------------------------------------
+
+    async def get_condition(self, uuid: str) -> dict[str, Any] | None:
+        return await self._get_json(
+            f"/condition/{quote(uuid, safe='')}",
+            what="condition lookup",
+            params={"v": "full"},
+            missing_ok=True,
+        )
+
+    async def patient_conditions(self, patient_uuid: str) -> list[dict[str, Any]]:
+        """Every condition OpenMRS lists for the patient (all pages, full representation)."""
+        conditions: list[dict[str, Any]] = []
+        while True:
+            params = {
+                "patientUuid": patient_uuid,
+                "v": "full",
+                "limit": str(PAGE_LIMIT),
+                "startIndex": str(len(conditions)),
+            }
+            body = await self._get_json("/condition", what="condition list", params=params) or {}
+            page = body.get("results") or []
+            conditions.extend(page)
+            has_next = any(link.get("rel") == "next" for link in body.get("links") or [])
+            if not page or not has_next:
+                return conditions
+
+    async def create_condition(self, payload: dict[str, Any]) -> WriteResult:
+        return await self._write("/condition", payload, what="condition create")
+
+    async def update_condition(self, uuid: str, payload: dict[str, Any]) -> WriteResult:
+        return await self._write(f"/condition/{quote(uuid, safe='')}", payload, what="condition update")
+
+    async def _write(self, path: str, payload: dict[str, Any], *, what: str) -> WriteResult:
+        """POST once. Gateway errors raise `TransientOpenMRSError`; everything else is returned as is,
+        because whether a 500 wrote anything must be checked by the caller."""
+        response = await self._send("POST", path, what=what, json=payload)
+        self._raise_if_transient(response, "POST", what)
+        body = None
+        if response.status_code in (200, 201):
+            try:
+                body = response.json()
+            except ValueError:
+                raise TransientOpenMRSError(
+                    f"{what}: answer was not JSON", method="POST", status=response.status_code
+                ) from None
+        return WriteResult(response.status_code, body, server_message(response.text) if body is None else "")

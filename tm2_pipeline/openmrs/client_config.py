@@ -1,0 +1,73 @@
+"""How the OpenMRS client connects and retries: the base URL rules, timeouts, the retry wait."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+import tenacity
+
+from tm2_pipeline.openmrs.errors import OpenMRSConfigError
+
+REST_PATH = "/ws/rest/v1"
+# Basic auth over plain http is tolerated only where the password cannot leave the machine.
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    base_url: str  # the webapp root, e.g. https://host/openmrs
+    username: str
+    password: str = field(repr=False)
+    concurrency: int = 8
+    concept_source: str = "ICD-11-TM2"
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    max_attempts: int = 5  # per record and per login, within one run
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    retry_after_max_s: float = 60.0
+    allow_insecure: bool = False
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise OpenMRSConfigError("the OpenMRS base URL must look like https://host/openmrs")
+        if parts.username or parts.password:
+            raise OpenMRSConfigError(
+                "the OpenMRS base URL must not contain credentials; set OPENMRS_USERNAME and OPENMRS_PASSWORD"
+            )
+        if parts.scheme == "http" and parts.hostname not in LOCAL_HOSTS and not self.allow_insecure:
+            raise OpenMRSConfigError(
+                f"refusing to send the OpenMRS password over plain http to {parts.hostname}; "
+                "use https:// or set OPENMRS_ALLOW_INSECURE=true"
+            )
+        if not self.username or not self.password:
+            raise OpenMRSConfigError(
+                "OpenMRS needs a username and a password (OPENMRS_USERNAME, OPENMRS_PASSWORD)"
+            )
+
+    @property
+    def server(self) -> str:
+        """The base URL as recorded in the submission log (no credentials, no query)."""
+        parts = urlsplit(self.base_url)
+        return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+    @property
+    def rest_base(self) -> str:
+        return self.server + REST_PATH
+
+
+class RetryAfterOrJitter(tenacity.wait.wait_base):
+    """Full-jitter exponential backoff, capped; a server's Retry-After (capped too) wins when present."""
+
+    def __init__(self, initial: float, maximum: float, retry_after_max: float) -> None:
+        self._jitter = tenacity.wait_random_exponential(multiplier=initial, max=maximum)
+        self._retry_after_max = retry_after_max
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            return min(retry_after, self._retry_after_max)
+        return self._jitter(retry_state)

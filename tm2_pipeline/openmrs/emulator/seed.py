@@ -1,0 +1,32 @@
+"""Loading the sandbox's starting data (patients, concept sources, concepts) from `data/openmrs_seed/`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tm2_pipeline.codes import DATA_DIR
+
+SEED_DIR = DATA_DIR / "openmrs_seed"
+
+
+@dataclass(frozen=True)
+class Seed:
+    patients: list[dict[str, Any]]
+    concept_sources: list[dict[str, Any]]
+    concepts: list[dict[str, Any]]
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def load_seed(directory: Path = SEED_DIR) -> Seed:
+    return Seed(
+        patients=_read(directory / "patients.json"),
+        concept_sources=_read(directory / "concept_sources.json"),
+        concepts=_read(directory / "concepts.json"),
+    )

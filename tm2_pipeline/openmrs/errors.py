@@ -1,0 +1,42 @@
+"""Typed OpenMRS errors. Messages never carry a password, a patient identifier, a URL or a response body."""
+
+from __future__ import annotations
+
+
+class OpenMRSError(RuntimeError):
+    """Base of every error the OpenMRS client raises on purpose."""
+
+
+class OpenMRSConfigError(OpenMRSError):
+    """The client is configured in a way that cannot work or is unsafe (e.g. Basic auth over plain http)."""
+
+
+class OpenMRSAuthError(OpenMRSError):
+    """OpenMRS refused the credentials or keeps ending the session.
+
+    Never retry: seven failed logins lock the account for five minutes. The Dagster asset converts it
+    into `dagster.Failure(description=str(error), allow_retries=False)`.
+    """
+
+    retryable = False
+
+
+class OpenMRSAccessError(OpenMRSError):
+    """Logged in, but the user lacks a privilege every record needs (403 on a lookup)."""
+
+    retryable = False
+
+
+class TransientOpenMRSError(OpenMRSError):
+    """A failure that can succeed later: connection error, timeout, 502/503/504, a 500 not yet written.
+
+    `retry_after` is the server's Retry-After in seconds, when it sent one.
+    """
+
+    def __init__(
+        self, message: str, *, method: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.method = method
+        self.status = status
+        self.retry_after = retry_after

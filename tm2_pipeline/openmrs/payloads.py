@@ -1,0 +1,96 @@
+"""A stored TM2 record -> the OpenMRS REST Condition body, and the test "does OpenMRS already hold it".
+
+Pure: no I/O. The patient identifier never goes into the body (only the patient's OpenMRS uuid does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+CLINICAL_STATUS = "ACTIVE"
+VERIFICATION_STATUS = "CONFIRMED"
+NOT_RECORDED = "not recorded"
+
+
+def noncoded_text(record: Mapping[str, Any]) -> str:
+    """Free text used when no concept maps the code: "<code> <WHO title>" (WHO's title, unmodified)."""
+    title = record.get("who_title") or ""
+    return f"{record['tm2_code']} {title}".strip()
+
+
+def additional_detail(record: Mapping[str, Any]) -> str:
+    """Human-readable context a clinician sees under the condition, e.g.
+    "ICD-11 TM2 SK01 (2025-01); System: Ayurveda; Severity: Mild; Practitioner: HPR-71-2231-0098;
+    NAMASTE: VA-4". Never the patient identifier.
+    """
+    release = record.get("icd_release")
+    code = f"ICD-11 TM2 {record['tm2_code']}" + (f" ({release})" if release else "")
+    parts = [
+        code,
+        f"System: {record.get('system_type') or NOT_RECORDED}",
+        f"Severity: {record.get('severity') or NOT_RECORDED}",
+        f"Practitioner: {record.get('practitioner_id') or NOT_RECORDED}",
+    ]
+    if record.get("namaste_code"):
+        parts.append(f"NAMASTE: {record['namaste_code']}")
+    return "; ".join(parts)
+
+
+def condition_payload(
+    record: Mapping[str, Any], *, condition_uuid: str, patient_uuid: str, concept_uuid: str | None
+) -> dict[str, Any]:
+    """The body of `POST /condition` (create, with our uuid) for one record.
+
+    `concept_uuid` None means: no concept maps the code, record it as non-coded text.
+    """
+    condition = {"coded": concept_uuid} if concept_uuid else {"nonCoded": noncoded_text(record)}
+    return {
+        "uuid": condition_uuid,
+        "patient": patient_uuid,
+        "condition": condition,
+        "clinicalStatus": CLINICAL_STATUS,
+        "verificationStatus": VERIFICATION_STATUS,
+        "onsetDate": record["diagnosis_date"],
+        "additionalDetail": additional_detail(record),
+    }
+
+
+def correction_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The body of `POST /condition/{uuid}` (a new version): everything but uuid and patient,
+    which OpenMRS keeps from the version being replaced."""
+    return {name: value for name, value in payload.items() if name not in ("uuid", "patient")}
+
+
+def _uuid_of(value: Any) -> str | None:
+    """A reference in a representation is either a uuid string or an object with a `uuid`."""
+    if isinstance(value, Mapping):
+        return value.get("uuid")
+    return value
+
+
+def condition_matches(existing: Mapping[str, Any], payload: Mapping[str, Any]) -> bool:
+    """True when a condition OpenMRS returned already says what `payload` would say.
+
+    Compares what OpenMRS compares when it decides whether an update is a change: the condition
+    (coded concept or text), both statuses, the onset date (its date part) and additionalDetail.
+    """
+    have = existing.get("condition") or {}
+    want = payload["condition"]
+    if "coded" in want:
+        if _uuid_of(have.get("coded")) != want["coded"]:
+            return False
+    elif _uuid_of(have.get("coded")) is not None or have.get("nonCoded") != want["nonCoded"]:
+        return False
+    onset = existing.get("onsetDate") or ""
+    return (
+        existing.get("clinicalStatus") == payload["clinicalStatus"]
+        and existing.get("verificationStatus") == payload["verificationStatus"]
+        and onset[:10] == payload["onsetDate"]
+        and (existing.get("additionalDetail") or None) == (payload["additionalDetail"] or None)
+    )
+
+
+def previous_version_of(condition: Mapping[str, Any]) -> str | None:
+    """The uuid this condition replaced (`previousVersion` is a reference, a uuid or absent)."""
+    return _uuid_of(condition.get("previousVersion"))

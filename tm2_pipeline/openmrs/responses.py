@@ -1,0 +1,78 @@
+"""Reading OpenMRS answers: error messages (sanitized), duplicate detection, Retry-After, HTML pages.
+
+Pure functions over status, headers and body text, so they are tested without a server.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+MAX_MESSAGE = 200
+_DUPLICATE = re.compile(r"duplicate|constraint|unique", re.IGNORECASE)
+# Long digit runs (ABHA numbers, phone numbers, MRN digits) and e-mail addresses never reach the log.
+_DIGIT_RUN = re.compile(r"\d[\d -]{5,}\d")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+_TAG = re.compile(r"<[^>]+>")
+
+
+def error_message(body_text: str) -> str:
+    """The human part of an OpenMRS error body: `error.message` plus field errors, or the HTML page's text."""
+    try:
+        body = json.loads(body_text)
+    except ValueError:
+        return _TAG.sub(" ", body_text)
+    if not isinstance(body, dict):
+        return ""
+    error = body.get("error")
+    if not isinstance(error, dict):
+        return str(body.get("message", ""))
+    parts = [str(error.get("message", ""))]
+    for field, problems in (error.get("fieldErrors") or {}).items():
+        for problem in problems or []:
+            parts.append(f"{field}: {problem.get('message', '')}")
+    parts.extend(str(problem.get("message", "")) for problem in error.get("globalErrors") or [])
+    return "; ".join(part for part in parts if part)
+
+
+def sanitize(message: str, *, secrets: tuple[str, ...] = ()) -> str:
+    """One short line without identifiers: known secrets removed, digit runs and e-mails masked."""
+    text = message
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    text = _EMAIL.sub("[redacted]", text)
+    text = _DIGIT_RUN.sub("[redacted]", text)
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
+def server_message(body_text: str, *, secrets: tuple[str, ...] = ()) -> str:
+    return sanitize(error_message(body_text), secrets=secrets)
+
+
+def is_duplicate_error(body_text: str) -> bool:
+    """A 500 that speaks of a duplicate / constraint violation: the uuid is probably already there."""
+    return bool(_DUPLICATE.search(error_message(body_text)))
+
+
+def is_session_timeout(body_text: str) -> bool:
+    return "session timed out" in body_text.lower()
+
+
+def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds: either delta-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())

@@ -1,0 +1,309 @@
+"""Exactly-once submission of stored TM2 records as OpenMRS Conditions.
+
+Per batch: decide from the log (decisions.py), mark what will be sent in_flight in one bulk write
+(write-ahead), send concurrently, write the outcomes in one bulk write. Anything sent before, including
+by an earlier attempt of this run, is looked up in OpenMRS before it is sent again; creations carry the
+record's own uuid, so OpenMRS itself refuses a second copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import httpx
+
+from tm2_pipeline.openmrs.client import OpenMRSClient, Sleep, WriteResult
+from tm2_pipeline.openmrs.client_config import ClientConfig
+from tm2_pipeline.openmrs.decisions import Action, Plan, plan_submission
+from tm2_pipeline.openmrs.errors import OpenMRSError, TransientOpenMRSError
+from tm2_pipeline.openmrs.payloads import (
+    condition_matches,
+    condition_payload,
+    correction_payload,
+    previous_version_of,
+)
+from tm2_pipeline.openmrs.responses import is_duplicate_error, sanitize
+from tm2_pipeline.openmrs.states import (
+    Attempt,
+    PendingSubmission,
+    SubmissionEntry,
+    SubmissionOutcome,
+    SubmissionState,
+    SubmissionSummary,
+)
+
+Record = Mapping[str, Any]
+
+
+class SubmissionLogLike(Protocol):
+    def entries_for(self, keys: Sequence[str]) -> dict[str, SubmissionEntry]: ...
+    def mark_in_flight(self, pending: Sequence[PendingSubmission], server: str, now: datetime) -> None: ...
+    def record_outcomes(self, outcomes: Sequence[SubmissionOutcome], now: datetime) -> None: ...
+    def rebase(self, key: str, condition_uuid: str, now: datetime) -> None: ...
+
+
+@dataclass(frozen=True)
+class SubmitterOptions:
+    allow_noncoded: bool = True
+    patient_retry_days: int = 30
+    batch_size: int = 200
+
+
+@dataclass
+class _Work:
+    """One record's submission in progress."""
+
+    record: Record
+    plan: Plan
+    current_uuid: str
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return self.plan.key
+
+    def outcome(
+        self,
+        state: SubmissionState,
+        *,
+        uuid: str | None = None,
+        confirmed: bool = False,
+        created: bool = False,
+        corrected: bool = False,
+    ) -> SubmissionOutcome:
+        return SubmissionOutcome(
+            key=self.key,
+            state=state,
+            condition_uuid=uuid or self.current_uuid,
+            attempts=tuple(self.attempts),
+            confirmed_hash=self.plan.content_hash if confirmed else None,
+            created=created,
+            corrected=corrected,
+        )
+
+
+class _Submitter:
+    def __init__(
+        self,
+        client: OpenMRSClient,
+        log: SubmissionLogLike,
+        now: datetime,
+        options: SubmitterOptions,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.client, self.log, self.now, self.options, self.clock = client, log, now, options, clock
+
+    def note(self, work: _Work, method: str, status: int | None, message: str) -> None:
+        text = sanitize(message, secrets=(str(work.record.get("patient_id") or ""),))
+        work.attempts.append(Attempt(at=self.clock(), method=method, status=status, message=text))
+
+    async def run_batch(self, records: Sequence[Record], summary: SubmissionSummary) -> None:
+        keys = [record["_id"] for record in records]
+        entries = self.log.entries_for(keys)
+        works: list[_Work] = []
+        for record in records:
+            entry = entries.get(record["_id"])
+            plan = plan_submission(
+                record["_id"],
+                record["content_hash"],
+                entry,
+                server=self.client.server,
+                now=self.now,
+                patient_retry_days=self.options.patient_retry_days,
+            )
+            if plan.sends:
+                works.append(_Work(record, plan, plan.condition_uuid))
+            else:
+                summary.unchanged += 1
+                summary.add(entry.state if entry else SubmissionState.SUBMITTED)
+        if not works:
+            return
+        await self.client.ensure_session()  # before the write-ahead: a refused login marks nothing
+        pending = [
+            PendingSubmission(w.key, w.plan.condition_uuid, w.plan.content_hash, w.plan.fresh) for w in works
+        ]
+        self.log.mark_in_flight(pending, self.client.server, self.now)
+        results = await asyncio.gather(*(self.submit_one(work) for work in works), return_exceptions=True)
+        outcomes = [result for result in results if isinstance(result, SubmissionOutcome)]
+        self.log.record_outcomes(outcomes, self.now)
+        for outcome in outcomes:
+            summary.add(outcome.state)
+            summary.submitted += outcome.created
+            summary.corrected += outcome.corrected
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result  # a run-level failure (credentials, privileges): the rest stays in_flight
+
+    async def submit_one(self, work: _Work) -> SubmissionOutcome:
+        try:
+            async for attempt in self.client.retrying():
+                with attempt:
+                    return await self.attempt(work, attempt.retry_state.attempt_number)
+        except TransientOpenMRSError:
+            return work.outcome(SubmissionState.FAILED_RETRYABLE)
+        except OpenMRSError as error:
+            if getattr(error, "retryable", True) is False:
+                raise
+            self.note(work, "GET", None, str(error))
+            return work.outcome(SubmissionState.REJECTED_BY_SERVER)
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def attempt(self, work: _Work, number: int) -> SubmissionOutcome:
+        try:
+            return await self.attempt_unchecked(work, number)
+        except TransientOpenMRSError as error:
+            self.note(work, error.method, error.status, str(error))
+            raise
+
+    async def attempt_unchecked(self, work: _Work, number: int) -> SubmissionOutcome:
+        record = work.record
+        patients = await self.client.patient_uuids(record["patient_id"])
+        if len(patients) != 1:
+            state = SubmissionState.PATIENT_NOT_FOUND if not patients else SubmissionState.AMBIGUOUS_PATIENT
+            self.note(work, "GET", 200, f"{len(patients)} patients carry this identifier")
+            return work.outcome(state)
+        patient_uuid = patients[0]
+        concept = None
+        if await self.client.concept_source_exists():
+            concept = await self.client.concept_uuid(record["tm2_code"])
+        if concept is None and not self.options.allow_noncoded:
+            self.note(work, "GET", 200, f"no concept maps {record['tm2_code']} in the concept source")
+            return work.outcome(SubmissionState.CONCEPT_NOT_FOUND)
+        payload = condition_payload(
+            record, condition_uuid=work.plan.condition_uuid, patient_uuid=patient_uuid, concept_uuid=concept
+        )
+        action, retried = work.plan.action, number > 1
+        if action is Action.CREATE and not retried:
+            return await self.create(work, payload)
+        if action is Action.CORRECT and not retried:
+            return await self.correct(work, work.current_uuid, payload)
+        if action in (Action.CREATE, Action.VERIFY_CREATE):
+            existing = await self.client.get_condition(work.current_uuid)
+            if existing is None:
+                self.note(work, "GET", 404, "not in OpenMRS yet")
+                return await self.create(work, payload)
+            return await self.settle(work, existing, payload, patient_uuid)
+        latest = await self.latest_version(patient_uuid, work.current_uuid)
+        if latest is None:
+            latest = await self.client.get_condition(work.current_uuid)
+        if latest is None:
+            self.note(work, "GET", 404, "the condition this record updates is no longer in OpenMRS")
+            return work.outcome(SubmissionState.REJECTED_BY_SERVER)
+        return await self.settle(work, latest, payload, patient_uuid)
+
+    async def latest_version(self, patient_uuid: str, uuid: str) -> dict[str, Any] | None:
+        """The newest listed version of `uuid`, following previousVersion links (None: not listed)."""
+        conditions = await self.client.patient_conditions(patient_uuid)
+        by_uuid = {condition["uuid"]: condition for condition in conditions}
+        successor = {previous_version_of(c): c for c in conditions if previous_version_of(c)}
+        current = by_uuid.get(uuid)
+        seen = {uuid}
+        while uuid in successor and successor[uuid]["uuid"] not in seen:
+            current = successor[uuid]
+            uuid = current["uuid"]
+            seen.add(uuid)
+        return current
+
+    async def settle(
+        self, work: _Work, found: dict[str, Any], payload: dict[str, Any], patient_uuid: str
+    ) -> SubmissionOutcome:
+        """OpenMRS has a version of this record: done if it matches, else send a new version of it."""
+        if found.get("voided"):
+            newer = await self.latest_version(patient_uuid, found["uuid"])
+            if newer is None or newer.get("voided"):
+                self.note(work, "GET", 200, "voided in OpenMRS; not sent again")
+                return work.outcome(SubmissionState.REJECTED_BY_SERVER)
+            found = newer
+        if condition_matches(found, payload):
+            self.note(work, "GET", 200, "already present")
+            return work.outcome(SubmissionState.ALREADY_PRESENT, uuid=found["uuid"], confirmed=True)
+        if found["uuid"] != work.current_uuid:
+            # Write down the newest version before replacing it: a crash now must not lose its uuid.
+            self.log.rebase(work.key, found["uuid"], self.now)
+            work.current_uuid = found["uuid"]
+        return await self.correct(work, found["uuid"], payload)
+
+    async def create(self, work: _Work, payload: dict[str, Any]) -> SubmissionOutcome:
+        result = await self.client.create_condition(payload)
+        if result.ok:
+            self.note(work, "POST", result.status, "created")
+            return work.outcome(SubmissionState.SUBMITTED, confirmed=True, created=True)
+        self.note(work, "POST", result.status, result.message)
+        if result.status >= 500:
+            existing = await self.client.get_condition(work.current_uuid)
+            if existing is not None:
+                return await self.settle(work, existing, payload, payload["patient"])
+            reason = "duplicate reported but absent" if is_duplicate_error(result.message) else "not written"
+            raise TransientOpenMRSError(
+                f"condition create: {result.status}, {reason}", method="POST", status=result.status
+            )
+        return work.outcome(SubmissionState.REJECTED_BY_SERVER)
+
+    async def correct(self, work: _Work, uuid: str, payload: dict[str, Any]) -> SubmissionOutcome:
+        result: WriteResult = await self.client.update_condition(uuid, correction_payload(payload))
+        if result.ok and result.body and result.body.get("uuid"):
+            new_uuid = result.body["uuid"]
+            changed = new_uuid != uuid
+            self.note(work, "POST", result.status, "new version" if changed else "unchanged")
+            return work.outcome(
+                SubmissionState.SUBMITTED, uuid=new_uuid, confirmed=True, created=changed, corrected=changed
+            )
+        self.note(work, "POST", result.status, result.message)
+        if result.status >= 500 or result.ok:
+            # Whether a version was written is unknown: the next attempt looks before it sends.
+            raise TransientOpenMRSError(
+                f"condition update: {result.status}", method="POST", status=result.status
+            )
+        return work.outcome(SubmissionState.REJECTED_BY_SERVER)
+
+
+def _unique_by_key(records: Sequence[Record]) -> list[Record]:
+    """One record per key (the last wins): two tasks must never submit the same key at once."""
+    return list({record["_id"]: record for record in records}.values())
+
+
+async def submit_records(
+    records: Sequence[Record],
+    *,
+    client: OpenMRSClient,
+    log: SubmissionLogLike,
+    now: datetime,
+    options: SubmitterOptions | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> SubmissionSummary:
+    """Submit every record that OpenMRS does not hold yet (or holds with other content); see module doc."""
+    options = options or SubmitterOptions()
+    submitter = _Submitter(client, log, now, options, clock or (lambda: datetime.now(UTC)))
+    summary = SubmissionSummary()
+    unique = _unique_by_key(records)
+    try:
+        for start in range(0, len(unique), options.batch_size):
+            await submitter.run_batch(unique[start : start + options.batch_size], summary)
+    finally:
+        summary.requests = dict(client.requests)
+    return summary
+
+
+def run_submission(
+    records: Sequence[Record],
+    *,
+    config: ClientConfig,
+    log: SubmissionLogLike,
+    now: datetime,
+    options: SubmitterOptions | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    sleep: Sleep = asyncio.sleep,
+) -> SubmissionSummary:
+    """Synchronous entry point (the Dagster resource calls this): one event loop, one login."""
+
+    async def main() -> SubmissionSummary:
+        async with OpenMRSClient(config, transport=transport, sleep=sleep) as client:
+            summary = await submit_records(records, client=client, log=log, now=now, options=options)
+            await client.logout()
+            return summary
+
+    return asyncio.run(main())

@@ -1,0 +1,161 @@
+"""The OpenMRS submission log: one document per record key in `openmrs_submissions`.
+
+Document: `_id` (record key), `state`, `condition_uuid` (newest version in OpenMRS), `content_hash`
+(last sent), `confirmed_hash` (what OpenMRS is known to hold), `server` (base URL, no credentials),
+`attempts` (the last 20: at, method, status, message without identifiers), `first_attempt_at`,
+`updated_at`. Writes are bulk wherever a batch is at hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+from pymongo import UpdateOne
+from pymongo.database import Database
+
+from tm2_pipeline.openmrs.states import (
+    UNSETTLED_STATES,
+    WAITING_STATES,
+    Attempt,
+    PendingSubmission,
+    SubmissionEntry,
+    SubmissionOutcome,
+    SubmissionState,
+)
+from tm2_pipeline.store.indexes import SUBMISSIONS_COLLECTION
+from tm2_pipeline.store.timestamps import stored_timestamp
+
+KEEP_ATTEMPTS = 20
+_READ_CHUNK = 1000
+
+
+def _entry(document: dict) -> SubmissionEntry:
+    return SubmissionEntry(
+        key=document["_id"],
+        state=SubmissionState(document["state"]),
+        condition_uuid=document["condition_uuid"],
+        content_hash=document.get("content_hash"),
+        confirmed_hash=document.get("confirmed_hash"),
+        server=document.get("server"),
+        first_attempt_at=document.get("first_attempt_at"),
+        updated_at=document.get("updated_at"),
+        attempts=tuple(
+            Attempt(at=a["at"], method=a["method"], status=a.get("status"), message=a.get("message", ""))
+            for a in document.get("attempts") or []
+        ),
+    )
+
+
+def _attempt_documents(attempts: Iterable[Attempt]) -> list[dict]:
+    return [{**attempt.to_document(), "at": stored_timestamp(attempt.at)} for attempt in attempts]
+
+
+class SubmissionLog:
+    """Read and write the submission log (pymongo only; the Mongo resource hands in the database)."""
+
+    def __init__(self, db: Database) -> None:
+        self._collection = db[SUBMISSIONS_COLLECTION]
+
+    def entries_for(self, keys: Sequence[str]) -> dict[str, SubmissionEntry]:
+        entries: dict[str, SubmissionEntry] = {}
+        for start in range(0, len(keys), _READ_CHUNK):
+            for document in self._collection.find({"_id": {"$in": list(keys[start : start + _READ_CHUNK])}}):
+                entries[document["_id"]] = _entry(document)
+        return entries
+
+    def mark_in_flight(self, pending: Sequence[PendingSubmission], server: str, now: datetime) -> None:
+        """Write-ahead, one bulk write: these records are about to be sent (state in_flight)."""
+        if not pending:
+            return
+        at = stored_timestamp(now)
+        operations = []
+        for item in pending:
+            fields = {
+                "state": SubmissionState.IN_FLIGHT.value,
+                "condition_uuid": item.condition_uuid,
+                "content_hash": item.content_hash,
+                "server": server,
+                "updated_at": at,
+            }
+            if item.fresh:  # what the log knew was about another server
+                operations.append(
+                    UpdateOne(
+                        {"_id": item.key},
+                        {"$set": {**fields, "confirmed_hash": None, "first_attempt_at": at, "attempts": []}},
+                        upsert=True,
+                    )
+                )
+            else:
+                operations.append(
+                    UpdateOne(
+                        {"_id": item.key},
+                        {
+                            "$set": fields,
+                            "$setOnInsert": {"first_attempt_at": at, "confirmed_hash": None, "attempts": []},
+                        },
+                        upsert=True,
+                    )
+                )
+        self._collection.bulk_write(operations, ordered=False)
+
+    def record_outcomes(self, outcomes: Sequence[SubmissionOutcome], now: datetime) -> None:
+        """The end of each record's submission in this run, one bulk write; attempts keep the last 20."""
+        if not outcomes:
+            return
+        at = stored_timestamp(now)
+        operations = []
+        for outcome in outcomes:
+            fields: dict = {
+                "state": outcome.state.value,
+                "condition_uuid": outcome.condition_uuid,
+                "updated_at": at,
+            }
+            if outcome.confirmed_hash is not None:
+                fields["confirmed_hash"] = outcome.confirmed_hash
+            update: dict = {"$set": fields}
+            if outcome.attempts:
+                attempts = _attempt_documents(outcome.attempts)
+                update["$push"] = {"attempts": {"$each": attempts, "$slice": -KEEP_ATTEMPTS}}
+            operations.append(UpdateOne({"_id": outcome.key}, update))
+        self._collection.bulk_write(operations, ordered=False)
+
+    def record_outcome(
+        self,
+        key: str,
+        state: SubmissionState,
+        attempts: Sequence[Attempt],
+        *,
+        condition_uuid: str,
+        now: datetime,
+        confirmed_hash: str | None = None,
+    ) -> None:
+        self.record_outcomes(
+            [SubmissionOutcome(key, state, condition_uuid, tuple(attempts), confirmed_hash=confirmed_hash)],
+            now,
+        )
+
+    def rebase(self, key: str, condition_uuid: str, now: datetime) -> None:
+        """A newer version was found in OpenMRS: remember it before anything replaces it."""
+        self._collection.update_one(
+            {"_id": key}, {"$set": {"condition_uuid": condition_uuid, "updated_at": stored_timestamp(now)}}
+        )
+
+    def state_counts(self, keys: Sequence[str] | None = None) -> dict[str, int]:
+        match = {"_id": {"$in": list(keys)}} if keys is not None else {}
+        pipeline = [{"$match": match}, {"$group": {"_id": "$state", "count": {"$sum": 1}}}]
+        return {row["_id"]: row["count"] for row in self._collection.aggregate(pipeline)}
+
+    def retryable_keys(self, now: datetime, patient_retry_days: int) -> list[str]:
+        """Keys a later run should submit again: unsettled ones, and waiting ones still inside the window."""
+        since = stored_timestamp(now - timedelta(days=patient_retry_days))
+        query = {
+            "$or": [
+                {"state": {"$in": sorted(state.value for state in UNSETTLED_STATES)}},
+                {
+                    "state": {"$in": sorted(state.value for state in WAITING_STATES)},
+                    "first_attempt_at": {"$gte": since},
+                },
+            ]
+        }
+        return [document["_id"] for document in self._collection.find(query, {"_id": 1}).sort("_id", 1)]
