@@ -1,0 +1,218 @@
+"""reading.py: encodings, delimiters, quoting, header mapping, ragged and blank rows, refusals."""
+
+from __future__ import annotations
+
+import bz2
+import codecs
+import gzip
+import io
+import lzma
+import random
+import zipfile
+
+import pytest
+
+from tm2_pipeline.reading import (
+    TM2_COLUMNS,
+    FileRefused,
+    canonical_column_name,
+    read_tm2_bytes,
+)
+
+HEADER = "patient_id,tm2_code,condition_name,system_type,severity,diagnosis_date,practitioner_id,namaste_code"
+ROW = "MRN-4711,SK00,Headache,Ayurveda,Mild,2024-01-15,HPR-1,"
+
+
+def refusal(data: bytes) -> FileRefused:
+    with pytest.raises(FileRefused) as caught:
+        read_tm2_bytes(data)
+    return caught.value
+
+
+def test_plain_utf8_file() -> None:
+    raw = read_tm2_bytes(f"{HEADER}\n{ROW}\n".encode())
+    assert (raw.encoding, raw.delimiter, raw.rows, raw.header_fields) == ("utf-8", ",", 1, 8)
+    assert raw.ignored_columns == ()
+    assert list(raw.frame.columns) == [*TM2_COLUMNS, "row", "field_count", "ragged"]
+    assert raw.frame.iloc[0][list(TM2_COLUMNS)].tolist() == ROW.split(",")
+    assert raw.frame.at[0, "row"] == 1
+    assert not raw.frame.at[0, "ragged"]
+
+
+def test_utf8_bom_crlf() -> None:
+    raw = read_tm2_bytes(codecs.BOM_UTF8 + f"{HEADER}\r\n{ROW}\r\n".encode())
+    assert raw.encoding == "utf-8-sig"
+    assert raw.frame.at[0, "patient_id"] == "MRN-4711"  # BOM not glued to the first header name
+    assert raw.frame.at[0, "namaste_code"] == ""  # no stray \r
+
+
+@pytest.mark.parametrize(
+    ("bom", "codec"), [(codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")]
+)
+def test_utf16_tab_separated_excel_unicode_text(bom: bytes, codec: str) -> None:
+    text = HEADER.replace(",", "\t") + "\r\n" + "MRN-1\tST0V\tChange of temperament of psychic Rūḥ pattern\t"
+    text += "Unani\tmild\t15/01/2024\tdr.meera@hpr.abdm\t\r\n"
+    raw = read_tm2_bytes(bom + text.encode(codec))
+    assert (raw.encoding, raw.delimiter, raw.rows) == (codec, "\t", 1)
+    row = raw.frame.iloc[0]
+    assert row["condition_name"] == "Change of temperament of psychic Rūḥ pattern"
+    assert row["practitioner_id"] == "dr.meera@hpr.abdm"
+    assert row["diagnosis_date"] == "15/01/2024"
+
+
+def test_cp1252_semicolon_export() -> None:
+    header = HEADER.replace(",", ";")
+    text = f"{header}\r\nMRN-2;SK00;Névralgie’s crisis;Siddha;Modéré;15/01/2024;HPR-2;\r\n"
+    data = text.encode("cp1252")
+    with pytest.raises(UnicodeDecodeError):
+        data.decode("utf-8")
+    raw = read_tm2_bytes(data)
+    assert (raw.encoding, raw.delimiter) == ("cp1252", ";")
+    assert raw.frame.at[0, "condition_name"] == "Névralgie’s crisis"  # 0x92 is U+2019 in cp1252, not latin-1
+    assert raw.frame.at[0, "severity"] == "Modéré"
+
+
+def test_quoted_fields_with_delimiters_quotes_and_line_breaks() -> None:
+    quoted = '"Joint pain, with ""swelling""\r\nat night"'
+    data = f"{HEADER}\r\nMRN-3,SK00,{quoted},Unani,,2024-01-15,HPR-3,\r\n{ROW}\r\n"
+    raw = read_tm2_bytes(data.encode())
+    assert raw.rows == 2
+    assert raw.frame.at[0, "condition_name"] == 'Joint pain, with "swelling"\r\nat night'
+    assert raw.frame["row"].tolist() == [1, 2]
+    assert not raw.frame["ragged"].any()
+
+
+def test_header_names_are_case_space_and_hyphen_insensitive() -> None:
+    header = "\ufeff Patient ID ,TM2-Code,Condition Name,SYSTEM_TYPE,Severity,Diagnosis  Date,"
+    header += "practitioner-id,"
+    header += "Remarks,"
+    raw = read_tm2_bytes(f"{header}\n{ROW.removesuffix(',')},free text,\n".encode())
+    assert raw.frame.at[0, "patient_id"] == "MRN-4711"
+    assert raw.frame.at[0, "diagnosis_date"] == "2024-01-15"
+    assert raw.frame.at[0, "namaste_code"] == ""  # optional column absent: filled with ""
+    assert raw.ignored_columns == ("Remarks", "(unnamed column 9)")
+
+
+def test_canonical_column_name() -> None:
+    assert canonical_column_name("  Patient-ID ") == "patient_id"
+    assert canonical_column_name("ＴＭ２ Ｃｏｄｅ") == "tm2_code"  # full-width (NFKC)
+    assert canonical_column_name("diagnosis__date") == "diagnosis_date"
+
+
+def test_repeated_column_first_wins() -> None:
+    raw = read_tm2_bytes(f"{HEADER},severity\n{ROW},Severe\n".encode())
+    assert raw.frame.at[0, "severity"] == "Mild"
+    assert raw.ignored_columns == ("severity",)
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+def test_delimiter_detection(delimiter: str) -> None:
+    row = "MRN-5,SK00,Headache; with, commas,Siddha,,2024-01-15,HPR-5,"
+    fields = row.split(",")
+    fields[2] = '"Headache; with, commas\tand tabs"'
+    del fields[3]  # the split above cut the name in two
+    text = HEADER.replace(",", delimiter) + "\n" + delimiter.join(fields) + "\n"
+    raw = read_tm2_bytes(text.encode())
+    assert raw.delimiter == delimiter
+    assert raw.frame.at[0, "condition_name"] == "Headache; with, commas\tand tabs"
+    assert raw.frame.at[0, "system_type"] == "Siddha"
+
+
+def test_excel_sep_directive() -> None:
+    raw = read_tm2_bytes(f"sep=;\n{HEADER.replace(',', ';')}\n{ROW.replace(',', ';')}\n".encode())
+    assert raw.delimiter == ";"
+    assert raw.rows == 1
+    assert raw.frame.at[0, "row"] == 1
+
+
+def test_ragged_rows_are_kept_and_flagged() -> None:
+    data = f"{HEADER}\n{ROW}\nMRN-6,SK00,Headache\n{ROW},extra,fields\n".encode()
+    raw = read_tm2_bytes(data)
+    assert raw.rows == 3
+    assert raw.frame["field_count"].tolist() == [8, 3, 10]
+    assert raw.frame["ragged"].tolist() == [False, True, True]
+    short = raw.frame.iloc[1]
+    assert (short["patient_id"], short["condition_name"], short["severity"]) == ("MRN-6", "Headache", "")
+
+
+def test_blank_lines_are_skipped_but_keep_their_row_number() -> None:
+    data = f"\n\n{HEADER}\n{ROW}\n\n,,,,,,,\n  \n{ROW}\n\n".encode()
+    raw = read_tm2_bytes(data)
+    assert raw.rows == 2
+    assert raw.frame["row"].tolist() == [1, 5]
+
+
+def test_header_only_file_has_zero_rows() -> None:
+    raw = read_tm2_bytes(f"{HEADER}\r\n".encode())
+    assert raw.rows == 0
+    assert list(raw.frame.columns) == [*TM2_COLUMNS, "row", "field_count", "ragged"]
+    assert str(raw.frame["row"].dtype) == "int64"
+
+
+# --- refusals -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"   \r\n\t\n", codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF8 + b"\r\n\r\n", b"\n,,,\n"],
+)
+def test_empty_files_are_refused(data: bytes) -> None:
+    assert refusal(data).reason == "empty"
+
+
+def test_binary_files_are_refused() -> None:
+    assert refusal(b"patient_id\x00tm2_code\x00\x01\x02").reason == "binary"
+    assert refusal(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100).reason == "binary"
+    assert refusal(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj").reason == "binary"
+    noise = random.Random(7).randbytes(4096)
+    assert refusal(noise.replace(b"\x00", b"\x01")).reason == "binary"
+    # UTF-16 without a byte-order mark is NUL-laden: refused, with a hint.
+    refused = refusal(f"{HEADER}\n{ROW}\n".encode("utf-16-le"))
+    assert refused.reason == "binary"
+    assert "UTF-16" in refused.message
+
+
+def test_compressed_files_are_refused() -> None:
+    content = f"{HEADER}\n{ROW}\n".encode()
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("export.csv", content)
+    for data in (gzip.compress(content), archive.getvalue(), bz2.compress(content), lzma.compress(content)):
+        refused = refusal(data)
+        assert refused.reason == "compressed"
+        assert "MRN-4711" not in refused.message
+    assert "xlsx" in refusal(archive.getvalue()).message
+
+
+def test_undecodable_bytes_are_refused_as_encoding() -> None:
+    # 0x81 and 0x9D are undefined in cp1252 and invalid as UTF-8 lead bytes.
+    assert (
+        refusal(f"{HEADER}\n".encode() + b"MRN-1,SK00,\x81\x9d,Unani,,2024-01-15,H,\n").reason == "encoding"
+    )
+    assert refusal(codecs.BOM_UTF8 + HEADER.encode() + b"\n\xe9t\xe9\n").reason == "encoding"
+
+
+def test_missing_columns_message_names_missing_and_found_columns() -> None:
+    header = "Patient ID,tm2_code,condition_name,severity,diagnosis_date,Doctor"
+    refused = refusal(f"{header}\nMRN-4711,SK00,Headache,Mild,2024-01-15,HPR-1\n".encode())
+    assert refused.reason == "missing_columns"
+    assert "missing required column(s): system_type, practitioner_id" in refused.message
+    assert (
+        "found columns: patient_id, tm2_code, condition_name, severity, diagnosis_date, doctor"
+        in refused.message
+    )
+    assert "MRN-4711" not in refused.message
+
+
+def test_headerless_file_does_not_echo_its_first_row() -> None:
+    refused = refusal(f"{ROW}\n{ROW}\n".encode())
+    assert refused.reason == "missing_columns"
+    assert "none is a required column" in refused.message
+    assert "MRN-4711" not in refused.message and "HPR-1" not in refused.message
+
+
+def test_runaway_quote_beyond_the_csv_field_limit_is_refused_as_malformed() -> None:
+    data = f'{HEADER}\n{ROW}\nMRN-9,SK00,"never closed,Unani\n'.encode() + b"x" * 200_000
+    refused = refusal(data)
+    assert refused.reason == "malformed"
+    assert "data row 2" in refused.message
