@@ -17,10 +17,26 @@ from tm2_pipeline.identity import clean_token, condition_uuid, normalize_patient
 
 SAMPLE = DATA_DIR / "tm2_sample.csv"
 _DATE_FORMATS = ("%Y-%m-%d", "%Y-%m-%d %H:%M:%S", "%d/%m/%Y", "%d-%m-%Y", "%d-%b-%y")
-_SEVERITY = {"mild": "Mild", "1": "Mild", "moderate": "Moderate", "mod.": "Moderate", "2": "Moderate",
-             "severe": "Severe", "sev": "Severe", "3": "Severe"}  # fmt: skip
-CONTENT_FIELDS = ("patient_id", "tm2_code", "diagnosis_date", "system_type", "severity", "practitioner_id",
-                  "condition_name", "namaste_code")  # fmt: skip
+_SEVERITY = {
+    "mild": "Mild",
+    "1": "Mild",
+    "moderate": "Moderate",
+    "mod.": "Moderate",
+    "2": "Moderate",
+    "severe": "Severe",
+    "sev": "Severe",
+    "3": "Severe",
+}
+CONTENT_FIELDS = (
+    "patient_id",
+    "tm2_code",
+    "diagnosis_date",
+    "system_type",
+    "severity",
+    "practitioner_id",
+    "condition_name",
+    "namaste_code",
+)
 
 
 def _date(text: str) -> str | None:
@@ -38,17 +54,30 @@ def content_hash(record: dict[str, Any]) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def make_record(patient_id: str, tm2_code: str, diagnosis_date: str, system_type: str = "Ayurveda",
-                severity: str | None = "Mild", **extra: Any) -> dict[str, Any]:  # fmt: skip
+def make_record(
+    patient_id: str,
+    tm2_code: str,
+    diagnosis_date: str,
+    system_type: str = "Ayurveda",
+    severity: str | None = "Mild",
+    **extra: Any,
+) -> dict[str, Any]:
     entry = tm2_code_list().get(tm2_code)
     key = record_key(patient_id, tm2_code, diagnosis_date, system_type)
     record = {
-        "_id": key, "patient_id": patient_id, "tm2_code": tm2_code, "diagnosis_date": diagnosis_date,
-        "system_type": system_type, "severity": severity, "practitioner_id": "HPR-71-2231-0098",
-        "condition_name": entry.title if entry else "", "namaste_code": None,
-        "who_title": entry.title if entry else "", "who_block": entry.block_title if entry else "",
+        "_id": key,
+        "patient_id": patient_id,
+        "tm2_code": tm2_code,
+        "diagnosis_date": diagnosis_date,
+        "system_type": system_type,
+        "severity": severity,
+        "practitioner_id": "HPR-71-2231-0098",
+        "condition_name": entry.title if entry else "",
+        "namaste_code": None,
+        "who_title": entry.title if entry else "",
+        "who_block": entry.block_title if entry else "",
         "icd_release": ICD_RELEASE,
-    }  # fmt: skip
+    }
     record.update(extra)
     record["content_hash"] = content_hash(record)
     return record
@@ -70,13 +99,15 @@ def sample_records() -> list[dict[str, Any]]:
             if code not in tm2_code_list() or diagnosis_date is None:
                 continue
             record = make_record(
-                normalize_patient_id(row["patient_id"]), code, diagnosis_date,
+                normalize_patient_id(row["patient_id"]),
+                code,
+                diagnosis_date,
                 system_type=clean_token(row["system_type"]).title(),
                 severity=_SEVERITY.get(clean_token(row["severity"]).lower()),
                 practitioner_id=clean_token(row["practitioner_id"]),
                 condition_name=clean_token(row["condition_name"]),
                 namaste_code=clean_token(row["namaste_code"]) or None,
-            )  # fmt: skip
+            )
             records[record["_id"]] = record
     return list(records.values())
 

@@ -1,0 +1,304 @@
+"""The OpenMRS client against scripted answers (httpx.MockTransport): session, retries, privacy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from tm2_pipeline.openmrs.client import OpenMRSClient
+from tm2_pipeline.openmrs.client_config import ClientConfig
+from tm2_pipeline.openmrs.errors import OpenMRSAuthError, OpenMRSConfigError, TransientOpenMRSError
+
+BASE = "https://emr.example.org/openmrs"
+IDENTIFIER = "91-3229-3771-7516"
+PASSWORD = "s3cret-Pass"
+LOGGED_IN = {"authenticated": True, "user": {"username": "clerk"}, "locale": "en", "allowedLocales": ["en"]}
+
+
+def config(**overrides) -> ClientConfig:
+    options = {
+        "base_url": BASE,
+        "username": "clerk",
+        "password": PASSWORD,
+        "max_attempts": 4,
+        "backoff_initial_s": 0.01,
+        "backoff_max_s": 0.02,
+        **overrides,
+    }
+    return ClientConfig(**options)
+
+
+class Script:
+    """A fake OpenMRS: `route(request) -> Response`, every request kept for assertions."""
+
+    def __init__(self, route: Callable[[httpx.Request], httpx.Response]) -> None:
+        self.route = route
+        self.requests: list[httpx.Request] = []
+        self.waits: list[float] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self.route(request)
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    def client(self, **overrides) -> OpenMRSClient:
+        return OpenMRSClient(
+            config(**overrides), transport=httpx.MockTransport(self.handler), sleep=self.sleep
+        )
+
+    def paths(self, path: str) -> list[httpx.Request]:
+        return [r for r in self.requests if r.url.path.endswith(path)]
+
+
+def session_ok(request: httpx.Request) -> httpx.Response | None:
+    if request.url.path.endswith("/session"):
+        return httpx.Response(200, json=LOGGED_IN, headers={"Set-Cookie": "JSESSIONID=ABC; Path=/openmrs"})
+    return None
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_logs_in_once_and_reuses_the_session_cookie() -> None:
+    def route(request: httpx.Request) -> httpx.Response:
+        return session_ok(request) or httpx.Response(200, json={"results": [{"uuid": "p-1"}]})
+
+    script = Script(route)
+
+    async def scenario() -> list[list[str]]:
+        async with script.client() as client:
+            return [await client.patient_uuids(f"MRN-{n}") for n in range(3)]
+
+    assert run(scenario()) == [["p-1"]] * 3
+    logins = script.paths("/session")
+    assert len(logins) == 1 and logins[0].headers["Authorization"].startswith("Basic ")
+    lookups = script.paths("/patient")
+    assert all("Authorization" not in r.headers and "JSESSIONID=ABC" in r.headers["Cookie"] for r in lookups)
+    assert lookups[0].url.path == "/openmrs/ws/rest/v1/patient"
+
+
+def test_patient_lookups_are_cached_for_the_run() -> None:
+    script = Script(lambda r: session_ok(r) or httpx.Response(200, json={"results": [{"uuid": "p-1"}]}))
+
+    async def scenario() -> None:
+        async with script.client() as client:
+            await asyncio.gather(*(client.patient_uuids(IDENTIFIER) for _ in range(5)))
+
+    run(scenario())
+    assert len(script.paths("/patient")) == 1
+
+
+def test_refused_credentials_raise_once_naming_the_user_not_the_password() -> None:
+    script = Script(lambda r: httpx.Response(200, json={"authenticated": False, "locale": "en"}))
+
+    async def scenario() -> list[BaseException]:
+        async with script.client() as client:
+            errors = []
+            for _ in range(3):
+                with pytest.raises(OpenMRSAuthError) as caught:
+                    await client.patient_uuids(IDENTIFIER)
+                errors.append(caught.value)
+            return errors
+
+    errors = run(scenario())
+    assert len(script.paths("/session")) == 1, "a refused login must never be repeated in the same run"
+    assert "'clerk'" in str(errors[0]) and PASSWORD not in str(errors[0])
+    assert OpenMRSAuthError.retryable is False
+
+
+def test_a_stale_session_gets_one_fresh_login_then_stops() -> None:
+    state = {"logins": 0}
+
+    def route(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/session"):
+            state["logins"] += 1
+            return session_ok(request)
+        return httpx.Response(401, html="<html><p>Session timed out</p></html>")
+
+    script = Script(route)
+
+    async def scenario() -> None:
+        async with script.client() as client:
+            await client.patient_uuids(IDENTIFIER)
+
+    with pytest.raises(OpenMRSAuthError, match="again after a fresh login"):
+        run(scenario())
+    assert state["logins"] == 2
+    assert len(script.paths("/patient")) == 2
+
+
+def test_a_session_timeout_is_recovered_transparently() -> None:
+    answers = iter([httpx.Response(401, html="<p>Session timed out</p>")])
+
+    def route(request: httpx.Request) -> httpx.Response:
+        return session_ok(request) or next(answers, None) or httpx.Response(200, json={"results": []})
+
+    script = Script(route)
+
+    async def scenario() -> list[str]:
+        async with script.client() as client:
+            return await client.patient_uuids(IDENTIFIER)
+
+    assert run(scenario()) == []
+    assert len(script.paths("/session")) == 2
+
+
+def test_503_with_retry_after_is_honoured_and_retried() -> None:
+    answers = iter([httpx.Response(503, headers={"Retry-After": "7"}, html="<h1>starting</h1>")])
+
+    def route(request: httpx.Request) -> httpx.Response:
+        return (
+            session_ok(request)
+            or next(answers, None)
+            or httpx.Response(200, json={"results": [{"uuid": "p"}]})
+        )
+
+    script = Script(route)
+
+    async def scenario() -> list[str]:
+        async with script.client() as client:
+            async for attempt in client.retrying():
+                with attempt:
+                    return await client.patient_uuids(IDENTIFIER)
+        return []
+
+    assert run(scenario()) == ["p"]
+    assert script.waits == [7.0]
+
+
+def test_retry_after_is_capped_and_attempts_are_bounded() -> None:
+    def route(request: httpx.Request) -> httpx.Response:
+        return session_ok(request) or httpx.Response(503, headers={"Retry-After": "3600"})
+
+    script = Script(route)
+
+    async def scenario() -> None:
+        async with script.client(retry_after_max_s=2.0) as client:
+            async for attempt in client.retrying():
+                with attempt:
+                    await client.patient_uuids(IDENTIFIER)
+
+    with pytest.raises(TransientOpenMRSError):
+        run(scenario())
+    assert script.waits == [2.0, 2.0, 2.0]  # max_attempts=4: three waits, capped
+    assert len(script.paths("/patient")) == 4
+
+
+def test_backoff_without_retry_after_is_jittered_and_capped() -> None:
+    script = Script(lambda r: session_ok(r) or httpx.Response(502, html="<h1>502 Bad Gateway</h1>"))
+
+    async def scenario() -> None:
+        async with script.client(max_attempts=6, backoff_initial_s=0.5, backoff_max_s=1.0) as client:
+            async for attempt in client.retrying():
+                with attempt:
+                    await client.patient_uuids(IDENTIFIER)
+
+    with pytest.raises(TransientOpenMRSError, match="502"):
+        run(scenario())
+    assert len(script.waits) == 5 and all(0 <= wait <= 1.0 for wait in script.waits)
+    assert len(set(script.waits)) > 1
+
+
+def test_a_400_on_post_is_returned_not_retried() -> None:
+    refusal = {"error": {"message": "Some properties are not allowed to be set: encounter", "code": "x"}}
+    script = Script(lambda r: session_ok(r) or httpx.Response(400, json=refusal))
+
+    async def scenario():
+        async with script.client() as client:
+            return await client.create_condition({"uuid": "c", "patient": "p"})
+
+    result = run(scenario())
+    assert (result.ok, result.status) == (False, 400)
+    assert result.message == "Some properties are not allowed to be set: encounter"
+    assert len(script.paths("/condition")) == 1 and script.waits == []
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_gateway_errors_on_post_are_transient(status: int) -> None:
+    script = Script(lambda r: session_ok(r) or httpx.Response(status, html="<h1>gateway</h1>"))
+
+    async def scenario():
+        async with script.client() as client:
+            return await client.create_condition({"uuid": "c"})
+
+    with pytest.raises(TransientOpenMRSError) as caught:
+        run(scenario())
+    assert caught.value.status == status and caught.value.method == "POST"
+
+
+def test_transport_failures_are_transient_and_never_show_the_identifier(caplog) -> None:
+    def route(request: httpx.Request) -> httpx.Response:
+        if session := session_ok(request):
+            return session
+        raise httpx.ReadTimeout(f"timed out reading {request.url}", request=request)
+
+    script = Script(route)
+
+    async def scenario() -> None:
+        async with script.client() as client:
+            await client.patient_uuids(IDENTIFIER)
+
+    with caplog.at_level(logging.DEBUG), pytest.raises(TransientOpenMRSError) as caught:
+        run(scenario())
+    assert str(caught.value) == "patient lookup: timed out (ReadTimeout)"
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert IDENTIFIER not in caplog.text
+    assert "3229" not in json.dumps([record.getMessage() for record in caplog.records])
+
+
+def test_condition_lists_follow_every_page() -> None:
+    def route(request: httpx.Request) -> httpx.Response:
+        if session := session_ok(request):
+            return session
+        start = int(request.url.params["startIndex"])
+        assert request.url.params["limit"] == "100"
+        items = [{"uuid": f"c-{n}"} for n in range(start, min(start + 100, 230))]
+        links = [{"rel": "next", "uri": "..."}] if start + 100 < 230 else []
+        return httpx.Response(200, json={"results": items, "links": links})
+
+    script = Script(route)
+
+    async def scenario() -> list[dict]:
+        async with script.client() as client:
+            return await client.patient_conditions("p-1")
+
+    assert [c["uuid"] for c in run(scenario())] == [f"c-{n}" for n in range(230)]
+
+
+@pytest.mark.parametrize(
+    ("base_url", "allowed"),
+    [
+        ("http://emr.example.org/openmrs", False),
+        ("http://127.0.0.1:8080/openmrs", True),
+        ("http://localhost/openmrs", True),
+        ("http://[::1]:80/openmrs", True),
+        ("https://emr.example.org/o", True),
+    ],
+)
+def test_basic_auth_over_plain_http_is_refused_off_this_machine(base_url: str, allowed: bool) -> None:
+    if allowed:
+        assert config(base_url=base_url).rest_base.endswith("/ws/rest/v1")
+        return
+    with pytest.raises(OpenMRSConfigError, match=r"plain http to emr\.example\.org"):
+        config(base_url=base_url)
+    assert config(base_url=base_url, allow_insecure=True).server == base_url
+
+
+def test_credentials_in_the_url_are_refused_and_never_echoed() -> None:
+    with pytest.raises(OpenMRSConfigError) as caught:
+        config(base_url="https://clerk:hunter2@emr.example.org/openmrs")
+    assert "hunter2" not in str(caught.value)
+    assert PASSWORD not in repr(config())
+
+
+def test_httpx_request_logging_is_silenced() -> None:
+    assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING
+    assert logging.getLogger("httpcore").getEffectiveLevel() >= logging.WARNING

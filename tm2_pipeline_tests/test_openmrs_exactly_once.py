@@ -1,0 +1,271 @@
+"""Exactly-once submission end to end: the emulator over real HTTP, the submission log on SecantusDB."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pymongo.database import Database
+
+from tm2_pipeline.identity import condition_uuid
+from tm2_pipeline.openmrs.client_config import ClientConfig
+from tm2_pipeline.openmrs.emulator.faults import FaultConfig
+from tm2_pipeline.openmrs.emulator.server import SandboxServer, open_sandbox
+from tm2_pipeline.openmrs.errors import OpenMRSAuthError
+from tm2_pipeline.openmrs.states import SubmissionOutcome, SubmissionState
+from tm2_pipeline.openmrs.submitter import run_submission
+from tm2_pipeline.store.submissions import SubmissionLog
+from tm2_pipeline_tests.openmrs_sample_records import make_record, sample_records, with_changes
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+
+class SimulatedCrash(RuntimeError):
+    pass
+
+
+class CrashingLog(SubmissionLog):
+    """The process dies after OpenMRS answered but before the outcomes reach the log (once)."""
+
+    crashed = False
+
+    def record_outcomes(self, outcomes: Sequence[SubmissionOutcome], now: datetime) -> None:
+        if not self.crashed:
+            self.crashed = True
+            raise SimulatedCrash("killed between the POST and the log update")
+        super().record_outcomes(outcomes, now)
+
+
+@pytest.fixture
+def server() -> Iterator[SandboxServer]:
+    with open_sandbox(None) as sandbox, SandboxServer(sandbox) as running:
+        yield running
+
+
+def config_for(server: SandboxServer, **overrides) -> ClientConfig:
+    options = {
+        "base_url": server.base_url,
+        "username": "admin",
+        "password": "Admin123",
+        "backoff_initial_s": 0.01,
+        "backoff_max_s": 0.05,
+        **overrides,
+    }
+    return ClientConfig(**options)
+
+
+def submit(server: SandboxServer, records, log: SubmissionLog, now: datetime = NOW, **overrides):
+    return run_submission(records, config=config_for(server, **overrides), log=log, now=now)
+
+
+def conditions_by_uuid(server: SandboxServer) -> dict[str, dict]:
+    return dict(server.sandbox.state.conditions)
+
+
+def expected_outcomes(server: SandboxServer, records) -> dict[str, SubmissionState]:
+    """What each record should end as, from the seed: one patient -> in OpenMRS."""
+    outcome = {}
+    for record in records:
+        found = len(server.sandbox.state.find_patients(record["patient_id"]))
+        outcome[record["_id"]] = {0: SubmissionState.PATIENT_NOT_FOUND, 1: SubmissionState.SUBMITTED}.get(
+            found, SubmissionState.AMBIGUOUS_PATIENT
+        )
+    return outcome
+
+
+def assert_each_record_in_openmrs_once(server: SandboxServer, records, log: SubmissionLog) -> int:
+    expected = expected_outcomes(server, records)
+    in_openmrs = {key for key, state in expected.items() if state is SubmissionState.SUBMITTED}
+    conditions = conditions_by_uuid(server)
+    assert set(conditions) == {condition_uuid(key) for key in in_openmrs}, "missing or extra conditions"
+    per_patient = Counter((c["patient"], c["onsetDate"], c["additionalDetail"]) for c in conditions.values())
+    assert max(per_patient.values()) == 1
+    entries = log.entries_for([record["_id"] for record in records])
+    for key, state in expected.items():
+        if state is SubmissionState.SUBMITTED:
+            assert entries[key].state in (SubmissionState.SUBMITTED, SubmissionState.ALREADY_PRESENT)
+            assert entries[key].confirmed_hash is not None
+        else:
+            assert entries[key].state is state
+    return len(in_openmrs)
+
+
+def test_the_sample_reaches_openmrs_once_and_a_rerun_sends_nothing(
+    server: SandboxServer, mongo_db: Database
+) -> None:
+    records, log = sample_records(), SubmissionLog(mongo_db)
+    summary = submit(server, records, log)
+    created = assert_each_record_in_openmrs_once(server, records, log)
+    assert summary.submitted == created and summary.failed == 0 and summary.total == len(records)
+    assert summary.requests["POST"] == created  # one request per new record, nothing else written
+    assert summary.state_counts["patient_not_found"] >= 5 and summary.state_counts["ambiguous_patient"] >= 1
+    kinds = Counter("coded" if c["coded"] else "nonCoded" for c in conditions_by_uuid(server).values())
+    assert kinds["coded"] > 10 and kinds["nonCoded"] > 10
+
+    again = submit(server, records, log, now=NOW + timedelta(hours=1))
+    assert again.submitted == 0 and "POST" not in again.requests
+    assert again.unchanged == created + again.state_counts["ambiguous_patient"]
+    assert len(conditions_by_uuid(server)) == created
+
+
+def test_a_crash_between_post_and_log_update_creates_nothing_twice(
+    server: SandboxServer, mongo_db: Database
+) -> None:
+    records = sample_records()[:40]
+    with pytest.raises(SimulatedCrash):
+        submit(server, records, CrashingLog(mongo_db))
+    log = SubmissionLog(mongo_db)
+    assert set(log.state_counts()) == {"in_flight"}, "the write-ahead mark is all the log knows"
+    created_before = len(conditions_by_uuid(server))
+    assert created_before > 0
+
+    summary = submit(server, records, log, now=NOW + timedelta(minutes=5))
+    assert summary.submitted == 0 and "POST" not in summary.requests
+    assert summary.state_counts["already_present"] == created_before
+    assert assert_each_record_in_openmrs_once(server, records, log) == created_before
+
+
+def test_repeated_runs_through_30_percent_faults_converge_to_exactly_once(mongo_db: Database) -> None:
+    records, log = sample_records(), SubmissionLog(mongo_db)
+    faults = FaultConfig.spread(0.3, hang_s=0.25, seed=20250601)
+    with open_sandbox(None, faults=faults) as sandbox, SandboxServer(sandbox) as server:
+        runs = []
+        for run in range(8):
+            summary = submit(
+                server, records, log, now=NOW + timedelta(minutes=run), read_timeout_s=0.1, max_attempts=4
+            )
+            runs.append(summary)
+            if summary.failed == 0:
+                break
+        assert runs[-1].failed == 0, f"did not converge: {[s.state_counts for s in runs]}"
+        assert sum(s.submitted for s in runs) + runs[-1].state_counts.get("already_present", 0) >= 1
+        injected = sandbox.faults.injected
+        assert {"drop", "timeout", "lost_response", "error_500", "bad_gateway"} <= set(injected)
+        assert_each_record_in_openmrs_once(server, records, log)
+    entries = log.entries_for([record["_id"] for record in records]).values()
+    retried = [entry for entry in entries if len(entry.attempts) > 1]
+    assert retried, "with 30% faults some record needed more than one attempt"
+    assert any(
+        attempt.status in (502, 503, 504, 500) or attempt.status is None
+        for entry in retried
+        for attempt in entry.attempts
+    )
+    assert all(
+        str(record["patient_id"]) not in a.message for record in records for e in entries for a in e.attempts
+    )
+
+
+def test_a_corrected_severity_becomes_one_new_version(server: SandboxServer, mongo_db: Database) -> None:
+    log = SubmissionLog(mongo_db)
+    record = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
+    submit(server, [record], log)
+    original = condition_uuid(record["_id"])
+
+    corrected = with_changes(record, severity="Severe")
+    summary = submit(server, [corrected], log, now=NOW + timedelta(days=1))
+    assert (summary.submitted, summary.corrected, summary.requests.get("POST")) == (1, 1, 1)
+    conditions = conditions_by_uuid(server)
+    assert conditions[original]["voided"] is True
+    (current,) = [c for c in conditions.values() if not c["voided"]]
+    assert current["previousVersion"] == original and "Severity: Severe" in current["additionalDetail"]
+    entry = log.entries_for([record["_id"]])[record["_id"]]
+    assert (entry.state, entry.condition_uuid, entry.confirmed_hash) == (
+        SubmissionState.SUBMITTED,
+        current["uuid"],
+        corrected["content_hash"],
+    )
+
+    again = submit(server, [corrected], log, now=NOW + timedelta(days=2))
+    assert again.submitted == 0 and "POST" not in again.requests
+    assert len(conditions_by_uuid(server)) == 2
+
+
+def test_a_correction_whose_answer_was_lost_is_found_not_resent(
+    server: SandboxServer, mongo_db: Database
+) -> None:
+    record = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
+    submit(server, [record], SubmissionLog(mongo_db))
+    corrected = with_changes(record, severity="Severe")
+    with pytest.raises(SimulatedCrash):
+        submit(server, [corrected], CrashingLog(mongo_db), now=NOW + timedelta(days=1))
+    assert len(conditions_by_uuid(server)) == 2
+
+    log = SubmissionLog(mongo_db)
+    summary = submit(server, [corrected], log, now=NOW + timedelta(days=2))
+    assert "POST" not in summary.requests and summary.state_counts == {"already_present": 1}
+    (current,) = [c for c in conditions_by_uuid(server).values() if not c["voided"]]
+    assert log.entries_for([record["_id"]])[record["_id"]].condition_uuid == current["uuid"]
+
+    # A later correction builds on the version that was found.
+    summary = submit(server, [with_changes(record, severity="Moderate")], log, now=NOW + timedelta(days=3))
+    assert summary.corrected == 1
+    (latest,) = [c for c in conditions_by_uuid(server).values() if not c["voided"]]
+    assert latest["previousVersion"] == current["uuid"]
+
+
+def test_wrong_password_fails_once_with_one_login_per_run(server: SandboxServer, mongo_db: Database) -> None:
+    log = SubmissionLog(mongo_db)
+    records = sample_records()[:20]
+    for run in range(2):
+        with pytest.raises(OpenMRSAuthError) as caught:
+            submit(server, records, log, password="not-the-password")
+        assert "'admin'" in str(caught.value) and "not-the-password" not in str(caught.value)
+        assert server.sandbox.state.login_attempts["admin"] == run + 1
+    assert log.state_counts() == {}, "a refused login marks nothing in flight"
+    assert conditions_by_uuid(server) == {}
+
+
+def test_a_400_is_recorded_as_rejected_and_not_retried(server: SandboxServer, mongo_db: Database) -> None:
+    log = SubmissionLog(mongo_db)
+    record = make_record("MRN-01001", "SK01", "2024-02-30")  # a date OpenMRS cannot convert
+    summary = submit(server, [record], log)
+    assert summary.state_counts == {"rejected_by_server": 1} and summary.requests["POST"] == 1
+    entry = log.entries_for([record["_id"]])[record["_id"]]
+    assert [(a.method, a.status) for a in entry.attempts] == [("POST", 400)]
+    assert "onsetDate" in entry.attempts[0].message
+    # Waits for a person: the next run sends nothing.
+    assert "POST" not in submit(server, [record], log, now=NOW + timedelta(days=1)).requests
+
+
+def test_a_patient_registered_later_is_picked_up_within_the_window(
+    server: SandboxServer, mongo_db: Database
+) -> None:
+    log = SubmissionLog(mongo_db)
+    record = make_record("MRN-77777", "SK01", "2024-01-15")
+    assert submit(server, [record], log).state_counts == {"patient_not_found": 1}
+    patient = {
+        "uuid": "late-patient",
+        "identifiers": [{"identifier": "MRN-77777", "identifierType": "Clinic MRN"}],
+        "givenName": "Late",
+        "familyName": "Arrival",
+        "gender": "F",
+        "birthdate": "1990-01-01",
+    }
+    server.sandbox.state.patients[patient["uuid"]] = patient
+    server.sandbox.state.patients_by_identifier["MRN-77777"].append(patient)
+    summary = submit(server, [record], log, now=NOW + timedelta(days=3))
+    assert summary.state_counts == {"submitted": 1} and summary.submitted == 1
+    assert conditions_by_uuid(server)[condition_uuid(record["_id"])]["patient"] == "late-patient"
+
+
+def test_a_concept_is_required_when_noncoded_is_not_allowed(
+    server: SandboxServer, mongo_db: Database
+) -> None:
+    from tm2_pipeline.openmrs.submitter import SubmitterOptions
+
+    unmapped = make_record("MRN-01001", "SK01", "2024-01-15")  # SK01 has no concept in the seed
+    mapped = make_record("MRN-01001", "SK00", "2024-01-15")
+    summary = run_submission(
+        [unmapped, mapped],
+        config=config_for(server),
+        log=SubmissionLog(mongo_db),
+        now=NOW,
+        options=SubmitterOptions(allow_noncoded=False),
+    )
+    assert summary.state_counts == {"concept_not_found": 1, "submitted": 1}
+    (condition,) = conditions_by_uuid(server).values()
+    assert condition["coded"] is not None

@@ -1,0 +1,139 @@
+"""The submission log on the real wire-protocol server (SecantusDB): write-ahead, outcomes, counts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pymongo.database import Database
+
+from tm2_pipeline.openmrs.states import Attempt, PendingSubmission, SubmissionOutcome, SubmissionState
+from tm2_pipeline.store.submissions import KEEP_ATTEMPTS, SubmissionLog
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2025, 6, 1, 12, 0, 0, 123000, tzinfo=UTC)
+SERVER = "https://emr.example.org/openmrs"
+
+
+def attempt(n: int, status: int = 201) -> Attempt:
+    return Attempt(at=NOW + timedelta(seconds=n), method="POST", status=status, message=f"try {n}")
+
+
+def test_mark_in_flight_then_outcome_round_trip(mongo_db: Database) -> None:
+    log = SubmissionLog(mongo_db)
+    log.mark_in_flight(
+        [PendingSubmission("k1", "u1", "h1", fresh=False), PendingSubmission("k2", "u2", "h2", fresh=False)],
+        SERVER,
+        NOW,
+    )
+    entries = log.entries_for(["k1", "k2", "missing"])
+    assert set(entries) == {"k1", "k2"}
+    first = entries["k1"]
+    assert (first.state, first.condition_uuid, first.content_hash, first.confirmed_hash, first.server) == (
+        SubmissionState.IN_FLIGHT,
+        "u1",
+        "h1",
+        None,
+        SERVER,
+    )
+    assert first.first_attempt_at.replace(tzinfo=UTC) == NOW
+
+    later = NOW + timedelta(hours=1)
+    log.record_outcomes(
+        [
+            SubmissionOutcome("k1", SubmissionState.SUBMITTED, "u1", (attempt(1),), confirmed_hash="h1"),
+            SubmissionOutcome("k2", SubmissionState.FAILED_RETRYABLE, "u2", (attempt(1, 502),)),
+        ],
+        later,
+    )
+    entries = log.entries_for(["k1", "k2"])
+    assert entries["k1"].state is SubmissionState.SUBMITTED and entries["k1"].confirmed_hash == "h1"
+    assert entries["k1"].updated_at.replace(tzinfo=UTC) == later
+    assert entries["k2"].confirmed_hash is None
+    assert [a.status for a in entries["k2"].attempts] == [502]
+
+
+def test_a_second_mark_keeps_first_attempt_and_confirmed_hash(mongo_db: Database) -> None:
+    log = SubmissionLog(mongo_db)
+    log.mark_in_flight([PendingSubmission("k", "u1", "h1", fresh=False)], SERVER, NOW)
+    log.record_outcome(
+        "k", SubmissionState.SUBMITTED, [attempt(1)], condition_uuid="u1", now=NOW, confirmed_hash="h1"
+    )
+    log.mark_in_flight([PendingSubmission("k", "u1", "h2", fresh=False)], SERVER, NOW + timedelta(days=2))
+    entry = log.entries_for(["k"])["k"]
+    assert (entry.state, entry.content_hash, entry.confirmed_hash) == (SubmissionState.IN_FLIGHT, "h2", "h1")
+    assert entry.first_attempt_at.replace(tzinfo=UTC) == NOW
+    assert len(entry.attempts) == 1
+
+
+def test_a_fresh_mark_forgets_another_servers_history(mongo_db: Database) -> None:
+    log = SubmissionLog(mongo_db)
+    log.mark_in_flight([PendingSubmission("k", "u1", "h1", fresh=False)], "http://old/openmrs", NOW)
+    log.record_outcome(
+        "k", SubmissionState.SUBMITTED, [attempt(1)], condition_uuid="u9", now=NOW, confirmed_hash="h1"
+    )
+    log.mark_in_flight([PendingSubmission("k", "u1", "h1", fresh=True)], SERVER, NOW + timedelta(days=1))
+    entry = log.entries_for(["k"])["k"]
+    assert (entry.server, entry.condition_uuid, entry.confirmed_hash, entry.attempts) == (
+        SERVER,
+        "u1",
+        None,
+        (),
+    )
+    assert entry.first_attempt_at.replace(tzinfo=UTC) == NOW + timedelta(days=1)
+
+
+def test_attempts_keep_only_the_last_twenty(mongo_db: Database) -> None:
+    log = SubmissionLog(mongo_db)
+    log.mark_in_flight([PendingSubmission("k", "u", "h", fresh=False)], SERVER, NOW)
+    for batch in range(3):
+        attempts = tuple(attempt(batch * 10 + n, 500 + n) for n in range(10))
+        log.record_outcomes([SubmissionOutcome("k", SubmissionState.FAILED_RETRYABLE, "u", attempts)], NOW)
+    kept = log.entries_for(["k"])["k"].attempts
+    assert len(kept) == KEEP_ATTEMPTS
+    assert [a.message for a in kept] == [f"try {n}" for n in range(10, 30)]
+
+
+def test_rebase_moves_the_current_uuid(mongo_db: Database) -> None:
+    log = SubmissionLog(mongo_db)
+    log.mark_in_flight([PendingSubmission("k", "u1", "h2", fresh=False)], SERVER, NOW)
+    log.rebase("k", "u2", NOW)
+    entry = log.entries_for(["k"])["k"]
+    assert (entry.condition_uuid, entry.state) == ("u2", SubmissionState.IN_FLIGHT)
+
+
+def test_state_counts_and_retryable_keys(mongo_db: Database) -> None:
+    log = SubmissionLog(mongo_db)
+    old = NOW - timedelta(days=40)
+    states = {
+        "a": SubmissionState.SUBMITTED,
+        "b": SubmissionState.FAILED_RETRYABLE,
+        "c": SubmissionState.PATIENT_NOT_FOUND,
+        "d": SubmissionState.PATIENT_NOT_FOUND,
+        "e": SubmissionState.REJECTED_BY_SERVER,
+        "f": SubmissionState.IN_FLIGHT,
+    }
+    for key, state in states.items():
+        log.mark_in_flight(
+            [PendingSubmission(key, f"u-{key}", "h", fresh=False)], SERVER, old if key == "d" else NOW
+        )
+        if state is not SubmissionState.IN_FLIGHT:
+            log.record_outcomes([SubmissionOutcome(key, state, f"u-{key}", ())], NOW)
+    assert log.state_counts() == {
+        "submitted": 1,
+        "failed_retryable": 1,
+        "patient_not_found": 2,
+        "rejected_by_server": 1,
+        "in_flight": 1,
+    }
+    assert log.state_counts(["a", "c", "zzz"]) == {"submitted": 1, "patient_not_found": 1}
+    assert log.retryable_keys(NOW, patient_retry_days=30) == ["b", "c", "f"]
+    assert log.retryable_keys(NOW, patient_retry_days=60) == ["b", "c", "d", "f"]
+
+
+def test_entries_for_reads_in_chunks(mongo_db: Database) -> None:
+    log = SubmissionLog(mongo_db)
+    keys = [f"k{n:05d}" for n in range(1001)]
+    log.mark_in_flight([PendingSubmission(k, "u", "h", fresh=False) for k in keys], SERVER, NOW)
+    assert len(log.entries_for(keys)) == 1001
