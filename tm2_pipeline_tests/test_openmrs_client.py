@@ -12,7 +12,13 @@ import pytest
 
 from tm2_pipeline.openmrs.client import OpenMRSClient
 from tm2_pipeline.openmrs.client_config import ClientConfig
-from tm2_pipeline.openmrs.errors import OpenMRSAuthError, OpenMRSConfigError, TransientOpenMRSError
+from tm2_pipeline.openmrs.errors import (
+    OpenMRSAccessError,
+    OpenMRSAuthError,
+    OpenMRSConfigError,
+    OpenMRSNotRetryable,
+    TransientOpenMRSError,
+)
 
 BASE = "https://emr.example.org/openmrs"
 IDENTIFIER = "91-3229-3771-7516"
@@ -111,7 +117,22 @@ def test_refused_credentials_raise_once_naming_the_user_not_the_password() -> No
     errors = run(scenario())
     assert len(script.paths("/session")) == 1, "a refused login must never be repeated in the same run"
     assert "'clerk'" in str(errors[0]) and PASSWORD not in str(errors[0])
-    assert OpenMRSAuthError.retryable is False
+    assert issubclass(OpenMRSAuthError, OpenMRSNotRetryable)
+
+
+def test_a_missing_privilege_stops_the_run() -> None:
+    refusal = {
+        "error": {"message": "User is logged in but doesn't have the relevant privilege [Get Patients]"}
+    }
+    script = Script(lambda r: session_ok(r) or httpx.Response(403, json=refusal))
+
+    async def scenario() -> None:
+        async with script.client() as client:
+            await client.patient_uuids(IDENTIFIER)
+
+    with pytest.raises(OpenMRSAccessError, match="lacks a privilege for patient lookup"):
+        run(scenario())
+    assert issubclass(OpenMRSAccessError, OpenMRSNotRetryable)
 
 
 def test_a_stale_session_gets_one_fresh_login_then_stops() -> None:

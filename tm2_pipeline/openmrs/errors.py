@@ -7,24 +7,28 @@ class OpenMRSError(RuntimeError):
     """Base of every error the OpenMRS client raises on purpose."""
 
 
-class OpenMRSConfigError(OpenMRSError):
-    """The client is configured in a way that cannot work or is unsafe (e.g. Basic auth over plain http)."""
+class OpenMRSNotRetryable(OpenMRSError):
+    """Retrying cannot help (and, for credentials, would lock the account): fail without retries.
 
-
-class OpenMRSAuthError(OpenMRSError):
-    """OpenMRS refused the credentials or keeps ending the session.
-
-    Never retry: seven failed logins lock the account for five minutes. The Dagster asset converts it
-    into `dagster.Failure(description=str(error), allow_retries=False)`.
+    The Dagster asset converts it into `dagster.Failure(description=str(error), allow_retries=False)`.
     """
 
     retryable = False
 
 
-class OpenMRSAccessError(OpenMRSError):
-    """Logged in, but the user lacks a privilege every record needs (403 on a lookup)."""
+class OpenMRSConfigError(OpenMRSNotRetryable):
+    """The client is configured in a way that cannot work or is unsafe (e.g. Basic auth over plain http)."""
 
-    retryable = False
+
+class OpenMRSAuthError(OpenMRSNotRetryable):
+    """OpenMRS refused the credentials or keeps ending the session.
+
+    Never retry: seven failed logins lock the account for five minutes.
+    """
+
+
+class OpenMRSAccessError(OpenMRSNotRetryable):
+    """Logged in, but the user lacks a privilege every record needs (403 on a lookup)."""
 
 
 class TransientOpenMRSError(OpenMRSError):

@@ -19,7 +19,7 @@ import httpx
 from tm2_pipeline.openmrs.client import OpenMRSClient, Sleep, WriteResult
 from tm2_pipeline.openmrs.client_config import ClientConfig
 from tm2_pipeline.openmrs.decisions import Action, Plan, plan_submission
-from tm2_pipeline.openmrs.errors import OpenMRSError, TransientOpenMRSError
+from tm2_pipeline.openmrs.errors import OpenMRSError, OpenMRSNotRetryable, TransientOpenMRSError
 from tm2_pipeline.openmrs.payloads import (
     condition_matches,
     condition_payload,
@@ -145,9 +145,9 @@ class _Submitter:
                     return await self.attempt(work, attempt.retry_state.attempt_number)
         except TransientOpenMRSError:
             return work.outcome(SubmissionState.FAILED_RETRYABLE)
+        except OpenMRSNotRetryable:
+            raise  # the whole run stops (credentials, privileges)
         except OpenMRSError as error:
-            if getattr(error, "retryable", True) is False:
-                raise
             self.note(work, "GET", None, str(error))
             return work.outcome(SubmissionState.REJECTED_BY_SERVER)
         raise AssertionError("unreachable: tenacity either returns or raises")

@@ -45,6 +45,7 @@ class OpenMRSResource(dg.ConfigurableResource):
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     batch_size: int = 200
+    sandbox_wait_s: float = 120.0  # how long a run waits for another process holding the sandbox
 
     def transport(self) -> httpx.AsyncBaseTransport | None:
         """The HTTP transport for a real server; None = httpx's own. Tests override this."""
@@ -57,6 +58,15 @@ class OpenMRSResource(dg.ConfigurableResource):
     @property
     def sandbox_dir(self) -> Path:
         return Tm2Home(Path(self.tm2_home).expanduser().resolve()).sandbox_dir
+
+    @property
+    def target(self) -> str:
+        """Where submissions go, for messages and metadata (never credentials)."""
+        return (
+            f"the local OpenMRS sandbox in {self.sandbox_dir}"
+            if self.uses_sandbox
+            else self.client_config().server
+        )
 
     def client_config(self) -> ClientConfig:
         sandbox = self.uses_sandbox
@@ -82,13 +92,16 @@ class OpenMRSResource(dg.ConfigurableResource):
         # Imported here: a deployment with a real OpenMRS never loads the emulator.
         from tm2_pipeline.openmrs.emulator.server import open_sandbox
 
-        with open_sandbox(self.sandbox_dir, username=config.username, password=config.password) as sandbox:
+        with open_sandbox(
+            self.sandbox_dir, username=config.username, password=config.password, wait_s=self.sandbox_wait_s
+        ) as sandbox:
             yield self.transport() or httpx.ASGITransport(app=sandbox.app, raise_app_exceptions=False)
 
     def submit(
         self, records: Sequence[Mapping[str, Any]], log: SubmissionLogLike, now: datetime
     ) -> SubmissionSummary:
-        """Send what OpenMRS lacks; raises `OpenMRSAuthError` (never retry it) on refused credentials."""
+        """Send what OpenMRS lacks. Raises `OpenMRSNotRetryable` (refused credentials, missing privilege,
+        bad configuration: never retry) and `TransientOpenMRSError` when OpenMRS cannot be reached at all."""
         config = self.client_config()
         options = SubmitterOptions(
             allow_noncoded=self.allow_noncoded,
