@@ -207,6 +207,26 @@ def test_a_correction_whose_answer_was_lost_is_found_not_resent(
     assert latest["previousVersion"] == current["uuid"]
 
 
+def test_a_correction_raced_by_another_run_converges_on_its_version(
+    server: SandboxServer, mongo_db: Database
+) -> None:
+    record = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
+    ours = SubmissionLog(mongo_db)
+    submit(server, [record], ours)
+    corrected = with_changes(record, severity="Severe")
+    # Another run (its own log) sends the same correction first.
+    other_db = mongo_db.client[mongo_db.name + "_other"]
+    try:
+        assert submit(server, [corrected], SubmissionLog(other_db)).corrected == 1
+    finally:
+        mongo_db.client.drop_database(other_db.name)
+    summary = submit(server, [corrected], ours, now=NOW + timedelta(days=1))
+    assert summary.state_counts == {"already_present": 1} and summary.corrected == 0
+    (current,) = [c for c in conditions_by_uuid(server).values() if not c["voided"]]
+    assert len(conditions_by_uuid(server)) == 2
+    assert ours.entries_for([record["_id"]])[record["_id"]].condition_uuid == current["uuid"]
+
+
 def test_wrong_password_fails_once_with_one_login_per_run(server: SandboxServer, mongo_db: Database) -> None:
     log = SubmissionLog(mongo_db)
     records = sample_records()[:20]

@@ -246,6 +246,10 @@ class _Submitter:
     async def correct(self, work: _Work, uuid: str, payload: dict[str, Any]) -> SubmissionOutcome:
         result: WriteResult = await self.client.update_condition(uuid, correction_payload(payload))
         if result.ok and result.body and result.body.get("uuid"):
+            if result.body.get("voided"):
+                # OpenMRS returns a voided version unchanged: another run replaced it first.
+                self.note(work, "POST", result.status, "that version was already replaced")
+                return await self.settle(work, result.body, payload, payload["patient"])
             new_uuid = result.body["uuid"]
             changed = new_uuid != uuid
             self.note(work, "POST", result.status, "new version" if changed else "unchanged")
