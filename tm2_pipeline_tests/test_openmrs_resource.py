@@ -86,3 +86,17 @@ def test_refused_credentials_fail_the_step_once_despite_its_retry_policy(mongo_d
     failure = next(event for event in result.all_events if event.is_step_failure)
     text = str(failure.step_failure_data.error)
     assert "'clerk'" in text and "pw-1234" not in text
+
+
+def test_the_sandbox_works_inside_a_dagster_run(tmp_path: Path, mongo_db: Database) -> None:
+    records = sample_records()[:10]
+    summaries = []
+
+    @dg.asset
+    def openmrs_submissions(openmrs: OpenMRSResource) -> None:
+        summaries.append(openmrs.submit(records, SubmissionLog(mongo_db), NOW))
+
+    resource = OpenMRSResource(tm2_home=str(tmp_path))
+    assert dg.materialize([openmrs_submissions], resources={"openmrs": resource}).success
+    assert summaries[0].submitted > 0 and summaries[0].failed == 0
+    assert "openmrs-sandbox" in resource.target
