@@ -1,7 +1,5 @@
 """Jobs: the per-file ingestion (four assets and their checks) and the nightly OpenMRS retry."""
 
-from __future__ import annotations
-
 from datetime import UTC, datetime
 
 import dagster as dg

@@ -1,7 +1,5 @@
 """The nightly schedule: retry every OpenMRS submission still in a retryable state."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from tm2_pipeline.jobs import openmrs_retry

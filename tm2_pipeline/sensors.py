@@ -7,8 +7,6 @@ times). Run keys are `<name>:<sha256[:12]>` (plus `:<attempt>` for retries): a c
 the same name is a new run; the same bytes dropped twice are not.
 """
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 

@@ -1,7 +1,5 @@
 """raw_tm2_file: the file's bytes, copied to `$TM2_HOME/files/<sha256>`, and whether they are readable."""
 
-from __future__ import annotations
-
 import hashlib
 import shutil
 from datetime import UTC, datetime

@@ -1,7 +1,5 @@
 """tm2_mongo_records: the accepted records of one file, written idempotently to MongoDB."""
 
-from __future__ import annotations
-
 from datetime import UTC, datetime
 
 import dagster as dg

@@ -1,7 +1,5 @@
 """openmrs_submissions: each stored record of one file sent to OpenMRS as a Condition, exactly once."""
 
-from __future__ import annotations
-
 from datetime import UTC, datetime
 
 import dagster as dg

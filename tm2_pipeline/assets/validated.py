@@ -1,7 +1,5 @@
 """validated_tm2_records: the accepted rows of one file, normalized; bad rows quarantined with reasons."""
 
-from __future__ import annotations
-
 from datetime import UTC, datetime
 from pathlib import Path
 
