@@ -30,6 +30,7 @@ import unicodedata
 from collections.abc import Callable
 from functools import partial
 
+import numpy as np
 import pandas as pd
 
 from tm2_pipeline.codes import ICD_RELEASE, namaste_crosswalk, tm2_code_list
@@ -182,10 +183,11 @@ def normalize_diagnosis_date(raw: str, *, today: datetime.date, day_first: bool 
 
 
 def map_unique(values: pd.Series, normalizer: Callable[[str], object]) -> pd.Series:
-    """`normalizer` applied once per distinct value, spread back with a hash lookup."""
-    table = {value: normalizer(value) for value in pd.unique(values)}
-    mapped = values.map(table)
-    return mapped.astype(object).where(mapped.notna(), None)
+    """`normalizer` applied once per distinct value, spread back by position (one hash pass)."""
+    positions, uniques = pd.factorize(values, use_na_sentinel=False)
+    results = np.empty(len(uniques), dtype=object)
+    results[:] = [normalizer(value) for value in uniques]
+    return pd.Series(results[positions], index=values.index, dtype=object)
 
 
 def normalize_tm2_frame(frame: pd.DataFrame, *, today: datetime.date, day_first: bool = True) -> pd.DataFrame:
@@ -206,17 +208,19 @@ def normalize_tm2_frame(frame: pd.DataFrame, *, today: datetime.date, day_first:
 def namaste_mismatches(records: pd.DataFrame) -> pd.Series:
     """True where an Ayurveda row's NAMASTE code is in the crosswalk but not paired with its TM2 code."""
     crosswalk = namaste_crosswalk()
-
-    def mismatch(key: tuple[object, object, object]) -> bool:
-        system, namaste, tm2 = key
-        if system != "Ayurveda" or not namaste:
-            return False
-        paired = crosswalk.tm2_codes_for(str(namaste))
-        return paired is not None and tm2 not in paired
-
-    keys = list(zip(records["system_type"], records["namaste_code"], records["tm2_code"], strict=True))
-    verdicts = {key: mismatch(key) for key in set(keys)}
-    return pd.Series([verdicts[key] for key in keys], index=records.index, dtype=bool)
+    verdicts = pd.Series(False, index=records.index, dtype=bool)
+    # The crosswalk is Ayurveda's; most rows carry no NAMASTE code at all.
+    candidates = records.loc[
+        records["namaste_code"].notna() & records["system_type"].eq("Ayurveda"), ["namaste_code", "tm2_code"]
+    ]
+    pairs = list(zip(candidates["namaste_code"], candidates["tm2_code"], strict=True))
+    mismatched = {
+        (namaste, tm2): (paired := crosswalk.tm2_codes_for(namaste)) is not None and tm2 not in paired
+        for namaste, tm2 in set(pairs)
+    }
+    if pairs:
+        verdicts.loc[candidates.index] = np.array([mismatched[pair] for pair in pairs], dtype=bool)
+    return verdicts
 
 
 # --- messages -----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
 import pandas as pd
 
 from tm2_pipeline.codes import ICD_RELEASE, tm2_code_list
@@ -52,10 +53,14 @@ def content_hash(
 def who_reference(codes: pd.Series) -> tuple[pd.Series, pd.Series]:
     """(WHO title, WHO block title) for each TM2 code; every code must be in the shipped list."""
     code_list = tm2_code_list()
-    entries = {code: code_list.get(code) for code in pd.unique(codes)}
-    titles = codes.map({code: entry.title for code, entry in entries.items() if entry})
-    blocks = codes.map({code: entry.block_title for code, entry in entries.items() if entry})
-    return titles.astype(object), blocks.astype(object)
+    positions, uniques = pd.factorize(codes, use_na_sentinel=False)
+    entries = [code_list.get(code) for code in uniques]
+    titles = np.array([entry.title if entry else None for entry in entries], dtype=object)
+    blocks = np.array([entry.block_title if entry else None for entry in entries], dtype=object)
+    return (
+        pd.Series(titles[positions], index=codes.index, dtype=object),
+        pd.Series(blocks[positions], index=codes.index, dtype=object),
+    )
 
 
 def build_accepted_records(valid: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, int]], pd.Series]:
@@ -96,16 +101,21 @@ def build_accepted_records(valid: pd.DataFrame) -> tuple[pd.DataFrame, list[dict
         },
         index=valid.index,
     )
-    records = records.sort_values("source_row", kind="stable")
+    if not records["source_row"].is_monotonic_increasing:
+        records = records.sort_values("source_row", kind="stable")
     is_duplicate = records["record_key"].duplicated(keep="first")
-    first_row = records.groupby("record_key", sort=False)["source_row"].transform("first")
-    duplicates = [
-        {"row": int(row), "duplicate_of_row": int(first)}
-        for row, first in zip(records.loc[is_duplicate, "source_row"], first_row[is_duplicate], strict=True)
-    ]
-    kept = records.loc[~is_duplicate]
-    filled = names_empty.loc[kept.index]
-    return kept.reset_index(drop=True), duplicates, filled.reset_index(drop=True)
+    duplicates: list[dict[str, int]] = []
+    if is_duplicate.any():
+        first_row = records.groupby("record_key", sort=False)["source_row"].transform("first")
+        duplicates = [
+            {"row": int(row), "duplicate_of_row": int(first)}
+            for row, first in zip(
+                records.loc[is_duplicate, "source_row"], first_row[is_duplicate], strict=True
+            )
+        ]
+        records = records.loc[~is_duplicate]
+    filled = names_empty.loc[records.index]
+    return records.reset_index(drop=True), duplicates, filled.reset_index(drop=True)
 
 
 def _content_hashes(

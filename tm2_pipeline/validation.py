@@ -60,7 +60,7 @@ def validate_tm2_table(raw: RawTable, *, today: datetime.date, day_first: bool =
     """Validate a table as read; `today` bounds diagnosis dates, `day_first` reads dd/mm/yyyy."""
     frame = raw.frame
     ragged = frame["ragged"].to_numpy(dtype=bool)
-    checked = frame.loc[~ragged]
+    checked = frame.loc[~ragged] if ragged.any() else frame
     normalized = normalize_tm2_frame(checked, today=today, day_first=day_first)
     problems = row_problems(normalized, today=today)
 
@@ -74,28 +74,32 @@ def validate_tm2_table(raw: RawTable, *, today: datetime.date, day_first: bool =
         ]
         for index, count in zip(frame.index[ragged], frame["field_count"].to_numpy()[ragged], strict=True)
     }
+    raw_cells = {column: frame[column].to_numpy() for column in TM2_COLUMNS}
+    canonical_cells = {column: normalized[column].to_numpy() for column in TM2_COLUMNS}
     messages: dict[tuple[str, str, str, object], str] = {}
-    for index, column, check in zip(problems["index"], problems["column"], problems["check"], strict=True):
-        raw_value = frame.at[index, column]
-        value = normalized.at[index, column]
-        key = (column, check, raw_value, value)
+    for index, raw_position, position, column, check in zip(
+        problems["index"],
+        frame.index.get_indexer(problems["index"]),
+        normalized.index.get_indexer(problems["index"]),
+        problems["column"],
+        problems["check"],
+        strict=True,
+    ):
+        key = (column, check, raw_cells[column][raw_position], canonical_cells[column][position])
         if key not in messages:
-            messages[key] = explain(column, check, raw_value, value, today=today, day_first=day_first)
+            messages[key] = explain(*key, today=today, day_first=day_first)
         reasons_by_index.setdefault(int(index), []).append(
             {"column": column, "check": check, "message": messages[key]}
         )
 
-    valid = normalized.drop(index=list(reasons_by_index), errors="ignore")
+    valid = normalized.loc[~normalized.index.isin(problems["index"])] if len(problems) else normalized
     valid = valid.assign(source_row=checked.loc[valid.index, "row"])
     records, duplicate_rows, filled = build_accepted_records(valid)
 
+    rejected = frame.loc[list(reasons_by_index), ["row", *TM2_COLUMNS]].sort_values("row", kind="stable")
     rejected_rows = [
-        {
-            "row": int(frame.at[index, "row"]),
-            "values": {column: frame.at[index, column] for column in TM2_COLUMNS},
-            "reasons": reasons,
-        }
-        for index, reasons in sorted(reasons_by_index.items(), key=lambda item: int(frame.at[item[0], "row"]))
+        {"row": int(cells.pop("row")), "values": cells, "reasons": reasons_by_index[int(index)]}
+        for index, cells in zip(rejected.index, rejected.to_dict("records"), strict=True)
     ]
     return ValidationResult(
         rows=raw.rows,
