@@ -9,17 +9,17 @@ the rule rejects it under the right check name. Conventions per column:
 - diagnosis_date: ISO yyyy-mm-dd when the text is a real calendar date, None when it cannot be
   read as one (`bad_date`); bounds (`future_date`, `too_old`) are rules, not parsing.
 
-Dates read: yyyy-mm-dd; dd/mm/yyyy, dd-mm-yyyy, dd.mm.yyyy (month-first when `day_first` is False,
-never guessed by swapping); dd-Mon-yy and dd-Mon-yyyy; each with an optional midnight time
-("00:00:00"); and Excel day numbers of five digits (10000 = 1927-05-18 up: a four-digit number is
-more likely a bare year than a serial). Two-digit years are 20yy unless that year is after today's
-year, then 19yy — the pivot is the year, so "14-Dec-25" read in mid-2025 stays 2025 and is rejected
-as a future date instead of silently becoming 1925.
+Dates read: yyyy-mm-dd; dd/mm/yyyy, dd-mm-yyyy, dd.mm.yyyy, also with two-digit years
+(month-first when `day_first` is False, never guessed by swapping); dd-Mon-yy and dd-Mon-yyyy;
+each with an optional midnight time ("00:00:00"); and Excel day numbers of five digits (10000 =
+1927-05-18 up: a four-digit number is more likely a bare year than a serial). Two-digit years are
+20yy unless that year is after today's year, then 19yy — the pivot is the year, so "14-Dec-25"
+read in mid-2025 stays 2025 and is rejected as a future date instead of silently becoming 1925.
 
-`normalize_tm2_frame` runs each normalizer once per distinct value (`Series.map` over a dict of
-uniques): codes, dates, systems and severities repeat a lot. `explain` writes messages; it never
-echoes patient or practitioner identifiers, and echoes other values only in their canonical,
-short form (codes, ISO dates, short system/severity words).
+`normalize_tm2_frame` runs each normalizer once per distinct value (`pd.factorize`, then the
+results spread back by position): codes, dates, systems and severities repeat a lot. `explain`
+writes messages; it never echoes patient or practitioner identifiers, and echoes other values
+only in their canonical, short form (codes, ISO dates, short system/severity words).
 """
 
 from __future__ import annotations

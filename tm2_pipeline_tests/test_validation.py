@@ -203,3 +203,35 @@ def test_every_generated_row_is_accepted_duplicate_or_rejected(rows: list[list[s
     assert result.accepted_records["record_key"].is_unique
     assert all(entry["duplicate_of_row"] in accepted for entry in result.duplicate_rows)
     assert all(entry["reasons"] for entry in result.rejected_rows)
+
+
+def test_utf16_and_cp1252_exports_validate_to_the_same_records() -> None:
+    rows = [
+        [
+            "MRN-1",
+            "st0v",
+            "Change of temperament of psychic Rūḥ pattern",
+            "UNANI",
+            "mild",
+            "15/01/2024",
+            "H-1",
+            "",
+        ],
+        ["MRN-2", "SK00 ", "Névralgie’s crisis", "siddha", "2", "15-Jan-24", "H-2", ""],
+    ]
+    utf16 = "\r\n".join("\t".join(row) for row in [HEADER.split(","), *rows]) + "\r\n"
+    from_utf16 = validate_tm2_bytes(b"\xff\xfe" + utf16.encode("utf-16-le"), today=TODAY)
+    cp1252 = "\r\n".join(";".join(row) for row in [HEADER.split(","), rows[1]]) + "\r\n"
+    from_cp1252 = validate_tm2_bytes(cp1252.encode("cp1252"), today=TODAY)
+    assert (from_utf16.encoding, from_utf16.delimiter, from_utf16.accepted) == ("utf-16-le", "\t", 2)
+    assert (from_cp1252.encoding, from_cp1252.delimiter, from_cp1252.accepted) == ("cp1252", ";", 1)
+    first, second = from_utf16.accepted_records.to_dict("records")
+    assert (first["tm2_code"], first["system_type"], first["severity"], first["diagnosis_date"]) == (
+        "ST0V",
+        "Unani",
+        "Mild",
+        "2024-01-15",
+    )
+    assert first["condition_name"] == "Change of temperament of psychic Rūḥ pattern"
+    assert from_cp1252.accepted_records.to_dict("records")[0] | {"source_row": 2} == second
+    assert second["condition_name"] == "Névralgie’s crisis"
