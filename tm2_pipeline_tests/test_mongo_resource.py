@@ -111,6 +111,7 @@ def test_embedded_mode_starts_one_server_and_reuses_it(tmp_path):
         for collection, indexes in INDEXES.items():
             names = set(db[collection].index_information())
             assert {index.document["name"] for index in indexes} <= names
+        assert second.submissions().state_counts() == {}  # the OpenMRS log sits on the same database
         first.close()
         second.close()
     finally:

@@ -11,7 +11,7 @@ from bson.codec_options import CodecOptions
 
 from tm2_pipeline.identity import KEY_VERSION
 from tm2_pipeline.store.errors import RecordFrameError
-from tm2_pipeline.store.records import RecordStore, StoreCounts, record_documents
+from tm2_pipeline.store.records import SECANTUS_LOOKUP_KEYS, RecordStore, StoreCounts, record_documents
 from tm2_pipeline_tests.accepted_frames import accepted_frame, with_severity
 
 T0 = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
@@ -202,3 +202,16 @@ def test_find_by_keys_keeps_the_order_given_and_skips_unknown_keys(db):
     found = store.find_by_keys([keys[0], "0" * 64, keys[1], keys[2], keys[0]])
     assert [doc["_id"] for doc in found] == keys
     assert store.count_keys([*keys, "0" * 64, keys[0]]) == 3
+
+
+@pytest.mark.integration
+def test_lookups_split_into_small_queries_on_secantus_give_the_same_answers(db):
+    assert RecordStore(db).lookup_keys == SECANTUS_LOOKUP_KEYS  # the server is SecantusDB
+    store = RecordStore(db, batch_size=5, lookup_keys=2)
+    frame = accepted_frame(11)
+    assert store.store(frame, file_name="a.csv", sha256=SHA_A, now=T0) == StoreCounts(11, 0, 0)
+    changed = with_severity(frame, 9, "severe")
+    assert store.store(changed, file_name="b.csv", sha256=SHA_B, now=T1) == StoreCounts(0, 1, 10)
+    keys = frame["record_key"].tolist()[::-1]
+    assert [doc["_id"] for doc in store.find_by_keys(keys)] == keys
+    assert store.count_keys(keys) == 11

@@ -31,6 +31,22 @@ def test_replacing_twice_keeps_one_document_per_row(mongo_db):
     assert stored[1]["values"] == {"patient_id": "P7"} and stored[1]["reasons"] == ["reason for 7"]
 
 
+def test_re_ingesting_the_same_rejects_writes_nothing(mongo_db):
+    store = RejectStore(mongo_db)
+    rows = [rejected(3), rejected(7)]
+    store.replace_for_file("a.csv", SHA, "a.csv", rows, T0)
+    before = list(store.collection.find().sort("_id", 1))
+    store.replace_for_file("a.csv", SHA, "a.csv", rows, T0 + timedelta(days=1))
+    assert list(store.collection.find().sort("_id", 1)) == before  # recorded_at included
+
+    changed = [rejected(3), {**rejected(7), "reasons": ["another reason"]}]
+    store.replace_for_file("renamed.csv", SHA, "renamed.csv", changed, T0 + timedelta(days=2))
+    after = store.for_file(SHA)
+    assert [doc["file"] for doc in after] == ["renamed.csv", "renamed.csv"]
+    assert after[1]["reasons"] == ["another reason"]
+    assert after[1]["recorded_at"] == datetime(2025, 3, 3, 9, 0)  # naive: the fixture's client reads UTC
+
+
 def test_rows_no_longer_rejected_are_removed_and_other_files_untouched(mongo_db):
     store = RejectStore(mongo_db)
     store.replace_for_file("a.csv", SHA, "a.csv", [rejected(3), rejected(7)], T0)

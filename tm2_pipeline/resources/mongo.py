@@ -24,6 +24,7 @@ from tm2_pipeline.store.indexes import ensure_indexes
 from tm2_pipeline.store.ingestions import IngestionLedger
 from tm2_pipeline.store.records import RecordStore
 from tm2_pipeline.store.rejects import RejectStore
+from tm2_pipeline.store.submissions import SubmissionLog
 
 __all__ = ["MongoResource", "MongoSettingsError", "MongoUnavailable", "describe_mongo_target"]
 
@@ -142,6 +143,10 @@ class MongoResource(dg.ConfigurableResource):
 
     def ingestions(self) -> IngestionLedger:
         return IngestionLedger(self.database(), target=self.target)
+
+    def submissions(self) -> SubmissionLog:
+        """The OpenMRS submission log (`openmrs_submissions`)."""
+        return SubmissionLog(self.database())
 
     def ping(self) -> None:
         """Raise `MongoUnavailable` unless the server answers."""

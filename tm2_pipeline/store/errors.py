@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pymongo import MongoClient
 from pymongo.errors import ConnectionFailure
 
+DUPLICATE_KEY = 11000  # MongoDB's error code for a duplicate _id or unique-index value
+
 
 class MongoUnavailable(RuntimeError):
     """MongoDB cannot be reached; the message names host:port only (never credentials or topology)."""
