@@ -10,6 +10,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -38,12 +40,17 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file, nothing else, on stdout.")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object per file, nothing else, on stdout."
+)
 @click.option("--dry-run", is_flag=True, help="Validate and report; write nothing anywhere.")
 def ingest(files: tuple[Path, ...], as_json: bool, dry_run: bool) -> None:
     """Ingest FILE(s): raw -> validated -> MongoDB -> OpenMRS, one Dagster run per file."""
-    from tm2_pipeline.ingestion import Ingestor, dry_run as validate_only, prepare_dagster_home
+    from tm2_pipeline.ingestion import Ingestor, prepare_dagster_home
+    from tm2_pipeline.ingestion import dry_run as validate_only
 
     settings = _settings()
     if dry_run:
@@ -79,11 +86,14 @@ def _human(report, dry_run: bool) -> str:
     c = report.counts
     lines = [
         f"{report.file}  [{report.status}{' (dry run)' if dry_run else ''}]  sha256 {report.sha256[:12]}",
-        f"  rows {c['rows']}: accepted {c['accepted']}, duplicates {c['duplicates']}, rejected {c['rejected']}",
+        f"  rows {c['rows']}: accepted {c['accepted']}, "
+        f"duplicates {c['duplicates']}, rejected {c['rejected']}",
     ]
     if not dry_run:
-        lines.append(f"  MongoDB: inserted {c['inserted']}, updated {c['updated']}, unchanged {c['unchanged']}")
-        lines.append(f"  OpenMRS: submitted {c['submitted']}, waiting {c['submission_failed']}")
+        lines.append(
+            f"  MongoDB: inserted {c['inserted']}, updated {c['updated']}, unchanged {c['unchanged']}"
+        )
+        lines.append(f"  OpenMRS: submitted {c['submitted']}, to retry {c['submission_failed']}")
     if report.error:
         lines.append(f"  error: {report.error}")
     if c["rejected"] and not dry_run:
@@ -91,26 +101,27 @@ def _human(report, dry_run: bool) -> str:
     return "\n".join(lines)
 
 
-def _mongo(settings: Settings):
+@contextmanager
+def _mongo(settings: Settings) -> Iterator:
+    """The configured Mongo resource, initialized as in a run; outages become one clear line."""
     from tm2_pipeline.definitions import build_resources
+    from tm2_pipeline.embedded.secantus import EmbeddedStoreError
+    from tm2_pipeline.resources.mongo import MongoUnavailable
 
-    return build_resources(settings)["mongo"].process_config_and_initialize()
+    try:
+        with build_resources(settings)["mongo"].process_config_and_initialize_cm() as mongo:
+            yield mongo
+    except (MongoUnavailable, EmbeddedStoreError) as error:
+        _say(f"error: {error}")
+        sys.exit(1)
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
 def status(as_json: bool) -> None:
     """Counts of records, rejects and submissions, and the last 10 files."""
-    mongo = _mongo(_settings())
-    summary = {
-        "records": mongo.records().count(),
-        "rejects": mongo.rejects().count(),
-        "submissions": mongo.submissions().state_counts(),
-        "files": [
-            {"file": f["file"], "sha256": f["sha256"], "status": f["status"], "at": _iso(f.get("at"))}
-            for f in mongo.ingestions().recent(10)
-        ],
-    }
+    with _mongo(_settings()) as mongo:
+        summary = _status_summary(mongo)
     if as_json:
         click.echo(json.dumps(summary, ensure_ascii=False))
         return
@@ -119,6 +130,18 @@ def status(as_json: bool) -> None:
     click.echo(f"submissions: {states or 'none'}")
     for f in summary["files"]:
         click.echo(f"  {f['at']}  {f['status']:<10} {f['file']}  {f['sha256'][:12]}")
+
+
+def _status_summary(mongo) -> dict:
+    return {
+        "records": mongo.records().count(),
+        "rejects": mongo.rejects().count(),
+        "submissions": mongo.submissions().state_counts(),
+        "files": [
+            {"file": f["file"], "sha256": f["sha256"], "status": f["status"], "at": _iso(f.get("at"))}
+            for f in mongo.ingestions().recent(10)
+        ],
+    }
 
 
 def _iso(value) -> str | None:
@@ -131,12 +154,13 @@ def _iso(value) -> str | None:
 @click.option("--with-values", is_flag=True, help="Also print the raw values (they hold patient ids).")
 def rejects(name: str, as_json: bool, with_values: bool) -> None:
     """The rejected rows of NAME's latest ingestion (NAME = the file's base name)."""
-    mongo = _mongo(_settings())
-    latest = mongo.ingestions().latest_for_file(name)
+    with _mongo(_settings()) as mongo:
+        latest = mongo.ingestions().latest_for_file(name)
+        quarantined = mongo.rejects().for_file(latest["sha256"]) if latest else []
     if latest is None:
         _say(f"{name} was never ingested")
         sys.exit(1)
-    for reject in mongo.rejects().for_file(latest["sha256"]):
+    for reject in quarantined:
         row = {"row": reject["row"], "reasons": reject["reasons"]}
         if with_values:
             row["values"] = reject["values"]
@@ -192,8 +216,18 @@ def ui(port: int) -> None:
     from tm2_pipeline.ingestion import prepare_dagster_home
 
     prepare_dagster_home(_settings())
-    command = [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
-               "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-w",
+        str(REPO_ROOT / "workspace.yaml"),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     sys.exit(subprocess.call(command, env=os.environ.copy()))
 
 

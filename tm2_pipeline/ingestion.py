@@ -25,15 +25,28 @@ from tm2_pipeline.settings import Settings
 from tm2_pipeline.validation import validate_tm2_bytes
 
 REPO_DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
-COUNT_FIELDS = ("rows", "accepted", "duplicates", "rejected", "inserted", "updated", "unchanged",
-                "submitted", "submission_failed")  # fmt: skip
+COUNT_FIELDS = (
+    "rows",
+    "accepted",
+    "duplicates",
+    "rejected",
+    "inserted",
+    "updated",
+    "unchanged",
+    "submitted",
+    "submission_failed",
+)
 # Which asset's metadata holds which count (metadata name -> report field).
 METADATA_COUNTS = {
-    "validated_tm2_records": {"rows": "rows", "accepted": "accepted", "duplicates": "duplicates",
-                              "rejected": "rejected"},
+    "validated_tm2_records": {
+        "rows": "rows",
+        "accepted": "accepted",
+        "duplicates": "duplicates",
+        "rejected": "rejected",
+    },
     "tm2_mongo_records": {"inserted": "inserted", "updated": "updated", "unchanged": "unchanged"},
     "openmrs_submissions": {"submitted_this_run": "submitted", "not_final": "submission_failed"},
-}  # fmt: skip
+}
 
 
 @dataclass
@@ -78,8 +91,9 @@ def dry_run(path: Path, settings: Settings, today) -> IngestReport:
     except FileRefused as refusal:
         report.status, report.error = REFUSED, f"{refusal.reason}: {refusal.message}"
         return report
-    report.counts.update(rows=result.rows, accepted=result.accepted, duplicates=result.duplicates,
-                         rejected=result.rejected)  # fmt: skip
+    report.counts.update(
+        rows=result.rows, accepted=result.accepted, duplicates=result.duplicates, rejected=result.rejected
+    )
     passed, severity = reject_rate_outcome(result, settings.reject_warn, settings.reject_block)
     if not passed and severity == dg.AssetCheckSeverity.ERROR:
         report.status, report.error = BLOCKED, "reject rate is above TM2_REJECT_BLOCK"
@@ -108,8 +122,9 @@ class Ingestor:
             raise_on_error=False,
         )
         outcome = classify_run(self.instance, result.run_id, result.success)
-        report = IngestReport(file=path.name, sha256=sha256, status=outcome.status,
-                              error=outcome.error, run_id=result.run_id)  # fmt: skip
+        report = IngestReport(
+            file=path.name, sha256=sha256, status=outcome.status, error=outcome.error, run_id=result.run_id
+        )
         if outcome.status != REFUSED:
             report.counts.update(self._counts_from_run(result.run_id))
         if outcome.status == FAILED and not report.error:

@@ -30,7 +30,9 @@ def retry_openmrs_submissions(
     records = mongo.records().find_by_keys(keys)
     summary = submit_and_summarize(records, mongo=mongo, openmrs=openmrs, now=now)
     # Shown on the openmrs_submissions asset in the UI, beside the per-file materializations.
-    context.log_event(dg.AssetObservation(asset_key="openmrs_submissions", metadata=summary_metadata(summary)))
+    context.log_event(
+        dg.AssetObservation(asset_key="openmrs_submissions", metadata=summary_metadata(summary))
+    )
     context.log.info(
         f"retried {len(records)} records: {summary.submitted} now in OpenMRS, {summary.failed} still waiting"
     )

@@ -39,8 +39,10 @@ def classify_run(instance: dg.DagsterInstance, run_id: str, run_succeeded: bool)
                 continue
             if evaluation.check_name == "file_readable":
                 return RunOutcome(REFUSED, evaluation.description)
-            return RunOutcome(BLOCKED, f"blocking check {evaluation.check_name} failed on "
-                                       f"{evaluation.asset_key.to_user_string()}")  # fmt: skip
+            return RunOutcome(
+                BLOCKED,
+                f"blocking check {evaluation.check_name} failed on {evaluation.asset_key.to_user_string()}",
+            )
         elif event.event_type == DagsterEventType.STEP_FAILURE:
             failure = event.step_failure_data
             message = failure.user_failure_data.description if failure.user_failure_data else None

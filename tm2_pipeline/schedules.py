@@ -12,7 +12,7 @@ def build_nightly_retry_schedule(timezone: str) -> dg.ScheduleDefinition:
         execution_timezone=timezone,
         job=openmrs_retry,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="02:00 every night: retry submissions left failed_retryable, in_flight or patient_not_found.",
+        description="02:00 nightly: retry submissions left failed_retryable, in_flight or patient_not_found.",
     )
     def nightly_openmrs_retry(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         night = context.scheduled_execution_time.date().isoformat()

@@ -66,7 +66,9 @@ def build_landing_sensor(interval_s: int, max_runs_per_tick: int) -> dg.SensorDe
         remaining = {name: seen for name, seen in current.items() if (landing_dir / name).exists()}
         return dg.SensorResult(
             run_requests=run_requests,
-            dynamic_partitions_requests=[tm2_csv_files.build_add_request(new_partitions)] if new_partitions else [],
+            dynamic_partitions_requests=[tm2_csv_files.build_add_request(new_partitions)]
+            if new_partitions
+            else [],
             cursor=json.dumps(remaining, sort_keys=True),
         )
 

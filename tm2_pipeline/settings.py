@@ -68,7 +68,10 @@ class Settings(BaseSettings):
         if self.mode == "production":
             missing = [
                 name
-                for name, value in (("MONGODB_URI", self.mongodb_uri), ("OPENMRS_BASE_URL", self.openmrs_base_url))
+                for name, value in (
+                    ("MONGODB_URI", self.mongodb_uri),
+                    ("OPENMRS_BASE_URL", self.openmrs_base_url),
+                )
                 if not value
             ]
             if missing:

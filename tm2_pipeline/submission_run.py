@@ -1,4 +1,4 @@
-"""Glue shared by the per-file asset and the nightly retry job: submit, and fail cleanly on bad credentials."""
+"""Glue for the per-file asset and the nightly retry job: submit; fail cleanly on bad credentials."""
 
 from __future__ import annotations
 

@@ -33,7 +33,9 @@ def raw_tm2_file(
     pipeline: PipelineConfig,
     mongo: MongoResource,
 ):
-    path = Path(config.source_path) if config.source_path else Path(pipeline.landing_dir) / context.partition_key
+    path = (
+        Path(config.source_path) if config.source_path else Path(pipeline.landing_dir) / context.partition_key
+    )
     home = pipeline.home
     data = path.read_bytes()
     sha256 = hashlib.sha256(data).hexdigest()
@@ -53,9 +55,14 @@ def raw_tm2_file(
         archive(path, home.failed_dir, sha256, keep_source=True)
         write_error_note(home.failed_dir, path.name, f"refused ({error.reason}): {error.message}")
         mongo.ingestions().record_outcome(
-            file=path.name, sha256=sha256, status="refused", error=error.message,
-            at=datetime.now(UTC), run_id=context.run_id, size=len(data),
-        )  # fmt: skip
+            file=path.name,
+            sha256=sha256,
+            status="refused",
+            error=error.message,
+            at=datetime.now(UTC),
+            run_id=context.run_id,
+            size=len(data),
+        )
 
     metadata = {
         "file": path.name,

@@ -25,13 +25,25 @@ MONGO_RETRY = dg.RetryPolicy(
     partitions_def=tm2_csv_files,
     retry_policy=MONGO_RETRY,
     check_specs=[
-        dg.AssetCheckSpec(STORED_ONCE, asset="tm2_mongo_records", blocking=True,
-                          description="every accepted record key is stored, exactly once"),
-        dg.AssetCheckSpec(CODES_VALID, asset="tm2_mongo_records", blocking=True,
-                          description="every stored tm2_code is in the ICD-11 TM2 2025-01 list"),
-        dg.AssetCheckSpec(DATES_VALID, asset="tm2_mongo_records", blocking=True,
-                          description="every diagnosis_date is between 1900-01-01 and today"),
-    ],  # fmt: skip
+        dg.AssetCheckSpec(
+            STORED_ONCE,
+            asset="tm2_mongo_records",
+            blocking=True,
+            description="every accepted record key is stored, exactly once",
+        ),
+        dg.AssetCheckSpec(
+            CODES_VALID,
+            asset="tm2_mongo_records",
+            blocking=True,
+            description="every stored tm2_code is in the ICD-11 TM2 2025-01 list",
+        ),
+        dg.AssetCheckSpec(
+            DATES_VALID,
+            asset="tm2_mongo_records",
+            blocking=True,
+            description="every diagnosis_date is between 1900-01-01 and today",
+        ),
+    ],
     description="Documents in tm2_records, _id = record key; inserted / updated / unchanged counted exactly.",
     group_name="tm2",
 )
@@ -46,22 +58,28 @@ def tm2_mongo_records(
     counts = mongo.records().store(records, file_name=file_name, sha256=sha256, now=datetime.now(UTC))
     stored_counts = {"inserted": counts.inserted, "updated": counts.updated, "unchanged": counts.unchanged}
     mongo.ingestions().record_outcome(
-        file=file_name, sha256=sha256, status="stored", counts=stored_counts,
-        at=datetime.now(UTC), run_id=context.run_id,
-    )  # fmt: skip
+        file=file_name,
+        sha256=sha256,
+        status="stored",
+        counts=stored_counts,
+        at=datetime.now(UTC),
+        run_id=context.run_id,
+    )
     yield dg.MaterializeResult(metadata={"dagster/row_count": len(records), **stored_counts})
 
     keys = records["record_key"].tolist()
     found = mongo.records().count_keys(keys)
     yield dg.AssetCheckResult(
-        check_name=STORED_ONCE, passed=found == len(set(keys)) == len(keys),
+        check_name=STORED_ONCE,
+        passed=found == len(set(keys)) == len(keys),
         metadata={"accepted": len(keys), "found_in_store": found},
-    )  # fmt: skip
+    )
     unknown = sorted(set(records["tm2_code"]) - tm2_code_list().codes)
     yield dg.AssetCheckResult(check_name=CODES_VALID, passed=not unknown, metadata={"unknown_codes": unknown})
     today = pipeline.today().isoformat()
-    out_of_range = int(((records["diagnosis_date"] < EARLIEST_DATE) | (records["diagnosis_date"] > today)).sum())
+    out_of_range = int(
+        ((records["diagnosis_date"] < EARLIEST_DATE) | (records["diagnosis_date"] > today)).sum()
+    )
     yield dg.AssetCheckResult(
         check_name=DATES_VALID, passed=out_of_range == 0, metadata={"dates_out_of_range": out_of_range}
     )
-

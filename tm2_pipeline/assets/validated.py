@@ -23,7 +23,9 @@ def source_attrs(file_name: str, sha256: str) -> dict[str, str]:
     return {"file": file_name, "sha256": sha256}
 
 
-def reject_rate_outcome(result: ValidationResult, warn: float, block: float) -> tuple[bool, dg.AssetCheckSeverity]:
+def reject_rate_outcome(
+    result: ValidationResult, warn: float, block: float
+) -> tuple[bool, dg.AssetCheckSeverity]:
     """(passed, severity): above `block` the file is blocked; above `warn` it only warns."""
     rate = result.rejected / result.rows if result.rows else 0.0
     if rate > block:
@@ -37,13 +39,25 @@ def reject_rate_outcome(result: ValidationResult, warn: float, block: float) -> 
     partitions_def=tm2_csv_files,
     io_manager_key="tm2_table_io_manager",
     check_specs=[
-        dg.AssetCheckSpec(ROW_ACCOUNTING, asset="validated_tm2_records", blocking=True,
-                          description="rows == accepted + duplicates + rejected"),
-        dg.AssetCheckSpec(UNIQUE_RECORD_KEYS, asset="validated_tm2_records", blocking=True,
-                          description="no record key appears twice among accepted rows"),
-        dg.AssetCheckSpec(REJECT_RATE, asset="validated_tm2_records", blocking=True,
-                          description="warns above TM2_REJECT_WARN; blocks the file above TM2_REJECT_BLOCK"),
-    ],  # fmt: skip
+        dg.AssetCheckSpec(
+            ROW_ACCOUNTING,
+            asset="validated_tm2_records",
+            blocking=True,
+            description="rows == accepted + duplicates + rejected",
+        ),
+        dg.AssetCheckSpec(
+            UNIQUE_RECORD_KEYS,
+            asset="validated_tm2_records",
+            blocking=True,
+            description="no record key appears twice among accepted rows",
+        ),
+        dg.AssetCheckSpec(
+            REJECT_RATE,
+            asset="validated_tm2_records",
+            blocking=True,
+            description="warns above TM2_REJECT_WARN; blocks the file above TM2_REJECT_BLOCK",
+        ),
+    ],
     description="Accepted records of one file (normalized, keyed, hashed); rejects go to tm2_rejects.",
     group_name="tm2",
 )
@@ -59,19 +73,30 @@ def validated_tm2_records(
     file_name, sha256 = raw_tm2_file["file"], raw_tm2_file["sha256"]
     now = datetime.now(UTC)
     mongo.rejects().replace_for_file(
-        file_name=file_name, sha256=sha256, partition=context.partition_key,
-        rejected_rows=result.rejected_rows, now=now,
-    )  # fmt: skip
+        file_name=file_name,
+        sha256=sha256,
+        partition=context.partition_key,
+        rejected_rows=result.rejected_rows,
+        now=now,
+    )
 
-    counts = {"rows": result.rows, "accepted": result.accepted,
-              "duplicates": result.duplicates, "rejected": result.rejected}  # fmt: skip
+    counts = {
+        "rows": result.rows,
+        "accepted": result.accepted,
+        "duplicates": result.duplicates,
+        "rejected": result.rejected,
+    }
     rate_passed, rate_severity = reject_rate_outcome(result, pipeline.reject_warn, pipeline.reject_block)
     blocked = not rate_passed and rate_severity == dg.AssetCheckSeverity.ERROR
     mongo.ingestions().record_outcome(
-        file=file_name, sha256=sha256, status="blocked" if blocked else "validated",
-        counts=counts, at=now, run_id=context.run_id,
+        file=file_name,
+        sha256=sha256,
+        status="blocked" if blocked else "validated",
+        counts=counts,
+        at=now,
+        run_id=context.run_id,
         error=f"reject rate {result.rejected}/{result.rows} is above TM2_REJECT_BLOCK" if blocked else None,
-    )  # fmt: skip
+    )
 
     accepted = result.accepted_records
     accepted.attrs = source_attrs(file_name, sha256)  # travels inside the Parquet file
@@ -111,6 +136,9 @@ def _checks(result: ValidationResult, rate_passed: bool, rate_severity, pipeline
         check_name=REJECT_RATE,
         passed=rate_passed,
         severity=rate_severity,
-        metadata={"reject_rate": round(rate, 4), "warn_above": pipeline.reject_warn,
-                  "block_above": pipeline.reject_block},
-    )  # fmt: skip
+        metadata={
+            "reject_rate": round(rate, 4),
+            "warn_above": pipeline.reject_warn,
+            "block_above": pipeline.reject_block,
+        },
+    )

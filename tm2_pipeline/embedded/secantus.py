@@ -114,13 +114,18 @@ class EmbeddedSecantus:
         port = _free_port()
         command = [
             _server_executable(),
-            "--config", str(self.config_path),
-            "--host", "127.0.0.1",
-            "--port", str(port),
-            "--storage-path", str(self.data_dir),
+            "--config",
+            str(self.config_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage-path",
+            str(self.data_dir),
             "--sync-on-commit",
-            "--cache-size", "256M",
-        ]  # fmt: skip
+            "--cache-size",
+            "256M",
+        ]
         with self.log_path.open("ab") as log:
             process = subprocess.Popen(
                 command,
@@ -158,9 +163,10 @@ class EmbeddedSecantus:
         except OSError:
             return False
         # A zombie has an empty cmdline: it is no longer a server.
-        return any(part.endswith(SERVER_COMMAND.encode()) for part in cmdline) and str(
-            self.data_dir
-        ).encode() in cmdline
+        return (
+            any(part.endswith(SERVER_COMMAND.encode()) for part in cmdline)
+            and str(self.data_dir).encode() in cmdline
+        )
 
     @contextlib.contextmanager
     def _locked(self):
