@@ -60,7 +60,7 @@ def raw_tm2_file(
             status="refused",
             error=error.message,
             at=datetime.now(UTC),
-            run_id=context.run_id,
+            run_id=context.run.run_id,
             size=len(data),
         )
 

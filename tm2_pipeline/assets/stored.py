@@ -63,7 +63,7 @@ def tm2_mongo_records(
         status="stored",
         counts=stored_counts,
         at=datetime.now(UTC),
-        run_id=context.run_id,
+        run_id=context.run.run_id,
     )
     yield dg.MaterializeResult(metadata={"dagster/row_count": len(records), **stored_counts})
 

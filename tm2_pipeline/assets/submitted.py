@@ -59,7 +59,7 @@ def openmrs_submissions(
         status="succeeded",
         counts={"submitted": summary.submitted, "submission_failed": metadata["not_final"]},
         at=datetime.now(UTC),
-        run_id=context.run_id,
+        run_id=context.run.run_id,
     )
     yield dg.MaterializeResult(metadata=metadata)
     yield submission_health(summary, pipeline.submission_warn)

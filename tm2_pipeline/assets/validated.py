@@ -94,7 +94,7 @@ def validated_tm2_records(
         status="blocked" if blocked else "validated",
         counts=counts,
         at=now,
-        run_id=context.run_id,
+        run_id=context.run.run_id,
         error=f"reject rate {result.rejected}/{result.rows} is above TM2_REJECT_BLOCK" if blocked else None,
     )
 

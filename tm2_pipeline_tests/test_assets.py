@@ -1,0 +1,106 @@
+"""The four assets run by Dagster with swapped resources: a real test MongoDB server, the sandbox."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from tm2_pipeline.jobs import TM2_ASSETS
+from tm2_pipeline.partitions import tm2_csv_files
+from tm2_pipeline.run_outcome import BLOCKED, REFUSED, SUCCEEDED, classify_run
+
+pytestmark = pytest.mark.integration
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "tm2_sample.csv"
+HEADER = "patient_id,tm2_code,condition_name,system_type,severity,diagnosis_date,practitioner_id\n"
+
+
+def materialize_file(path: Path, resources: dict, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    instance.add_dynamic_partitions(tm2_csv_files.name, [path.name])
+    return dg.materialize(
+        TM2_ASSETS,
+        partition_key=path.name,
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {"raw_tm2_file": {"config": {"source_path": str(path)}}}},
+        raise_on_error=False,
+    )
+
+
+def metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    [materialization] = result.asset_materializations_for_node(asset)
+    return {name: value.value for name, value in materialization.metadata.items()}
+
+
+def test_sample_goes_all_the_way_then_reruns_as_unchanged(pipeline_resources, tmp_path):
+    mongo = pipeline_resources["mongo"]
+    with dg.instance_for_test() as instance:
+        first = materialize_file(SAMPLE, pipeline_resources, instance)
+        assert first.success
+        validated = metadata_of(first, "validated_tm2_records")
+        assert (validated["rows"], validated["accepted"], validated["duplicates"], validated["rejected"]) == (
+            102, 96, 2, 4,
+        )  # fmt: skip
+        stored = metadata_of(first, "tm2_mongo_records")
+        assert (stored["inserted"], stored["updated"], stored["unchanged"]) == (96, 0, 0)
+        submitted = metadata_of(first, "openmrs_submissions")
+        assert submitted["submitted_this_run"] > 0
+        checks = {e.check_name: e.passed for e in first.get_asset_check_evaluations()}
+        assert checks == dict.fromkeys(
+            ["file_readable", "row_accounting", "unique_record_keys", "reject_rate", "stored_once",
+             "codes_valid", "dates_valid", "submission_health"], True,
+        )  # fmt: skip
+
+        second = materialize_file(SAMPLE, pipeline_resources, instance)
+        assert second.success
+        stored = metadata_of(second, "tm2_mongo_records")
+        assert (stored["inserted"], stored["updated"], stored["unchanged"]) == (0, 0, 96)
+        assert metadata_of(second, "openmrs_submissions")["submitted_this_run"] == 0
+
+    with mongo.process_config_and_initialize_cm() as store:
+        assert store.records().count() == 96
+        assert store.rejects().count() == 4
+    home = Path(pipeline_resources["pipeline"].tm2_home)
+    # The raw bytes are kept once, content-addressed; tables are Parquet under TM2_HOME.
+    assert [p.name for p in (home / "files").iterdir()] == [first.asset_value("raw_tm2_file")["sha256"]]
+    assert (home / "tables" / "validated_tm2_records" / "tm2_sample.csv.parquet").exists()
+
+
+def test_refused_file_stops_at_raw_and_is_kept_in_failed(pipeline_resources, tmp_path):
+    gz = tmp_path / "export.csv"
+    gz.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)))
+    with dg.instance_for_test() as instance:
+        result = materialize_file(gz, pipeline_resources, instance)
+        assert not result.success
+        assert classify_run(instance, result.run_id, result.success).status == REFUSED
+        assert result.asset_materializations_for_node("validated_tm2_records") == []
+    failed = Path(pipeline_resources["pipeline"].tm2_home) / "failed"
+    assert "compressed" in (failed / "export.csv.error.txt").read_text()
+    assert gz.exists() and (failed / "export.csv").read_bytes() == gz.read_bytes()
+    with pipeline_resources["mongo"].process_config_and_initialize_cm() as store:
+        assert store.records().count() == 0
+        assert store.ingestions().latest_for_file("export.csv")["status"] == "refused"
+
+
+def test_mostly_bad_file_is_blocked_before_the_store(pipeline_resources, tmp_path):
+    bad = tmp_path / "wrong_file.csv"
+    bad.write_text(
+        HEADER + "P1,SK00,x,Ayurveda,Mild,2024-01-01,D1\n" + "P2,XX99,x,Ayurveda,Mild,2024-01-01,D1\n" * 3
+    )
+    with dg.instance_for_test() as instance:
+        result = materialize_file(bad, pipeline_resources, instance)
+        assert classify_run(instance, result.run_id, result.success).status == BLOCKED
+        assert result.asset_materializations_for_node("tm2_mongo_records") == []
+    with pipeline_resources["mongo"].process_config_and_initialize_cm() as store:
+        assert store.records().count() == 0
+        assert store.rejects().count() == 3  # quarantined even though the file was blocked
+
+
+def test_header_only_file_succeeds_with_zeros(pipeline_resources, tmp_path):
+    empty_rows = tmp_path / "no_rows.csv"
+    empty_rows.write_text(HEADER)
+    with dg.instance_for_test() as instance:
+        result = materialize_file(empty_rows, pipeline_resources, instance)
+        assert classify_run(instance, result.run_id, result.success).status == SUCCEEDED
+        assert metadata_of(result, "validated_tm2_records")["rows"] == 0
+        assert metadata_of(result, "tm2_mongo_records")["inserted"] == 0
