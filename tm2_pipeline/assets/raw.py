@@ -82,5 +82,7 @@ def raw_tm2_file(
         passed=refusal is None,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"reason": refusal.reason if refusal else "readable"},
-        description=refusal.message if refusal else "the file decodes and has every required column",
+        description=f"{refusal.reason}: {refusal.message}"
+        if refusal
+        else "the file decodes and has every required column",
     )

@@ -1,0 +1,137 @@
+"""`tm2` from the outside: exit codes, JSON lines, refusals, dry runs, status and rejects."""
+
+import gzip
+import json
+import uuid
+from pathlib import Path
+
+import pymongo
+import pytest
+from click.testing import CliRunner
+
+from tm2_pipeline.cli import main
+
+pytestmark = pytest.mark.integration
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "tm2_sample.csv"
+JSON_KEYS = {"file", "sha256", "rows", "accepted", "duplicates", "rejected", "inserted", "updated",
+             "unchanged", "submitted", "submission_failed", "status"}  # fmt: skip
+HEADER = ["patient_id", "tm2_code", "condition_name", "system_type", "severity", "diagnosis_date",
+          "practitioner_id"]  # fmt: skip
+
+
+@pytest.fixture
+def env(tmp_path, secantus_uri, monkeypatch) -> dict[str, str]:
+    database = f"cli_{uuid.uuid4().hex[:10]}"
+    values = {
+        "TM2_HOME": str(tmp_path / "home"),
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+        "MONGODB_URI": secantus_uri,
+        "TM2_MONGODB_DB": database,
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    return values
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def json_lines(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines()]
+
+
+def record_count(env) -> int:
+    client = pymongo.MongoClient(env["MONGODB_URI"])
+    try:
+        return client[env["TM2_MONGODB_DB"]]["tm2_records"].count_documents({})
+    finally:
+        client.close()
+
+
+def test_missing_file_is_a_usage_error(env):
+    result = run("ingest", "does-not-exist.csv")
+    assert result.exit_code == 2
+    assert "does-not-exist.csv" in result.stderr
+
+
+def test_ingest_json_then_rerun_is_unchanged_and_status_and_rejects(env):
+    first = run("ingest", str(SAMPLE), "--json")
+    assert first.exit_code == 0, first.stderr
+    [report] = json_lines(first.stdout)  # stdout holds only the JSON line
+    assert set(report) == JSON_KEYS
+    assert report["status"] == "succeeded"
+    assert (report["rows"], report["accepted"], report["duplicates"], report["rejected"]) == (102, 96, 2, 4)
+    assert (report["inserted"], report["updated"], report["unchanged"]) == (96, 0, 0)
+    assert report["submitted"] > 0
+    assert "embedded store" not in first.stderr  # MONGODB_URI is set
+    assert "OpenMRS sandbox" in first.stderr
+
+    [again] = json_lines(run("ingest", str(SAMPLE), "--json").stdout)
+    assert (again["inserted"], again["updated"], again["unchanged"], again["submitted"]) == (0, 0, 96, 0)
+
+    status = json.loads(run("status", "--json").stdout)
+    assert set(status) == {"records", "rejects", "submissions", "files"}
+    assert status["records"] == 96 and status["rejects"] == 4
+    assert sum(status["submissions"].values()) == 96
+    assert status["files"][0]["file"] == "tm2_sample.csv" and status["files"][0]["status"] == "succeeded"
+
+    rejects = json_lines(run("rejects", "tm2_sample.csv", "--json").stdout)
+    assert [r["row"] for r in rejects] == [13, 34, 58, 79]
+    assert {reason["check"] for r in rejects for reason in r["reasons"]} == {
+        "tm1_code", "unknown_code", "excel_mangled_id", "future_date",
+    }  # fmt: skip
+    assert all("values" not in r for r in rejects)  # raw values (patient ids) only on request
+    assert run("rejects", "never-seen.csv").exit_code == 1
+
+
+def test_refusals_are_specific_and_store_nothing(env, tmp_path):
+    files = {
+        "empty.csv": b"",
+        "binary.csv": bytes(range(256)) * 4,
+        "zipped.csv": gzip.compress(SAMPLE.read_bytes()),
+        "columns.csv": b"patient_id,tm2_code,diagnosis\nP1,SK00,2024-01-01\n",
+    }
+    paths = []
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(str(tmp_path / name))
+    result = run("ingest", *paths, "--json")
+    assert result.exit_code == 1
+    reports = {r["file"]: r for r in json_lines(result.stdout)}
+    assert all(r["status"] == "refused" and r["rows"] == 0 and r["inserted"] == 0 for r in reports.values())
+    assert "empty" in reports["empty.csv"]["error"]
+    assert "binary" in reports["binary.csv"]["error"]
+    assert "compressed" in reports["zipped.csv"]["error"]
+    missing = reports["columns.csv"]["error"]
+    assert "condition_name" in missing and "diagnosis_date" in missing and "diagnosis" in missing
+    assert "Traceback" not in result.stderr
+    assert record_count(env) == 0
+    assert (Path(env["TM2_HOME"]) / "failed" / "zipped.csv.error.txt").exists()
+
+
+def test_excel_exports_utf16_tab_and_cp1252_semicolon(env, tmp_path):
+    rows = [HEADER, ["MRN-1", "sk00", "Cephalalgia – café", "ayurveda", "mod.", "15/01/2024", "D-1"]]
+    (tmp_path / "unicode.txt").write_bytes("\r\n".join("\t".join(r) for r in rows).encode("utf-16"))
+    (tmp_path / "latin.csv").write_bytes("\r\n".join(";".join(r) for r in rows).encode("cp1252"))
+    result = run("ingest", str(tmp_path / "unicode.txt"), str(tmp_path / "latin.csv"), "--json")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    first, second = json_lines(result.stdout)
+    assert (first["accepted"], first["inserted"]) == (1, 1)
+    assert (second["accepted"], second["inserted"], second["unchanged"]) == (1, 0, 1)  # same record
+    client = pymongo.MongoClient(env["MONGODB_URI"])
+    [doc] = client[env["TM2_MONGODB_DB"]]["tm2_records"].find()
+    client.close()
+    assert (doc["tm2_code"], doc["severity"], doc["diagnosis_date"]) == ("SK00", "Moderate", "2024-01-15")
+    assert doc["condition_name"] == "Cephalalgia – café"
+
+
+def test_dry_run_writes_nothing_anywhere(env):
+    result = run("ingest", str(SAMPLE), "--dry-run", "--json")
+    assert result.exit_code == 0
+    [report] = json_lines(result.stdout)
+    assert (report["accepted"], report["rejected"], report["inserted"]) == (96, 4, 0)
+    assert not Path(env["TM2_HOME"]).exists() and not Path(env["DAGSTER_HOME"]).exists()
+    assert record_count(env) == 0
