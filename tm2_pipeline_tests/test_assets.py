@@ -39,17 +39,29 @@ def test_sample_goes_all_the_way_then_reruns_as_unchanged(pipeline_resources, tm
         assert first.success
         validated = metadata_of(first, "validated_tm2_records")
         assert (validated["rows"], validated["accepted"], validated["duplicates"], validated["rejected"]) == (
-            102, 96, 2, 4,
-        )  # fmt: skip
+            102,
+            96,
+            2,
+            4,
+        )
         stored = metadata_of(first, "tm2_mongo_records")
         assert (stored["inserted"], stored["updated"], stored["unchanged"]) == (96, 0, 0)
         submitted = metadata_of(first, "openmrs_submissions")
         assert submitted["submitted_this_run"] > 0
         checks = {e.check_name: e.passed for e in first.get_asset_check_evaluations()}
         assert checks == dict.fromkeys(
-            ["file_readable", "row_accounting", "unique_record_keys", "reject_rate", "stored_once",
-             "codes_valid", "dates_valid", "submission_health"], True,
-        )  # fmt: skip
+            [
+                "file_readable",
+                "row_accounting",
+                "unique_record_keys",
+                "reject_rate",
+                "stored_once",
+                "codes_valid",
+                "dates_valid",
+                "submission_health",
+            ],
+            True,
+        )
 
         second = materialize_file(SAMPLE, pipeline_resources, instance)
         assert second.success

@@ -14,10 +14,29 @@ from tm2_pipeline.cli import main
 pytestmark = pytest.mark.integration
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "tm2_sample.csv"
-JSON_KEYS = {"file", "sha256", "rows", "accepted", "duplicates", "rejected", "inserted", "updated",
-             "unchanged", "submitted", "submission_failed", "status"}  # fmt: skip
-HEADER = ["patient_id", "tm2_code", "condition_name", "system_type", "severity", "diagnosis_date",
-          "practitioner_id"]  # fmt: skip
+JSON_KEYS = {
+    "file",
+    "sha256",
+    "rows",
+    "accepted",
+    "duplicates",
+    "rejected",
+    "inserted",
+    "updated",
+    "unchanged",
+    "submitted",
+    "submission_failed",
+    "status",
+}
+HEADER = [
+    "patient_id",
+    "tm2_code",
+    "condition_name",
+    "system_type",
+    "severity",
+    "diagnosis_date",
+    "practitioner_id",
+]
 
 
 @pytest.fixture
@@ -81,8 +100,11 @@ def test_ingest_json_then_rerun_is_unchanged_and_status_and_rejects(env):
     rejects = json_lines(run("rejects", "tm2_sample.csv", "--json").stdout)
     assert [r["row"] for r in rejects] == [13, 34, 58, 79]
     assert {reason["check"] for r in rejects for reason in r["reasons"]} == {
-        "tm1_code", "unknown_code", "excel_mangled_id", "future_date",
-    }  # fmt: skip
+        "tm1_code",
+        "unknown_code",
+        "excel_mangled_id",
+        "future_date",
+    }
     assert all("values" not in r for r in rejects)  # raw values (patient ids) only on request
     assert run("rejects", "never-seen.csv").exit_code == 1
 

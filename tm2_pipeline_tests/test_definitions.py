@@ -7,8 +7,16 @@ from tm2_pipeline.definitions import build_definitions, build_resources
 from tm2_pipeline.settings import Settings, SettingsError, load_settings
 
 ASSETS = {"raw_tm2_file", "validated_tm2_records", "tm2_mongo_records", "openmrs_submissions"}
-CHECKS = {"file_readable", "row_accounting", "unique_record_keys", "reject_rate", "stored_once", "codes_valid",
-          "dates_valid", "submission_health"}  # fmt: skip
+CHECKS = {
+    "file_readable",
+    "row_accounting",
+    "unique_record_keys",
+    "reject_rate",
+    "stored_once",
+    "codes_valid",
+    "dates_valid",
+    "submission_health",
+}
 ENV = ("TM2_MODE", "MONGODB_URI", "OPENMRS_BASE_URL", "OPENMRS_USERNAME", "OPENMRS_PASSWORD", "TM2_HOME")
 
 

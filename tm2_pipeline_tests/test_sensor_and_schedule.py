@@ -105,9 +105,13 @@ def raw_tm2_file() -> None:
 def run_tagged(instance, request: dg.RunRequest, assets=(raw_tm2_file,), **kwargs) -> None:
     instance.add_dynamic_partitions(tm2_csv_files.name, [request.partition_key])
     dg.materialize(
-        list(assets), partition_key=request.partition_key, instance=instance, tags=request.tags,
-        raise_on_error=False, **kwargs,
-    )  # fmt: skip
+        list(assets),
+        partition_key=request.partition_key,
+        instance=instance,
+        tags=request.tags,
+        raise_on_error=False,
+        **kwargs,
+    )
 
 
 def test_infrastructure_failures_are_retried_then_the_file_goes_to_failed(home):

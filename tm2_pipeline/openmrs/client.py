@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,10 +25,6 @@ from tm2_pipeline.openmrs.errors import (
     TransientOpenMRSError,
 )
 from tm2_pipeline.openmrs.responses import retry_after_seconds, server_message
-
-# httpx logs every request line at INFO, query string included: identifiers must not reach logs.
-for _name in ("httpx", "httpcore"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
 
 GATEWAY_STATUSES = frozenset({502, 503, 504})
 PAGE_LIMIT = 100  # OpenMRS answers 500 above this
