@@ -22,7 +22,7 @@ SHA = "f" * 64
 
 
 class StoppingRecordStore(RecordStore):
-    """Stops the server after the first batch, or halfway through the second batch's insert."""
+    """Stops the server after the resource batch, or halfway through the second batch's insert."""
 
     def __init__(self, db, server: EmbeddedSecantus, *, halfway: bool, **kwargs) -> None:
         super().__init__(db, **kwargs)
@@ -58,19 +58,19 @@ def test_a_rerun_after_an_outage_completes_the_file_exactly_once(
     server, tmp_path, halfway, stored_before_outage
 ):
     frame = accepted_frame(N)
-    first = resource_for(tmp_path)
+    resource = resource_for(tmp_path)
     port = server.ensure_running().port
     store = StoppingRecordStore(
-        first.database(), server, halfway=halfway, batch_size=BATCH, target=first.target
+        resource.database(), server, halfway=halfway, batch_size=BATCH, target=resource.target
     )
     with pytest.raises(MongoUnavailable, match=rf"^cannot reach MongoDB at 127\.0\.0\.1:{port} "):
         store.store(frame, file_name="a.csv", sha256=SHA, now=datetime(2025, 3, 1, tzinfo=UTC))
     assert server.status() is None
-    first.close()
 
-    server.ensure_running()  # same data directory, a new port
-    second = resource_for(tmp_path)
-    records = second.records()
+    # The same resource instance (as in a step retry): the embedded server starts again on the same
+    # data directory, on a new port, and the resource reconnects to it.
+    records = resource.records()
+    assert server.status() is not None and resource.target == f"127.0.0.1:{server.status().port}"
     assert records.count() == stored_before_outage  # what was acknowledged survived the stop
 
     counts = records.store(frame, file_name="a.csv", sha256=SHA, now=datetime(2025, 3, 2, tzinfo=UTC))
@@ -84,4 +84,4 @@ def test_a_rerun_after_an_outage_completes_the_file_exactly_once(
         assert document["content_hash"] == row["content_hash"]
         assert document["severity"] == row["severity"]
         assert document["source"] == {"file": "a.csv", "sha256": SHA, "row": row["source_row"]}
-    second.close()
+    resource.close()

@@ -162,10 +162,15 @@ class MongoResource(dg.ConfigurableResource):
 
     def _mongo_client(self) -> MongoClient:
         with self._lock:
+            uri = self.uri
+            if uri is None:
+                # The embedded server is started on demand, again after it stopped (on a new port):
+                # a step retry in this process then reaches the restarted server.
+                uri = EmbeddedSecantus(Path(self.tm2_home).expanduser()).ensure_running().uri
+            if self._client is not None and uri != self._client_uri:
+                self._client.close()
+                self._client = None
             if self._client is None:
-                uri = self.uri
-                if uri is None:
-                    uri = EmbeddedSecantus(Path(self.tm2_home).expanduser()).ensure_running().uri
                 self._target = describe_mongo_target(uri)
                 self._client = self._new_client(uri)
                 self._client_uri = uri
