@@ -65,6 +65,13 @@ def test_a_frame_without_the_agreed_columns_is_refused():
         list(record_documents(frame, file_name="a.csv", sha256=SHA_A, now=T0))
 
 
+def test_dates_as_datetimes_are_refused():
+    frame = accepted_frame(2)
+    frame["diagnosis_date"] = pd.to_datetime(frame["diagnosis_date"])
+    with pytest.raises(RecordFrameError, match="yyyy-mm-dd strings"):
+        list(record_documents(frame, file_name="a.csv", sha256=SHA_A, now=T0))
+
+
 def test_repeated_record_keys_are_refused():
     frame = pd.concat([accepted_frame(3), accepted_frame(1)], ignore_index=True)
     with pytest.raises(RecordFrameError, match="repeat 1 record key"):

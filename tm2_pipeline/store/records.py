@@ -76,6 +76,8 @@ def _check_frame(accepted: pd.DataFrame) -> None:
     missing = [column for column in RECORD_COLUMNS if column not in accepted.columns]
     if missing:
         raise RecordFrameError(f"accepted records lack column(s): {', '.join(missing)}")
+    if pd.api.types.is_datetime64_any_dtype(accepted["diagnosis_date"]):
+        raise RecordFrameError("diagnosis_date must hold yyyy-mm-dd strings, not datetimes")
     keys = accepted["record_key"]
     if keys.isna().any():
         raise RecordFrameError("accepted records contain an empty record_key")
