@@ -6,14 +6,18 @@ import hashlib
 import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tm2_pipeline.identity import (
     CONDITION_NAMESPACE,
     KEY_VERSION,
+    _normalize_patient_id_in_full,
     clean_token,
     condition_uuid,
     normalize_patient_id,
     record_key,
+    record_keys,
 )
 
 # (patient_id, tm2_code, diagnosis_date, system_type) -> (record key, condition uuid), computed once.
@@ -91,3 +95,46 @@ def test_normalize_patient_id_vectors(raw: str, expected: str) -> None:
 
 def test_clean_token_vector() -> None:
     assert clean_token("\u200b a\u00a0\u00a0b\t\nc \ufeff") == "a b c"
+
+
+# --- the fast paths must give the very same bytes -----------------------------------------------
+
+# Text biased towards what matters to JSON escaping: quotes, backslashes, control characters,
+# U+2028/U+2029 (json.dumps keeps them raw with ensure_ascii=False), DEL, non-ASCII.
+_TRICKY = st.sampled_from(['"', "\\", "\x00", "\x1f", "\n", "\t", "\u2028", "\u2029", "\x7f", "é", "€", "-"])
+_FIELD = st.one_of(st.text(max_size=12), st.lists(st.one_of(_TRICKY, st.text(max_size=3))).map("".join))
+
+
+@given(st.lists(st.tuples(_FIELD, _FIELD, _FIELD, _FIELD), max_size=6))
+def test_record_keys_are_byte_identical_to_record_key(rows: list[tuple[str, str, str, str]]) -> None:
+    columns = [[row[i] for row in rows] for i in range(4)]
+    assert record_keys(*columns) == [record_key(*row) for row in rows]
+
+
+@given(st.lists(st.tuples(*[st.from_regex(r"[A-Za-z0-9 .@/-]{0,20}", fullmatch=True)] * 4), max_size=6))
+def test_record_keys_of_plain_columns_take_the_fast_path_and_match(rows: list[tuple[str, ...]]) -> None:
+    columns = [[row[i] for row in rows] for i in range(4)]
+    assert record_keys(*columns) == [record_key(*row) for row in rows]
+
+
+def test_record_keys_vectors_and_escaped_rows() -> None:
+    fields = [vector[0] for vector in VECTORS]
+    assert record_keys(*zip(*fields, strict=True)) == [vector[1] for vector in VECTORS]
+    rows = [("MRN-1", "SK00", "2024-01-15", "Unani"), ('MR"N\\2', "SK00", "2024-01-15", "Uná\n")]
+    assert record_keys(*zip(*rows, strict=True)) == [record_key(*row) for row in rows]
+    # A lone surrogate cannot be UTF-8 encoded: both refuse it the same way.
+    with pytest.raises(UnicodeEncodeError):
+        record_key("\ud800", "SK00", "2024-01-15", "Unani")
+    with pytest.raises(UnicodeEncodeError):
+        record_keys(["\ud800"], ["SK00"], ["2024-01-15"], ["Unani"])
+
+
+@given(
+    st.one_of(
+        st.text(),
+        st.from_regex(r"[ -~]{0,20}", fullmatch=True),
+        st.from_regex(r"[0-9 -]{10,20}", fullmatch=True),
+    )
+)
+def test_normalize_patient_id_shortcut_matches_the_full_recipe(value: str) -> None:
+    assert normalize_patient_id(value) == _normalize_patient_id_in_full(value)
