@@ -24,6 +24,9 @@ class Tm2Home:
         """Parquet tables passed between assets: `tables/<asset>/<partition>.parquet`."""
         return self.root / "tables"
 
+    def table_path(self, asset_name: str, partition: str, suffix: str = ".parquet") -> Path:
+        return self.tables_dir / asset_name / f"{partition}{suffix}"
+
     def processed_dir(self, day: date) -> Path:
         return self.root / "processed" / day.isoformat()
 

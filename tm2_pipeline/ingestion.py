@@ -94,7 +94,9 @@ def dry_run(path: Path, settings: Settings, today) -> IngestReport:
     report.counts.update(
         rows=result.rows, accepted=result.accepted, duplicates=result.duplicates, rejected=result.rejected
     )
-    passed, severity = reject_rate_outcome(result, settings.reject_warn, settings.reject_block)
+    passed, severity = reject_rate_outcome(
+        result.rows, result.rejected, settings.reject_warn, settings.reject_block
+    )
     if not passed and severity == dg.AssetCheckSeverity.ERROR:
         report.status, report.error = BLOCKED, "reject rate is above TM2_REJECT_BLOCK"
     return report

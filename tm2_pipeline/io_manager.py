@@ -14,14 +14,15 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from tm2_pipeline.home import Tm2Home
+
 
 class Tm2TableIOManager(dg.ConfigurableIOManager):
     tm2_home: str
 
     def _path(self, context: dg.OutputContext | dg.InputContext, suffix: str) -> Path:
-        asset_name = context.asset_key.path[-1]
         partition = context.asset_partition_key if context.has_asset_partitions else "all"
-        return Path(self.tm2_home) / "tables" / asset_name / f"{partition}{suffix}"
+        return Tm2Home(Path(self.tm2_home)).table_path(context.asset_key.path[-1], partition, suffix)
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:

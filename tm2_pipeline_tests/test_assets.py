@@ -63,8 +63,15 @@ def test_sample_goes_all_the_way_then_reruns_as_unchanged(pipeline_resources, tm
             True,
         )
 
+        assert metadata_of(first, "validated_tm2_records")["reused_earlier_validation"] is False
+
         second = materialize_file(SAMPLE, pipeline_resources, instance)
         assert second.success
+        again = metadata_of(second, "validated_tm2_records")
+        assert again["reused_earlier_validation"] is True  # same bytes, rules and day
+        assert {k: again[k] for k in ("rows", "accepted", "duplicates", "rejected")} == {
+            k: validated[k] for k in ("rows", "accepted", "duplicates", "rejected")
+        }
         stored = metadata_of(second, "tm2_mongo_records")
         assert (stored["inserted"], stored["updated"], stored["unchanged"]) == (0, 0, 96)
         assert metadata_of(second, "openmrs_submissions")["submitted_this_run"] == 0

@@ -8,26 +8,21 @@ import pandas as pd
 
 from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
-from tm2_pipeline.quality_report import quality_report_markdown
 from tm2_pipeline.resources.mongo import MongoResource
-from tm2_pipeline.validation import ValidationResult, validate_tm2_bytes
+from tm2_pipeline.validation import validate_tm2_bytes
+from tm2_pipeline.validation_summary import ValidationSummary, reusable, summarize
 
+ASSET_NAME = "validated_tm2_records"
 ROW_ACCOUNTING = "row_accounting"
 UNIQUE_RECORD_KEYS = "unique_record_keys"
 REJECT_RATE = "reject_rate"
-# At most this many row numbers are listed in metadata; the full list is in the quarantine.
-ROW_LIST_LIMIT = 200
-
-
-def source_attrs(file_name: str, sha256: str) -> dict[str, str]:
-    return {"file": file_name, "sha256": sha256}
 
 
 def reject_rate_outcome(
-    result: ValidationResult, warn: float, block: float
+    rows: int, rejected: int, warn: float, block: float
 ) -> tuple[bool, dg.AssetCheckSeverity]:
     """(passed, severity): above `block` the file is blocked; above `warn` it only warns."""
-    rate = result.rejected / result.rows if result.rows else 0.0
+    rate = rejected / rows if rows else 0.0
     if rate > block:
         return False, dg.AssetCheckSeverity.ERROR
     if rate > warn:
@@ -41,19 +36,19 @@ def reject_rate_outcome(
     check_specs=[
         dg.AssetCheckSpec(
             ROW_ACCOUNTING,
-            asset="validated_tm2_records",
+            asset=ASSET_NAME,
             blocking=True,
             description="rows == accepted + duplicates + rejected",
         ),
         dg.AssetCheckSpec(
             UNIQUE_RECORD_KEYS,
-            asset="validated_tm2_records",
+            asset=ASSET_NAME,
             blocking=True,
             description="no record key appears twice among accepted rows",
         ),
         dg.AssetCheckSpec(
             REJECT_RATE,
-            asset="validated_tm2_records",
+            asset=ASSET_NAME,
             blocking=True,
             description="warns above TM2_REJECT_WARN; blocks the file above TM2_REJECT_BLOCK",
         ),
@@ -67,77 +62,88 @@ def validated_tm2_records(
     pipeline: PipelineConfig,
     mongo: MongoResource,
 ):
-    result = validate_tm2_bytes(
-        Path(raw_tm2_file["copy"]).read_bytes(), today=pipeline.today(), day_first=pipeline.day_first
-    )
     file_name, sha256 = raw_tm2_file["file"], raw_tm2_file["sha256"]
+    today, day_first = pipeline.today(), pipeline.day_first
     now = datetime.now(UTC)
-    mongo.rejects().replace_for_file(
-        file_name=file_name,
+    earlier = reusable(
+        pipeline.home.table_path(ASSET_NAME, context.partition_key),
         sha256=sha256,
-        partition=context.partition_key,
-        rejected_rows=result.rejected_rows,
-        now=now,
+        today=today,
+        day_first=day_first,
     )
+    if earlier:
+        # The same bytes, rules and day: the result cannot differ, and its rejects are already
+        # quarantined (keyed by file hash and row).
+        accepted, summary = earlier
+        context.log.info("unchanged file validated earlier today: reusing its validated table")
+    else:
+        result = validate_tm2_bytes(Path(raw_tm2_file["copy"]).read_bytes(), today=today, day_first=day_first)
+        mongo.rejects().replace_for_file(
+            file_name=file_name,
+            sha256=sha256,
+            partition=context.partition_key,
+            rejected_rows=result.rejected_rows,
+            now=now,
+        )
+        summary = summarize(result, file=file_name, sha256=sha256, today=today, day_first=day_first)
+        accepted = summary.attach_to(result.accepted_records)  # travels inside the Parquet file
 
-    counts = {
-        "rows": result.rows,
-        "accepted": result.accepted,
-        "duplicates": result.duplicates,
-        "rejected": result.rejected,
-    }
-    rate_passed, rate_severity = reject_rate_outcome(result, pipeline.reject_warn, pipeline.reject_block)
+    rate_passed, rate_severity = reject_rate_outcome(
+        summary.rows, summary.rejected, pipeline.reject_warn, pipeline.reject_block
+    )
     blocked = not rate_passed and rate_severity == dg.AssetCheckSeverity.ERROR
     mongo.ingestions().record_outcome(
         file=file_name,
         sha256=sha256,
         status="blocked" if blocked else "validated",
-        counts=counts,
+        counts=summary.counts,
         at=now,
         run_id=context.run.run_id,
-        error=f"reject rate {result.rejected}/{result.rows} is above TM2_REJECT_BLOCK" if blocked else None,
+        error=f"reject rate {summary.rejected}/{summary.rows} is above TM2_REJECT_BLOCK" if blocked else None,
     )
-
-    accepted = result.accepted_records
-    accepted.attrs = source_attrs(file_name, sha256)  # travels inside the Parquet file
-    yield dg.Output(accepted, metadata=_metadata(result, counts, file_name))
-    yield from _checks(result, rate_passed, rate_severity, pipeline)
+    yield dg.Output(accepted, metadata=_metadata(summary, reused=earlier is not None))
+    yield from _checks(summary, accepted, rate_passed, rate_severity, pipeline)
 
 
-def _metadata(result: ValidationResult, counts: dict[str, int], file_name: str) -> dict:
+def _metadata(summary: ValidationSummary, reused: bool) -> dict:
     metadata: dict = {
-        "dagster/row_count": result.accepted,
-        **counts,
-        "encoding": result.encoding,
-        "delimiter": repr(result.delimiter),
-        "quality_report": dg.MetadataValue.md(quality_report_markdown(result, file_name)),
-        "duplicate_rows": [d["row"] for d in result.duplicate_rows[:ROW_LIST_LIMIT]],
-        "rejected_rows": [r["row"] for r in result.rejected_rows[:ROW_LIST_LIMIT]],
+        "dagster/row_count": summary.accepted,
+        **summary.counts,
+        "encoding": summary.encoding,
+        "delimiter": repr(summary.delimiter),
+        "quality_report": dg.MetadataValue.md(summary.quality_report),
+        "duplicate_rows": summary.duplicate_rows,
+        "rejected_rows": summary.rejected_rows,
+        "reused_earlier_validation": reused,
     }
-    if result.ignored_columns:
-        metadata["warning_ignored_columns"] = ", ".join(result.ignored_columns)
+    if summary.ignored_columns:
+        metadata["warning_ignored_columns"] = ", ".join(summary.ignored_columns)
     return metadata
 
 
-def _checks(result: ValidationResult, rate_passed: bool, rate_severity, pipeline: PipelineConfig):
-    accounted = result.accepted + result.duplicates + result.rejected
+def _checks(
+    summary: ValidationSummary,
+    accepted: pd.DataFrame,
+    rate_passed: bool,
+    rate_severity: dg.AssetCheckSeverity,
+    pipeline: PipelineConfig,
+):
+    accounted = summary.accepted + summary.duplicates + summary.rejected
     yield dg.AssetCheckResult(
         check_name=ROW_ACCOUNTING,
-        passed=result.rows == accounted,
-        metadata={"rows": result.rows, "accounted": accounted},
+        passed=summary.rows == accounted and len(accepted) == summary.accepted,
+        metadata={"rows": summary.rows, "accounted": accounted},
     )
-    keys: pd.Series = result.accepted_records["record_key"]
-    repeated = int(keys.duplicated().sum())
+    repeated = int(accepted["record_key"].duplicated().sum())
     yield dg.AssetCheckResult(
         check_name=UNIQUE_RECORD_KEYS, passed=repeated == 0, metadata={"repeated_keys": repeated}
     )
-    rate = result.rejected / result.rows if result.rows else 0.0
     yield dg.AssetCheckResult(
         check_name=REJECT_RATE,
         passed=rate_passed,
         severity=rate_severity,
         metadata={
-            "reject_rate": round(rate, 4),
+            "reject_rate": round(summary.reject_rate, 4),
             "warn_above": pipeline.reject_warn,
             "block_above": pipeline.reject_block,
         },

@@ -1,0 +1,111 @@
+"""What one file's validation came to, in a form that travels with the accepted table.
+
+The summary rides in the Parquet file's attributes, so an unchanged file re-ingested on the same day
+with the same rules reuses its validated table instead of validating again (`reusable`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from datetime import date
+from functools import cache
+from pathlib import Path
+
+import pandas as pd
+
+from tm2_pipeline import codes
+from tm2_pipeline.quality_report import quality_report_markdown
+from tm2_pipeline.validation import ValidationResult
+
+# At most this many row numbers are listed in metadata; the full list is in the quarantine.
+ROW_LIST_LIMIT = 200
+_RULE_SOURCES = ("reading.py", "normalize.py", "schema.py", "records.py", "validation.py", "identity.py")
+
+
+@cache
+def rules_fingerprint() -> str:
+    """Changes whenever the validation code or the reference data change."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in [package / name for name in _RULE_SOURCES] + [codes.TM2_LIST_PATH, codes.CROSSWALK_PATH]:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ValidationSummary:
+    file: str
+    sha256: str
+    rows: int
+    accepted: int
+    duplicates: int
+    rejected: int
+    encoding: str
+    delimiter: str
+    ignored_columns: list[str]
+    duplicate_rows: list[int]
+    rejected_rows: list[int]
+    quality_report: str
+    validated_on: str  # "today" decides future dates and two-digit years
+    day_first: bool
+    rules: str
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {
+            "rows": self.rows,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+        }
+
+    @property
+    def reject_rate(self) -> float:
+        return self.rejected / self.rows if self.rows else 0.0
+
+    def attach_to(self, table: pd.DataFrame) -> pd.DataFrame:
+        table.attrs = {"file": self.file, "sha256": self.sha256, "validation": asdict(self)}
+        return table
+
+
+def summarize(
+    result: ValidationResult, *, file: str, sha256: str, today: date, day_first: bool
+) -> ValidationSummary:
+    return ValidationSummary(
+        file=file,
+        sha256=sha256,
+        rows=result.rows,
+        accepted=result.accepted,
+        duplicates=result.duplicates,
+        rejected=result.rejected,
+        encoding=result.encoding,
+        delimiter=result.delimiter,
+        ignored_columns=list(result.ignored_columns),
+        duplicate_rows=[d["row"] for d in result.duplicate_rows[:ROW_LIST_LIMIT]],
+        rejected_rows=[r["row"] for r in result.rejected_rows[:ROW_LIST_LIMIT]],
+        quality_report=quality_report_markdown(result, file),
+        validated_on=today.isoformat(),
+        day_first=day_first,
+        rules=rules_fingerprint(),
+    )
+
+
+def reusable(
+    table_path: Path, *, sha256: str, today: date, day_first: bool
+) -> tuple[pd.DataFrame, ValidationSummary] | None:
+    """The earlier validated table of these very bytes, if the same rules ran on it today."""
+    if not table_path.exists():
+        return None
+    table = pd.read_parquet(table_path)
+    stored = table.attrs.get("validation")
+    if not stored:
+        return None
+    summary = ValidationSummary(**stored)
+    same = (summary.sha256, summary.validated_on, summary.day_first, summary.rules) == (
+        sha256,
+        today.isoformat(),
+        day_first,
+        rules_fingerprint(),
+    )
+    return (table, summary) if same else None
