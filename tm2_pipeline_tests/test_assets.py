@@ -46,6 +46,7 @@ def test_sample_goes_all_the_way_then_reruns_as_unchanged(pipeline_resources, tm
         )
         stored = metadata_of(first, "tm2_mongo_records")
         assert (stored["inserted"], stored["updated"], stored["unchanged"]) == (96, 0, 0)
+        assert stored["skipped_unchanged_file"] is False
         submitted = metadata_of(first, "openmrs_submissions")
         assert submitted["submitted_this_run"] > 0
         checks = {e.check_name: e.passed for e in first.get_asset_check_evaluations()}
@@ -74,6 +75,7 @@ def test_sample_goes_all_the_way_then_reruns_as_unchanged(pipeline_resources, tm
         }
         stored = metadata_of(second, "tm2_mongo_records")
         assert (stored["inserted"], stored["updated"], stored["unchanged"]) == (0, 0, 96)
+        assert stored["skipped_unchanged_file"] is True
         assert metadata_of(second, "openmrs_submissions")["submitted_this_run"] == 0
 
     with mongo.process_config_and_initialize_cm() as store:
@@ -83,6 +85,23 @@ def test_sample_goes_all_the_way_then_reruns_as_unchanged(pipeline_resources, tm
     # The raw bytes are kept once, content-addressed; tables are Parquet under TM2_HOME.
     assert [p.name for p in (home / "files").iterdir()] == [first.asset_value("raw_tm2_file")["sha256"]]
     assert (home / "tables" / "validated_tm2_records" / "tm2_sample.csv.parquet").exists()
+
+
+def test_a_file_written_since_makes_the_rerun_compare_again(pipeline_resources, tmp_path):
+    corrected = tmp_path / "corrected.csv"
+    lines = SAMPLE.read_text(encoding="utf-8").splitlines()
+    # The same diagnosis as the sample's second row, with another severity: it updates that record.
+    first_row = lines[2].split(",")
+    first_row[4] = "Severe" if first_row[4] != "Severe" else "Mild"
+    corrected.write_text(lines[0] + "\n" + ",".join(first_row) + "\n", encoding="utf-8")
+    with dg.instance_for_test() as instance:
+        assert materialize_file(SAMPLE, pipeline_resources, instance).success
+        correction = materialize_file(corrected, pipeline_resources, instance)
+        assert metadata_of(correction, "tm2_mongo_records")["updated"] == 1
+        # The sample again: the later ingestion wins, so the one record changes back.
+        rerun = metadata_of(materialize_file(SAMPLE, pipeline_resources, instance), "tm2_mongo_records")
+    assert rerun["skipped_unchanged_file"] is False
+    assert (rerun["inserted"], rerun["updated"], rerun["unchanged"]) == (0, 1, 95)
 
 
 def test_refused_file_stops_at_raw_and_is_kept_in_failed(pipeline_resources, tmp_path):

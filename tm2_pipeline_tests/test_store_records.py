@@ -222,3 +222,15 @@ def test_lookups_split_into_small_queries_on_secantus_give_the_same_answers(db):
     keys = frame["record_key"].tolist()[::-1]
     assert [doc["_id"] for doc in store.find_by_keys(keys)] == keys
     assert store.count_keys(keys) == 11
+
+
+def test_the_store_generation_moves_only_when_a_record_is_written(mongo_db):
+    store = RecordStore(mongo_db)
+    now = datetime(2026, 1, 5, tzinfo=UTC)
+    frame = accepted_frame(3)
+    first = store.store(frame, file_name="a.csv", sha256="a" * 64, now=now)
+    assert first.generation == store.generation() == 1
+    again = store.store(frame, file_name="a.csv", sha256="a" * 64, now=now)
+    assert (again.unchanged, again.generation, store.generation()) == (3, 1, 1)  # nothing written
+    changed = with_severity(frame, 0, "Severe")
+    assert store.store(changed, file_name="b.csv", sha256="b" * 64, now=now).generation == 2

@@ -12,6 +12,8 @@ RECORDS_COLLECTION = "tm2_records"
 REJECTS_COLLECTION = "tm2_rejects"
 INGESTIONS_COLLECTION = "tm2_ingestions"
 SUBMISSIONS_COLLECTION = "openmrs_submissions"
+# Small bookkeeping documents (the records' store generation); keyed by the collection they describe.
+META_COLLECTION = "tm2_meta"
 
 # Explicit names keep re-creation a no-op and make the indexes recognisable in a shell.
 INDEXES: dict[str, list[IndexModel]] = {

@@ -69,6 +69,7 @@ class IngestionLedger:
         size: int | None = None,
         error: str | None = None,
         run_id: str | None = None,
+        store_generation: int | None = None,
     ) -> None:
         """Upsert the outcome of ingesting this file content.
 
@@ -92,6 +93,9 @@ class IngestionLedger:
         changes.update((f"counts.{name}", int(value)) for name, value in counts.items())
         if size is not None:
             changes["size"] = int(size)
+        if status == IngestionStatus.STORED:
+            # None clears a generation an earlier run left: the store must be compared again.
+            changes["store_generation"] = store_generation
         with translate_outage(self.target):
             self.collection.update_one(
                 {"_id": ingestion_id(file, sha256)},
@@ -99,6 +103,11 @@ class IngestionLedger:
                 {"$set": changes, **({} if counts else {"$setOnInsert": {"counts": {}}})},
                 upsert=True,
             )
+
+    def entry(self, file: str, sha256: str) -> dict[str, Any] | None:
+        """The ledger entry of this very content under this name, or None."""
+        with translate_outage(self.target):
+            return self.collection.find_one({"_id": ingestion_id(file, sha256)})
 
     def latest_for_file(self, file_name: str) -> dict[str, Any] | None:
         """The most recent ingestion of any content under this file name."""

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from pymongo import UpdateOne
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from tm2_pipeline.identity import KEY_VERSION
 from tm2_pipeline.store.errors import DUPLICATE_KEY, RecordFrameError, client_target, translate_outage
-from tm2_pipeline.store.indexes import RECORDS_COLLECTION
+from tm2_pipeline.store.indexes import META_COLLECTION, RECORDS_COLLECTION
 from tm2_pipeline.store.timestamps import stored_timestamp
 
 SCHEMA_VERSION = 1
@@ -53,6 +53,9 @@ class StoreCounts:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    # The store generation this file's content is current at; None when another writer changed
+    # the collection meanwhile (then a re-run must compare again).
+    generation: int | None = field(default=None, compare=False)
 
     def __add__(self, other: StoreCounts) -> StoreCounts:
         return StoreCounts(
@@ -165,9 +168,32 @@ class RecordStore:
         documents = record_documents(accepted, file_name=file_name, sha256=sha256, now=now)
         counts = StoreCounts()
         with translate_outage(self.target):
+            before = self.generation()
             while batch := list(itertools.islice(documents, self.batch_size)):
                 counts += self._store_batch(batch)
-        return counts
+            wrote = bool(counts.inserted or counts.updated)
+            after = self._next_generation() if wrote else self.generation()
+        current = after == before + (1 if wrote else 0)
+        return replace(counts, generation=after if current else None)
+
+    def generation(self) -> int:
+        """A counter that moves whenever any file inserts or updates a record.
+
+        A file stored at generation g is still exactly what the store holds while the counter is g:
+        re-ingesting the same bytes can then skip the store entirely.
+        """
+        with translate_outage(self.target):
+            state = self.db[META_COLLECTION].find_one({"_id": RECORDS_COLLECTION}, {"generation": 1})
+        return int(state["generation"]) if state else 0
+
+    def _next_generation(self) -> int:
+        state = self.db[META_COLLECTION].find_one_and_update(
+            {"_id": RECORDS_COLLECTION},
+            {"$inc": {"generation": 1}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        return int(state["generation"])
 
     def find_by_keys(self, keys: Iterable[str]) -> list[dict[str, Any]]:
         """The stored documents of these keys, in the order given (unknown keys are skipped)."""
