@@ -11,7 +11,8 @@ from bson.codec_options import CodecOptions
 
 from tm2_pipeline.identity import KEY_VERSION
 from tm2_pipeline.store.errors import RecordFrameError
-from tm2_pipeline.store.records import SECANTUS_LOOKUP_KEYS, RecordStore, StoreCounts, record_documents
+from tm2_pipeline.store.lookups import SECANTUS_LOOKUP_KEYS
+from tm2_pipeline.store.records import RecordStore, StoreCounts, record_documents
 from tm2_pipeline_tests.accepted_frames import accepted_frame, with_severity
 
 T0 = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)

@@ -23,13 +23,10 @@ from pymongo.errors import BulkWriteError
 from tm2_pipeline.identity import KEY_VERSION
 from tm2_pipeline.store.errors import DUPLICATE_KEY, RecordFrameError, client_target, translate_outage
 from tm2_pipeline.store.indexes import META_COLLECTION, RECORDS_COLLECTION
+from tm2_pipeline.store.lookups import chunked, lookup_chunk_size
 from tm2_pipeline.store.timestamps import stored_timestamp
 
 SCHEMA_VERSION = 1
-# SecantusDB answers `{_id: {$in: keys}}` in time quadratic in the keys it finds (measured on 20k
-# documents: 100 keys 0.2 ms/key, 1,000 keys 1.5 ms/key, 5,000 keys ~12 ms/key); 25-50 keys per query
-# is its sweet spot (~0.12 ms/key). MongoDB itself takes a whole batch in one query.
-SECANTUS_LOOKUP_KEYS = 40
 
 # Stored as they come, in this order, after `_id`.
 CONTENT_FIELDS = (
@@ -106,17 +103,6 @@ def record_documents(
         document["updated_at"] = stamp
         document["schema_version"] = SCHEMA_VERSION
         yield document
-
-
-def lookup_chunk_size(db: Database, batch_size: int) -> int:
-    """Keys per `$in` lookup: the whole batch, except on SecantusDB (see SECANTUS_LOOKUP_KEYS)."""
-    build = db.client.admin.command("buildInfo")
-    return SECANTUS_LOOKUP_KEYS if "secantusVersion" in build else batch_size
-
-
-def _chunks(keys: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(keys), size):
-        yield keys[start : start + size]
 
 
 def _content_update(document: dict[str, Any]) -> UpdateOne:
@@ -200,7 +186,7 @@ class RecordStore:
         wanted = list(dict.fromkeys(keys))
         found: dict[str, dict[str, Any]] = {}
         with translate_outage(self.target):
-            for chunk in _chunks(wanted, self.lookup_keys):
+            for chunk in chunked(wanted, self.lookup_keys):
                 found.update((doc["_id"], doc) for doc in self.collection.find({"_id": {"$in": chunk}}))
         return [found[key] for key in wanted if key in found]
 
@@ -210,7 +196,7 @@ class RecordStore:
         with translate_outage(self.target):
             return sum(
                 self.collection.count_documents({"_id": {"$in": chunk}})
-                for chunk in _chunks(wanted, self.lookup_keys)
+                for chunk in chunked(wanted, self.lookup_keys)
             )
 
     def count(self) -> int:
@@ -220,7 +206,7 @@ class RecordStore:
     def _existing_hashes(self, keys: list[str]) -> dict[str, str]:
         """content_hash of the stored keys among `keys` (one query, or SecantusDB-sized chunks)."""
         existing: dict[str, str] = {}
-        for chunk in _chunks(keys, self.lookup_keys):
+        for chunk in chunked(keys, self.lookup_keys):
             cursor = self.collection.find({"_id": {"$in": chunk}}, {"content_hash": 1})
             existing.update((doc["_id"], doc.get("content_hash")) for doc in cursor)
         return existing

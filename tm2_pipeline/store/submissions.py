@@ -8,7 +8,8 @@ Document: `_id` (record key), `state`, `condition_uuid` (newest version in OpenM
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 
 from pymongo import UpdateOne
@@ -24,6 +25,7 @@ from tm2_pipeline.openmrs.states import (
     SubmissionState,
 )
 from tm2_pipeline.store.indexes import SUBMISSIONS_COLLECTION
+from tm2_pipeline.store.lookups import chunked, lookup_chunk_size
 from tm2_pipeline.store.timestamps import stored_timestamp
 
 KEEP_ATTEMPTS = 20
@@ -55,12 +57,19 @@ class SubmissionLog:
     """Read and write the submission log (pymongo only; the Mongo resource hands in the database)."""
 
     def __init__(self, db: Database) -> None:
+        self._db = db
         self._collection = db[SUBMISSIONS_COLLECTION]
+        self._lookup_keys: int | None = None
+
+    def _key_chunks(self, keys: Sequence[str]) -> Iterator[list[str]]:
+        if self._lookup_keys is None:
+            self._lookup_keys = lookup_chunk_size(self._db, _READ_CHUNK)
+        return chunked(keys, self._lookup_keys)
 
     def entries_for(self, keys: Sequence[str]) -> dict[str, SubmissionEntry]:
         entries: dict[str, SubmissionEntry] = {}
-        for start in range(0, len(keys), _READ_CHUNK):
-            for document in self._collection.find({"_id": {"$in": list(keys[start : start + _READ_CHUNK])}}):
+        for chunk in self._key_chunks(keys):
+            for document in self._collection.find({"_id": {"$in": chunk}}):
                 entries[document["_id"]] = _entry(document)
         return entries
 
@@ -142,9 +151,12 @@ class SubmissionLog:
         )
 
     def state_counts(self, keys: Sequence[str] | None = None) -> dict[str, int]:
-        match = {"_id": {"$in": list(keys)}} if keys is not None else {}
-        pipeline = [{"$match": match}, {"$group": {"_id": "$state", "count": {"$sum": 1}}}]
-        return {row["_id"]: row["count"] for row in self._collection.aggregate(pipeline)}
+        matches = [{}] if keys is None else [{"_id": {"$in": chunk}} for chunk in self._key_chunks(keys)]
+        counts: Counter[str] = Counter()
+        for match in matches:
+            pipeline = [{"$match": match}, {"$group": {"_id": "$state", "count": {"$sum": 1}}}]
+            counts.update({row["_id"]: row["count"] for row in self._collection.aggregate(pipeline)})
+        return dict(counts)
 
     def retryable_keys(self, now: datetime, patient_retry_days: int) -> list[str]:
         """Keys a later run should submit again: unsettled ones, and waiting ones still inside the window."""
