@@ -119,7 +119,8 @@ class Ingestor:
         result = self.job.execute_in_process(
             instance=self.instance,
             partition_key=path.name,
-            run_config=request.run_config,
+            # The run's own log stays in the instance (the UI shows it); the terminal gets warnings only.
+            run_config={**request.run_config, "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             tags={**request.tags, "tm2/started_by": "cli"},
             raise_on_error=False,
         )
