@@ -75,21 +75,22 @@ def record_keys(
     """
     columns = [list(column) for column in (patient_ids, tm2_codes, dates, systems)]
     sha256 = hashlib.sha256
-    if all(map(_plain_json_strings, columns)):
+    if all(map(plain_json_strings, columns)):
         return [
             sha256(f'[{KEY_VERSION},"{p}","{c}","{d}","{s}"]'.encode()).hexdigest()
             for p, c, d, s in zip(*columns, strict=True)
         ]
     return [
         sha256(f'[{KEY_VERSION},"{p}","{c}","{d}","{s}"]'.encode()).hexdigest()
-        if _plain_json_strings((p, c, d, s))
+        if plain_json_strings((p, c, d, s))
         else record_key(p, c, d, s)
         for p, c, d, s in zip(*columns, strict=True)
     ]
 
 
-def _plain_json_strings(values: Iterable[object]) -> bool:
-    """True when every value is a str that json.dumps(ensure_ascii=False) writes as-is between quotes."""
+def plain_json_strings(values: Iterable[object]) -> bool:
+    """True when every value is a str that json.dumps(ensure_ascii=False) writes as-is between quotes
+    (no quote, backslash or U+0000-U+001F); False for anything else (None, numbers)."""
     try:
         joined = "".join(values)  # type: ignore[arg-type]  # TypeError: not all str
     except TypeError:

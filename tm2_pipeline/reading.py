@@ -32,7 +32,9 @@ import codecs
 import csv
 import gc
 import io
+import itertools
 import re
+import sys
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -78,6 +80,12 @@ _CONTROL_TEXT = re.compile("[" + re.escape(_CONTROL_BYTES.decode("ascii")) + "]"
 _MAX_CONTROL_SHARE = 0.05
 _SEP_DIRECTIVE = re.compile(r"\Asep=([,;\t])[ \t]*(?:\r\n|\r|\n|\Z)", re.IGNORECASE)
 _HEADER_SEPARATORS = re.compile(r"[\s_-]+")
+# Rows per RawTable when a file is read in chunks (memory stays flat in the file's length).
+CHUNK_ROWS = 100_000
+# csv records turned into columns at a time (see _ColumnBuilder).
+_TRANSPOSE_RECORDS = 16_384
+# Text goes to the csv module in blocks of about this many characters, each cut after a "\n".
+_BLOCK_CHARS = 1 << 20
 
 
 class FileRefused(Exception):
@@ -117,21 +125,159 @@ def canonical_column_name(name: str) -> str:
     return _HEADER_SEPARATORS.sub("_", text).strip("_")
 
 
+@dataclass(frozen=True)
+class Tm2FileInfo:
+    """What the header and the bytes say about a readable export (no data row looked at)."""
+
+    encoding: str
+    delimiter: str
+    ignored_columns: tuple[str, ...]
+    header_fields: int
+
+
 def read_tm2_bytes(data: bytes) -> RawTable:
     """Decode, split and map a clinic export; raise `FileRefused` when it is not a readable TM2 CSV."""
-    _refuse_non_text(data)
-    text, encoding = _decode(data)
-    text = text.lstrip("\ufeff").rstrip("\x1a")
-    if not text.strip():
-        raise FileRefused("empty", "the file has no header row (it is empty or only whitespace)")
-    directive = _SEP_DIRECTIVE.match(text)
-    if directive:
-        delimiter = directive.group(1)
-        text = text[directive.end() :]
-    else:
-        delimiter = _detect_delimiter(_first_non_blank_line(text))
-    with _garbage_collector_paused():
-        return _parse(text, delimiter, encoding)
+    (table,) = Tm2Rows(data).chunks(sys.maxsize)
+    return table
+
+
+def inspect_tm2_bytes(data: bytes) -> Tm2FileInfo:
+    """Every whole-file refusal of `read_tm2_bytes` (empty, binary, compressed, encoding,
+    missing_columns), the same `FileRefused`, without splitting the data rows.
+
+    A CSV structure that breaks further down (`malformed`: a runaway quote) shows only when the rows
+    are read: `read_tm2_bytes` and `Tm2Rows.chunks` refuse it.
+    """
+    return Tm2Rows(data).info
+
+
+class Tm2Rows:
+    """A readable export, header mapped: its rows come as RawTables of at most `rows_per_chunk` rows.
+
+    Constructing it takes every whole-file decision (and raises `FileRefused`); `chunks` may be
+    iterated once. Row numbers (`row`) run on across chunks.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        _refuse_non_text(data)
+        text, encoding = _decode(data)
+        text = text.lstrip("\ufeff").rstrip("\x1a")
+        if not text or text.isspace():
+            raise FileRefused("empty", "the file has no header row (it is empty or only whitespace)")
+        directive = _SEP_DIRECTIVE.match(text)
+        if directive:
+            delimiter = directive.group(1)
+            text = text[directive.end() :]
+        else:
+            delimiter = _detect_delimiter(_first_non_blank_line(text))
+        self._reader = csv.reader(_lines(text), delimiter=delimiter)
+        header = _read_header(self._reader)
+        self._column_index, ignored = _map_header(header)
+        self.info = Tm2FileInfo(
+            encoding=encoding, delimiter=delimiter, ignored_columns=tuple(ignored), header_fields=len(header)
+        )
+
+    def chunks(self, rows_per_chunk: int = CHUNK_ROWS) -> Iterator[RawTable]:
+        """The rows after the header, `rows_per_chunk` csv records at a time (at least one table)."""
+        position = 0  # csv records read after the header, blank ones included
+        while True:
+            with _garbage_collector_paused():
+                columns = _ColumnBuilder(self._column_index, self.info.header_fields)
+                wanted = rows_per_chunk
+                while wanted > 0:
+                    records: list[list[str]] = []
+                    try:
+                        records.extend(itertools.islice(self._reader, min(wanted, _TRANSPOSE_RECORDS)))
+                    except csv.Error as error:
+                        # csv's own messages describe structure only (field limit), never values.
+                        raise FileRefused(
+                            "malformed",
+                            f"the CSV structure breaks at data row {position + len(records) + 1}: {error}",
+                        ) from None
+                    if not records:
+                        break
+                    columns.add(records, first_position=position + 1)
+                    position += len(records)
+                    wanted -= len(records)
+                if wanted == rows_per_chunk and position:
+                    return  # the previous chunk ended exactly at the end of the file
+                table = RawTable(
+                    frame=columns.frame(),
+                    encoding=self.info.encoding,
+                    delimiter=self.info.delimiter,
+                    ignored_columns=self.info.ignored_columns,
+                    header_fields=self.info.header_fields,
+                )
+            yield table
+            if wanted > 0:
+                return
+
+
+class _ColumnBuilder:
+    """Collects csv records as TM2 columns, a few thousand records at a time.
+
+    Transposing a small batch at once keeps its lists in the CPU cache (a million at once is twice
+    as slow), and only the batch's lists are alive at any time.
+    """
+
+    def __init__(self, column_index: dict[str, int], width: int) -> None:
+        self.column_index = column_index
+        self.width = width
+        self.values: dict[str, list[str]] = {name: [] for name in column_index}
+        self.positions: list[np.ndarray] = []
+        self.field_counts: list[np.ndarray] = []
+
+    def add(self, records: list[list[str]], first_position: int) -> None:
+        positions = np.arange(first_position, first_position + len(records), dtype=np.int64)
+        # Blank records (no fields, or only spaces) are dropped; their position stays counted.
+        kept = np.fromiter(map(bool, map(str.strip, map("".join, records))), dtype=bool, count=len(records))
+        if not kept.all():
+            records = list(itertools.compress(records, kept))
+            positions = positions[kept]
+        field_counts = np.fromiter(map(len, records), dtype=np.int64, count=len(records))
+        width = self.width
+        for i in np.flatnonzero(field_counts != width):
+            records[i] = (records[i] + [""] * width)[:width]  # ragged: fields by position, padded
+        if records:
+            fields = list(zip(*records, strict=True))
+            for name, index in self.column_index.items():
+                self.values[name].extend(fields[index])
+        self.positions.append(positions)
+        self.field_counts.append(field_counts)
+
+    def frame(self) -> pd.DataFrame:
+        field_counts = np.concatenate(self.field_counts) if self.field_counts else np.empty(0, np.int64)
+        count = len(field_counts)
+        data: dict[str, object] = {}
+        for name in TM2_COLUMNS:
+            values = self.values.get(name)
+            data[name] = np.array(values, dtype=object) if values is not None else np.full(count, "", object)
+        data["row"] = np.concatenate(self.positions) if self.positions else np.empty(0, np.int64)
+        data["field_count"] = field_counts
+        data["ragged"] = field_counts != self.width
+        return pd.DataFrame(data)
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of `text` exactly as `io.StringIO(text, newline="")` yields them (ends kept: LF, CRLF,
+    CR), a block at a time: a StringIO of the whole text would hold it at 4 bytes per character."""
+    start, size = 0, len(text)
+    while start < size:
+        cut = text.find("\n", start + _BLOCK_CHARS)
+        end = size if cut < 0 else cut + 1
+        yield from io.StringIO(text[start:end], newline="")
+        start = end
+
+
+def _read_header(reader: Iterator[list[str]]) -> list[str]:
+    """The first non-blank record (blank records before it do not count as data rows)."""
+    try:
+        for fields in reader:
+            if not _is_blank(fields):
+                return fields
+    except csv.Error as error:
+        raise FileRefused("malformed", f"the CSV structure breaks at data row 1: {error}") from None
+    raise FileRefused("empty", "the file has no header row")
 
 
 @contextmanager
@@ -148,7 +294,7 @@ def _garbage_collector_paused() -> Iterator[None]:
 
 
 def _refuse_non_text(data: bytes) -> None:
-    if not data.strip():
+    if not data or data.isspace():  # as `not data.strip()`, without copying the file
         raise FileRefused("empty", "the file is empty (0 bytes or only whitespace)")
     for magic, kind in _COMPRESSED_MAGIC:
         if data.startswith(magic):
@@ -200,7 +346,7 @@ def _control_share(control_count: int, total: int) -> bool:
 
 
 def _first_non_blank_line(text: str) -> str:
-    for line in io.StringIO(text, newline=""):
+    for line in _lines(text):
         if line.strip(" \t\r\n,;"):
             return line
     return ""
@@ -217,55 +363,6 @@ def _detect_delimiter(header_line: str) -> str:
 
 def _is_blank(fields: list[str]) -> bool:
     return not "".join(fields).strip()
-
-
-def _parse(text: str, delimiter: str, encoding: str) -> RawTable:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    header: list[str] | None = None
-    rows: list[list[str]] = []
-    positions: list[int] = []
-    field_counts: list[int] = []
-    position = 0
-    try:
-        for fields in reader:
-            if header is None:
-                if not _is_blank(fields):
-                    header = fields
-                continue
-            position += 1
-            if _is_blank(fields):
-                continue
-            rows.append(fields)
-            positions.append(position)
-            field_counts.append(len(fields))
-    except csv.Error as error:
-        # csv's own messages describe structure only (field limit, unexpected end), never values.
-        raise FileRefused(
-            "malformed", f"the CSV structure breaks at data row {position + 1}: {error}"
-        ) from None
-    if header is None:
-        raise FileRefused("empty", "the file has no header row")
-    column_index, ignored = _map_header(header)
-    width = len(header)
-    for i, fields in enumerate(rows):
-        if len(fields) != width:
-            rows[i] = (fields + [""] * width)[:width]
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in range(width)]
-    data: dict[str, object] = {}
-    for name in TM2_COLUMNS:
-        index = column_index.get(name)
-        values = columns[index] if index is not None else ("",) * len(rows)
-        data[name] = np.array(values, dtype=object)
-    data["row"] = np.array(positions, dtype=np.int64)
-    data["field_count"] = np.array(field_counts, dtype=np.int64)
-    data["ragged"] = data["field_count"] != width
-    return RawTable(
-        frame=pd.DataFrame(data),
-        encoding=encoding,
-        delimiter=delimiter,
-        ignored_columns=tuple(ignored),
-        header_fields=width,
-    )
 
 
 def _map_header(header: list[str]) -> tuple[dict[str, int], list[str]]:

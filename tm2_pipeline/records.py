@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
 from tm2_pipeline.codes import ICD_RELEASE, tm2_code_list
-from tm2_pipeline.identity import record_key
+from tm2_pipeline.identity import plain_json_strings, record_keys
 
 ACCEPTED_RECORD_COLUMNS = (
     "record_key",
@@ -73,13 +74,8 @@ def build_accepted_records(valid: pd.DataFrame) -> tuple[pd.DataFrame, list[dict
     titles, blocks = who_reference(valid["tm2_code"])
     names_empty = valid["condition_name"].eq("")
     condition_names = valid["condition_name"].where(~names_empty, titles)
-    keys = [
-        record_key(patient, code, day, system)
-        for patient, code, day, system in zip(
-            valid["patient_id"], valid["tm2_code"], valid["diagnosis_date"], valid["system_type"], strict=True
-        )
-    ]
-    hashes = _content_hashes(
+    keys = record_keys(valid["patient_id"], valid["tm2_code"], valid["diagnosis_date"], valid["system_type"])
+    hashes = content_hashes(
         valid["severity"], valid["practitioner_id"], condition_names, valid["namaste_code"]
     )
     records = pd.DataFrame(
@@ -118,15 +114,39 @@ def build_accepted_records(valid: pd.DataFrame) -> tuple[pd.DataFrame, list[dict
     return records.reset_index(drop=True), duplicates, filled.reset_index(drop=True)
 
 
-def _content_hashes(
-    severities: pd.Series, practitioners: pd.Series, names: pd.Series, namaste_codes: pd.Series
+def content_hashes(
+    severities: Iterable[str | None],
+    practitioners: Iterable[str],
+    names: Iterable[str],
+    namaste_codes: Iterable[str | None],
 ) -> list[str]:
-    # Content repeats (same practitioner, same names): hash each distinct tuple once.
-    cache: dict[tuple[object, ...], str] = {}
-    hashes = []
-    for content in zip(severities, practitioners, names, namaste_codes, strict=True):
-        digest = cache.get(content)
+    """`content_hash` of each row, byte for byte, for whole columns.
+
+    Each column's distinct values are written as JSON once, and each distinct payload is hashed once.
+    """
+    columns = [list(column) for column in (severities, practitioners, names, namaste_codes)]
+    sha256 = hashlib.sha256
+    cache: dict[str, str] = {}
+    hashes: list[str] = []
+    for payload in map("[{},{},{},{}]".format, *map(_json_values, columns)):
+        digest = cache.get(payload)
         if digest is None:
-            digest = cache[content] = content_hash(*content)
+            digest = cache[payload] = sha256(payload.encode()).hexdigest()
         hashes.append(digest)
     return hashes
+
+
+def _json_values(column: list[object]) -> list[str]:
+    """Each value as `content_hash` writes it inside its array (compact JSON, raw UTF-8).
+
+    A JSON array's items are written exactly as each item alone; most need no escaping at all.
+    """
+    written: dict[str | None, str] = {}
+    for value in dict.fromkeys(column):
+        if type(value) is str and plain_json_strings((value,)):
+            written[value] = f'"{value}"'
+        elif value is None or type(value) is str:
+            written[value] = json.dumps(value, ensure_ascii=False)
+        else:  # numbers would share dict slots (1 == 1.0 == True) yet are written differently
+            return [json.dumps(item, separators=(",", ":"), ensure_ascii=False) for item in column]
+    return list(map(written.__getitem__, column))

@@ -29,7 +29,7 @@ from pandera.errors import SchemaErrors
 from pandera.typing import Series
 
 from tm2_pipeline.codes import TM1_CODE_SHAPE, tm2_code_list
-from tm2_pipeline.normalize import MAX_IDENTIFIER_LENGTH, OLDEST_DATE, SEVERITIES, SYSTEM_TYPES
+from tm2_pipeline.normalize import MAX_IDENTIFIER_LENGTH, OLDEST_DATE, SEVERITIES, SYSTEM_TYPES, factorize
 
 # The checks each column can fail, most specific first.
 COLUMN_CHECKS: dict[str, tuple[str, ...]] = {
@@ -44,6 +44,7 @@ COLUMN_CHECKS: dict[str, tuple[str, ...]] = {
 }
 # A number Excel displayed in scientific notation (9.11235E+13): the digits beyond are gone.
 EXCEL_SCIENTIFIC = re.compile(r"[0-9](?:[.,][0-9]+)?E[+-]?[0-9]{1,3}", re.IGNORECASE)
+_SCIENTIFIC_LINE = re.compile(rf"^{EXCEL_SCIENTIFIC.pattern}$", re.IGNORECASE | re.MULTILINE)
 
 
 class SchemaBug(RuntimeError):
@@ -61,13 +62,43 @@ def _each(values: pd.Series, function: Callable[[Any], Any], dtype: type = bool)
 
 def _each_unique(values: pd.Series, predicate: Callable[[str], bool]) -> pd.Series:
     """`predicate` once per distinct value: for columns whose values repeat (codes)."""
-    positions, uniques = pd.factorize(values, use_na_sentinel=False)
+    positions, uniques = factorize(values)
     verdicts = np.fromiter(map(predicate, uniques), dtype=bool, count=len(uniques))
     return pd.Series(verdicts[positions], index=values.index)
 
 
 def _looks_scientific(value: str) -> bool:
     return value[:1].isdigit() and EXCEL_SCIENTIFIC.fullmatch(value) is not None
+
+
+def _joined(values: pd.Series) -> str | None:
+    """The column's values as one string (None when one is not a str): one C-level pass."""
+    try:
+        return "".join(values.to_numpy())
+    except TypeError:
+        return None
+
+
+def _printable(values: pd.Series) -> pd.Series:
+    joined = _joined(values)
+    if joined is not None and joined.isprintable():
+        return pd.Series(True, index=values.index)  # the usual case, decided in one pass
+    return _each(values, str.isprintable)
+
+
+def _scientific(values: pd.Series) -> pd.Series:
+    joined = _joined(values)
+    if joined is None or "\n" in joined:
+        return _each(values, _looks_scientific)
+    verdicts = np.zeros(len(values), dtype=bool)
+    if "e" in joined or "E" in joined:
+        # One regex pass over the values as lines; a match starts a value that matches whole.
+        lines = "\n".join(values.to_numpy())
+        starts = [match.start() for match in _SCIENTIFIC_LINE.finditer(lines)]
+        if starts:
+            ends = np.cumsum(np.fromiter(map(len, values.to_numpy()), dtype=np.int64, count=len(values)) + 1)
+            verdicts[np.searchsorted(ends, starts, side="right")] = True  # value i spans [ends[i-1], ends[i])
+    return pd.Series(verdicts, index=values.index)
 
 
 @cache
@@ -104,11 +135,11 @@ def tm2_rows_model(today: datetime.date) -> type[pa.DataFrameModel]:
 
         @pa.check("patient_id", "practitioner_id", name="control_chars", **_ALL)
         def printable(cls, values: Series[object]) -> Series[bool]:
-            return _each(values, str.isprintable)
+            return _printable(values)
 
         @pa.check("patient_id", "practitioner_id", name="excel_mangled_id", **_ALL)
         def not_scientific_notation(cls, values: Series[object]) -> Series[bool]:
-            return ~_each(values, _looks_scientific)
+            return ~_scientific(values)
 
         @pa.check("patient_id", "practitioner_id", name="too_long", **_ALL)
         def identifier_length(cls, values: Series[object]) -> Series[bool]:

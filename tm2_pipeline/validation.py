@@ -19,10 +19,11 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tm2_pipeline.normalize import explain, namaste_mismatch_message, namaste_mismatches, normalize_tm2_frame
-from tm2_pipeline.reading import TM2_COLUMNS, RawTable, read_tm2_bytes
+from tm2_pipeline.reading import CHUNK_ROWS, TM2_COLUMNS, RawTable, Tm2FileInfo, Tm2Rows
 from tm2_pipeline.records import ACCEPTED_RECORD_COLUMNS, build_accepted_records
 from tm2_pipeline.schema import row_problems
 
@@ -51,13 +52,110 @@ class ValidationResult:
             )
 
 
-def validate_tm2_bytes(data: bytes, *, today: datetime.date, day_first: bool = True) -> ValidationResult:
-    """Read and validate a clinic export; raises `reading.FileRefused` for an unreadable file."""
-    return validate_tm2_table(read_tm2_bytes(data), today=today, day_first=day_first)
+def validate_tm2_bytes(
+    data: bytes, *, today: datetime.date, day_first: bool = True, chunk_rows: int = CHUNK_ROWS
+) -> ValidationResult:
+    """Read and validate a clinic export; raises `reading.FileRefused` for an unreadable file.
+
+    The rows are read and validated `chunk_rows` csv records at a time: the working memory does not
+    grow with the file, only the accepted records do. A key seen in an earlier chunk makes a row a
+    duplicate exactly as within one chunk.
+    """
+    rows = Tm2Rows(data)
+    collector = _Collector(rows.info)
+    for raw in rows.chunks(chunk_rows):
+        collector.add(raw, today=today, day_first=day_first)
+    return collector.result()
 
 
 def validate_tm2_table(raw: RawTable, *, today: datetime.date, day_first: bool = True) -> ValidationResult:
     """Validate a table as read; `today` bounds diagnosis dates, `day_first` reads dd/mm/yyyy."""
+    info = Tm2FileInfo(raw.encoding, raw.delimiter, raw.ignored_columns, raw.header_fields)
+    collector = _Collector(info)
+    collector.add(raw, today=today, day_first=day_first)
+    return collector.result()
+
+
+@dataclass
+class _ChunkOutcome:
+    rows: int
+    records: pd.DataFrame  # first of each key within the chunk, index 0..n-1
+    filled: pd.Series  # over `records`: condition_name was filled with the WHO title
+    duplicate_rows: list[dict[str, int]]
+    rejected_rows: list[dict[str, Any]]
+
+
+class _Collector:
+    """Adds up chunk outcomes; a key first seen in an earlier chunk wins over later rows."""
+
+    def __init__(self, info: Tm2FileInfo) -> None:
+        self.info = info
+        self.rows = 0
+        self.records: list[pd.DataFrame] = []
+        self.rejected_rows: list[dict[str, Any]] = []
+        self.duplicate_rows: list[dict[str, int]] = []
+        self.warnings: list[dict[str, Any]] = []
+        self.first_rows: dict[str, int] = {}  # record key -> the source row that holds it
+        self.messages: dict[tuple[str, str, str, object], str] = {}
+
+    def add(self, raw: RawTable, *, today: datetime.date, day_first: bool) -> None:
+        chunk = _validate_chunk(raw, today=today, day_first=day_first, messages=self.messages)
+        records, filled, duplicates = chunk.records, chunk.filled, chunk.duplicate_rows
+        keys = records["record_key"].tolist()
+        if self.first_rows:
+            seen = np.fromiter(map(self.first_rows.__contains__, keys), dtype=bool, count=len(keys))
+            if seen.any():
+                # Rows of this chunk that repeat an earlier chunk's key, and the rows that repeat them.
+                earlier = {
+                    int(row): self.first_rows[key]
+                    for key, row in zip(
+                        records.loc[seen, "record_key"], records.loc[seen, "source_row"], strict=True
+                    )
+                }
+                duplicates = [
+                    {
+                        "row": d["row"],
+                        "duplicate_of_row": earlier.get(d["duplicate_of_row"], d["duplicate_of_row"]),
+                    }
+                    for d in duplicates
+                ]
+                duplicates += [{"row": row, "duplicate_of_row": first} for row, first in earlier.items()]
+                duplicates.sort(key=lambda duplicate: duplicate["row"])
+                records = records.loc[~seen].reset_index(drop=True)
+                filled = filled.loc[~seen].reset_index(drop=True)
+                keys = records["record_key"].tolist()
+        self.first_rows.update(zip(keys, records["source_row"].tolist(), strict=True))
+        self.rows += chunk.rows
+        self.records.append(records)
+        self.rejected_rows += chunk.rejected_rows
+        self.duplicate_rows += duplicates
+        self.warnings += _warnings(records, filled)  # chunks come in row order: stays sorted
+
+    def result(self) -> ValidationResult:
+        frames = [frame for frame in self.records if len(frame)] or self.records[:1]
+        records = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        return ValidationResult(
+            rows=self.rows,
+            accepted=len(records),
+            duplicates=len(self.duplicate_rows),
+            rejected=len(self.rejected_rows),
+            accepted_records=records.loc[:, list(ACCEPTED_RECORD_COLUMNS)],
+            rejected_rows=self.rejected_rows,
+            duplicate_rows=self.duplicate_rows,
+            warnings=self.warnings,
+            encoding=self.info.encoding,
+            delimiter=self.info.delimiter,
+            ignored_columns=list(self.info.ignored_columns),
+        )
+
+
+def _validate_chunk(
+    raw: RawTable,
+    *,
+    today: datetime.date,
+    day_first: bool,
+    messages: dict[tuple[str, str, str, object], str],
+) -> _ChunkOutcome:
     frame = raw.frame
     ragged = frame["ragged"].to_numpy(dtype=bool)
     checked = frame.loc[~ragged] if ragged.any() else frame
@@ -76,7 +174,6 @@ def validate_tm2_table(raw: RawTable, *, today: datetime.date, day_first: bool =
     }
     raw_cells = {column: frame[column].to_numpy() for column in TM2_COLUMNS}
     canonical_cells = {column: normalized[column].to_numpy() for column in TM2_COLUMNS}
-    messages: dict[tuple[str, str, str, object], str] = {}
     for index, raw_position, position, column, check in zip(
         problems["index"],
         frame.index.get_indexer(problems["index"]),
@@ -101,18 +198,12 @@ def validate_tm2_table(raw: RawTable, *, today: datetime.date, day_first: bool =
         {"row": int(cells.pop("row")), "values": cells, "reasons": reasons_by_index[int(index)]}
         for index, cells in zip(rejected.index, rejected.to_dict("records"), strict=True)
     ]
-    return ValidationResult(
+    return _ChunkOutcome(
         rows=raw.rows,
-        accepted=len(records),
-        duplicates=len(duplicate_rows),
-        rejected=len(rejected_rows),
-        accepted_records=records.loc[:, list(ACCEPTED_RECORD_COLUMNS)],
-        rejected_rows=rejected_rows,
+        records=records,
+        filled=filled,
         duplicate_rows=duplicate_rows,
-        warnings=_warnings(records, filled),
-        encoding=raw.encoding,
-        delimiter=raw.delimiter,
-        ignored_columns=list(raw.ignored_columns),
+        rejected_rows=rejected_rows,
     )
 
 

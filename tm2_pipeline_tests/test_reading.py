@@ -10,12 +10,19 @@ import lzma
 import random
 import zipfile
 
+import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from tm2_pipeline import reading
 from tm2_pipeline.reading import (
     TM2_COLUMNS,
     FileRefused,
+    Tm2FileInfo,
+    Tm2Rows,
     canonical_column_name,
+    inspect_tm2_bytes,
     read_tm2_bytes,
 )
 
@@ -216,3 +223,77 @@ def test_runaway_quote_beyond_the_csv_field_limit_is_refused_as_malformed() -> N
     refused = refusal(data)
     assert refused.reason == "malformed"
     assert "data row 2" in refused.message
+
+
+# --- inspection without parsing, chunked reading ------------------------------------------------
+
+REFUSED_FILES = [
+    b"",
+    b"   \r\n\t\n",
+    codecs.BOM_UTF8,
+    codecs.BOM_UTF16_LE,
+    b"\n,,,\n",
+    b"patient_id\x00tm2_code\x00\x01\x02",
+    b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj",
+    gzip.compress(f"{HEADER}\n{ROW}\n".encode()),
+    bz2.compress(f"{HEADER}\n{ROW}\n".encode()),
+    f"{HEADER}\n{ROW}\n".encode("utf-16-le"),
+    f"{HEADER}\n".encode() + b"MRN-1,SK00,\x81\x9d,Unani,,2024-01-15,H,\n",
+    codecs.BOM_UTF8 + HEADER.encode() + b"\n\xe9t\xe9\n",
+    b"Patient ID,tm2_code,condition_name,severity,diagnosis_date,Doctor\nMRN-4711,SK00,Headache,Mild,x,H\n",
+    f"{ROW}\n{ROW}\n".encode(),
+]
+
+
+@pytest.mark.parametrize("data", REFUSED_FILES)
+def test_inspect_refuses_exactly_like_read(data: bytes) -> None:
+    with pytest.raises(FileRefused) as inspected:
+        inspect_tm2_bytes(data)
+    read = refusal(data)
+    assert (inspected.value.reason, inspected.value.message) == (read.reason, read.message)
+
+
+def test_inspect_describes_a_readable_file_like_read() -> None:
+    data = f"sep=;\n{HEADER.replace(',', ';')};Remarks\n{ROW.replace(',', ';')};x\n".encode("cp1252")
+    info = inspect_tm2_bytes(data)
+    raw = read_tm2_bytes(data)
+    assert info == Tm2FileInfo(raw.encoding, raw.delimiter, raw.ignored_columns, raw.header_fields)
+    assert (info.encoding, info.delimiter, info.ignored_columns) == ("utf-8", ";", ("Remarks",))
+
+
+def test_inspect_does_not_see_a_break_further_down() -> None:
+    data = f'{HEADER}\n{ROW}\nMRN-9,SK00,"never closed,Unani\n'.encode() + b"x" * 200_000
+    assert inspect_tm2_bytes(data).header_fields == 8
+    assert refusal(data).reason == "malformed"
+
+
+@given(st.lists(st.sampled_from(["a", "b,c", '"q\r\nr"', "\r", "\n", "\r\n", ",", " "]), max_size=40))
+def test_lines_are_those_of_one_stringio(parts: list[str]) -> None:
+    text = "".join(parts)
+    expected = list(io.StringIO(text, newline=""))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(reading, "_BLOCK_CHARS", 3)
+        assert list(reading._lines(text)) == expected
+    assert list(reading._lines(text)) == expected
+
+
+def test_chunks_add_up_to_the_whole_table() -> None:
+    rows = [ROW, "", "MRN-6,SK00,Headache", ",,,,,,,", f"{ROW},extra", ROW.replace("4711", "4712")] * 5
+    data = (HEADER + "\r\n" + "\r\n".join(rows) + "\r\n").encode()
+    whole = read_tm2_bytes(data).frame
+    for size in (1, 2, 3, 7, 1000):
+        tables = list(Tm2Rows(data).chunks(size))
+        assert all(table.rows <= size for table in tables)
+        joined = pd.concat([table.frame for table in tables], ignore_index=True)
+        pd.testing.assert_frame_equal(joined, whole)
+    assert len(list(Tm2Rows(data).chunks(len(rows)))) == 1  # no empty table after an exact fit
+    (empty,) = Tm2Rows(f"{HEADER}\n".encode()).chunks(5)
+    assert empty.rows == 0
+
+
+def test_a_break_in_a_later_chunk_names_its_data_row() -> None:
+    data = f'{HEADER}\n{ROW}\n\n{ROW}\nMRN-9,SK00,"never closed,Unani\n'.encode() + b"x" * 200_000
+    with pytest.raises(FileRefused) as caught:
+        list(Tm2Rows(data).chunks(2))
+    assert caught.value.message == refusal(data).message
+    assert "data row 4" in caught.value.message

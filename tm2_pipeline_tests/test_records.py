@@ -5,9 +5,17 @@ from __future__ import annotations
 import hashlib
 
 import pandas as pd
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tm2_pipeline.identity import record_key
-from tm2_pipeline.records import ACCEPTED_RECORD_COLUMNS, build_accepted_records, content_hash, who_reference
+from tm2_pipeline.records import (
+    ACCEPTED_RECORD_COLUMNS,
+    build_accepted_records,
+    content_hash,
+    content_hashes,
+    who_reference,
+)
 
 
 def valid_rows(*rows: dict[str, object]) -> pd.DataFrame:
@@ -97,3 +105,22 @@ def test_no_valid_rows() -> None:
     records, duplicates, filled = build_accepted_records(valid_rows({}).iloc[0:0])
     assert tuple(records.columns) == ACCEPTED_RECORD_COLUMNS
     assert len(records) == 0 and duplicates == [] and len(filled) == 0
+
+
+_TEXT = st.one_of(
+    st.text(max_size=10),
+    st.lists(st.sampled_from(['"', "\\", "\x00", "\x1f", "\u2028", "é", "a", "-"]), max_size=5).map("".join),
+)
+
+
+@given(st.lists(st.tuples(st.none() | _TEXT, _TEXT, _TEXT, st.none() | _TEXT), max_size=8))
+def test_content_hashes_are_byte_identical_to_content_hash(rows: list[tuple]) -> None:
+    rows = rows + rows[:2]  # repeated content comes from the cache
+    columns = [[row[i] for row in rows] for i in range(4)]
+    assert content_hashes(*columns) == [content_hash(*row) for row in rows]
+
+
+def test_content_hashes_fall_back_for_values_json_writes_otherwise() -> None:
+    rows = [(float("nan"), "HPR-1", "Headache", None), ("Mild", "HPR-1", 'a "quoted" name', None)]
+    columns = [[row[i] for row in rows] for i in range(4)]
+    assert content_hashes(*columns) == [content_hash(*row) for row in rows]

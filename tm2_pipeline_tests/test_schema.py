@@ -6,9 +6,19 @@ import datetime
 
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tm2_pipeline.normalize import CHECKS
-from tm2_pipeline.schema import COLUMN_CHECKS, SchemaBug, row_problems, tm2_rows_model
+from tm2_pipeline.schema import (
+    COLUMN_CHECKS,
+    SchemaBug,
+    _looks_scientific,
+    _printable,
+    _scientific,
+    row_problems,
+    tm2_rows_model,
+)
 
 TODAY = datetime.date(2026, 6, 1)
 GOOD = {
@@ -106,3 +116,16 @@ def test_structural_breakage_is_a_bug_without_values_in_the_message() -> None:
     assert "not_nullable" in str(caught.value)
     with pytest.raises(SchemaBug):
         row_problems(frame_of({}).assign(extra="MRN-SECRET"), today=TODAY)
+
+
+_ID_TEXT = st.text(alphabet="0123456789eE+-.,\n xMRN\x07\u200f", max_size=12)
+
+
+@given(
+    st.lists(st.one_of(_ID_TEXT, st.from_regex(r"[0-9]([.,][0-9]{1,4})?[eE][+-]?[0-9]{1,4}", fullmatch=True)))
+)
+def test_column_shortcuts_decide_like_the_value_by_value_rules(values: list[str]) -> None:
+    column = pd.Series(values, dtype=object, index=range(5, 5 + len(values)))
+    assert _scientific(column).tolist() == [_looks_scientific(value) for value in values]
+    assert _printable(column).tolist() == [value.isprintable() for value in values]
+    assert list(_scientific(column).index) == list(column.index)

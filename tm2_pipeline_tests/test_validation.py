@@ -235,3 +235,43 @@ def test_utf16_and_cp1252_exports_validate_to_the_same_records() -> None:
     assert first["condition_name"] == "Change of temperament of psychic Rūḥ pattern"
     assert from_cp1252.accepted_records.to_dict("records")[0] | {"source_row": 2} == second
     assert second["condition_name"] == "Névralgie’s crisis"
+
+
+def _as_comparable(result: ValidationResult) -> dict:
+    return {
+        "counts": (result.rows, result.accepted, result.duplicates, result.rejected),
+        "records": result.accepted_records.to_dict("records"),
+        "rejected": result.rejected_rows,
+        "duplicates": result.duplicate_rows,
+        "warnings": result.warnings,
+        "file": (result.encoding, result.delimiter, result.ignored_columns),
+    }
+
+
+@pytest.mark.parametrize("source", ["dirt_catalogue", "sample"])
+def test_validation_in_chunks_equals_validation_in_one_piece(source: str) -> None:
+    data = (FIXTURES / "dirt_catalogue.csv" if source == "dirt_catalogue" else SAMPLE).read_bytes()
+    header, _, body = data.partition(b"\n")
+    # The file three times over: every key comes back in later chunks, duplicates of duplicates too.
+    data = header + b"\n" + body + body + body
+    whole = validate_tm2_bytes(data, today=TODAY, chunk_rows=10**9)
+    assert whole.duplicates >= 2 * whole.accepted > 0  # each accepted key comes back twice
+    for chunk_rows in (4, 29):
+        chunked = validate_tm2_bytes(data, today=TODAY, chunk_rows=chunk_rows)
+        assert _as_comparable(chunked) == _as_comparable(whole), chunk_rows
+
+
+def test_a_duplicate_in_a_later_chunk_points_at_the_first_row_of_the_file() -> None:
+    row = "MRN-1,SK00,Headache,Ayurveda,Mild,2024-01-15,HPR-1,"
+    other = "MRN-2,SK00,Headache,Ayurveda,Mild,2024-01-15,HPR-1,"
+    data = "\n".join(
+        [HEADER, row, other, other, row, row, "mrn-1 ,sk00,Headache,ayurveda,,15/01/2024,HPR-1,"]
+    )
+    result = validate_tm2_bytes(data.encode(), today=TODAY, chunk_rows=2)
+    assert result.duplicate_rows == [
+        {"row": 3, "duplicate_of_row": 2},
+        {"row": 4, "duplicate_of_row": 1},
+        {"row": 5, "duplicate_of_row": 1},
+        {"row": 6, "duplicate_of_row": 1},
+    ]
+    assert result.accepted_records["source_row"].tolist() == [1, 2]
