@@ -29,10 +29,13 @@ def _free_target(directory: Path, name: str, sha256: str) -> Path:
     return directory / f"{stem}.{sha256[:12]}{dot}{suffix}"
 
 
-def archive(source: Path, directory: Path, sha256: str, *, keep_source: bool) -> Path:
-    """Move (or copy, when `keep_source`) `source` into `directory` without overwriting other content."""
+def archive(
+    source: Path, directory: Path, sha256: str, *, keep_source: bool, name: str | None = None
+) -> Path:
+    """Move (or copy, when `keep_source`) `source` into `directory` as `name` (default: its own name),
+    without overwriting other content."""
     directory.mkdir(parents=True, exist_ok=True)
-    target = _free_target(directory, source.name, sha256)
+    target = _free_target(directory, name or source.name, sha256)
     if keep_source:
         shutil.copyfile(source, target)
     else:

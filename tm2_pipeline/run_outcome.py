@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import dagster as dg
 from dagster import DagsterEventType
 
+from tm2_pipeline.assets.refusal import REFUSED_METADATA
+
 SUCCEEDED, REFUSED, BLOCKED, FAILED = "succeeded", "refused", "blocked", "failed"
 
 
@@ -45,7 +47,10 @@ def classify_run(instance: dg.DagsterInstance, run_id: str, run_succeeded: bool)
             )
         elif event.event_type == DagsterEventType.STEP_FAILURE:
             failure = event.step_failure_data
-            message = failure.user_failure_data.description if failure.user_failure_data else None
+            user_failure = failure.user_failure_data
+            if user_failure and REFUSED_METADATA in user_failure.metadata:
+                return RunOutcome(REFUSED, user_failure.description)
+            message = user_failure.description if user_failure else None
             if not message and failure.error:
                 # The cause chain holds our own exception; its message is written to carry no PHI.
                 error = failure.error

@@ -142,3 +142,20 @@ def test_header_only_file_succeeds_with_zeros(pipeline_resources, tmp_path):
         assert classify_run(instance, result.run_id, result.success).status == SUCCEEDED
         assert metadata_of(result, "validated_tm2_records")["rows"] == 0
         assert metadata_of(result, "tm2_mongo_records")["inserted"] == 0
+
+
+def test_a_runaway_quote_far_down_is_refused_by_validation_not_failed(pipeline_resources, tmp_path):
+    broken = tmp_path / "runaway.csv"
+    good_row = "P1,SK00,x,Ayurveda,Mild,2024-01-01,D1\n"
+    # The header and the first rows are fine; a quote opened far down never closes.
+    broken.write_text(
+        HEADER + good_row * 50 + 'P2,SK00,"never closed,Ayurveda,Mild,2024-01-01,D1\n' + "x" * 200_000
+    )
+    with dg.instance_for_test() as instance:
+        result = materialize_file(broken, pipeline_resources, instance)
+        outcome = classify_run(instance, result.run_id, result.success)
+    assert outcome.status == REFUSED and outcome.error.startswith("malformed")
+    failed = Path(pipeline_resources["pipeline"].tm2_home) / "failed"
+    assert "malformed" in (failed / "runaway.csv.error.txt").read_text()
+    with pipeline_resources["mongo"].process_config_and_initialize_cm() as store:
+        assert store.records().count() == 0

@@ -2,15 +2,14 @@
 
 import hashlib
 import shutil
-from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 
-from tm2_pipeline.landing import archive, write_error_note
+from tm2_pipeline.assets.refusal import describe, record_refusal
 from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
-from tm2_pipeline.reading import FileRefused, read_tm2_bytes
+from tm2_pipeline.reading import FileRefused, inspect_tm2_bytes
 from tm2_pipeline.resources.mongo import MongoResource
 
 FILE_READABLE = "file_readable"
@@ -45,44 +44,28 @@ def raw_tm2_file(
         shutil.copyfile(path, copy)
 
     descriptor = {"file": path.name, "sha256": sha256, "size": len(data), "copy": str(copy)}
-    refusal: FileRefused | None = None
-    try:
-        read_tm2_bytes(data)
-    except FileRefused as error:
-        refusal = error
-        descriptor.update(refused=error.reason, error=error.message)
-        # The refused file is kept in failed/ with its reason; the source is never deleted here.
-        archive(path, home.failed_dir, sha256, keep_source=True)
-        write_error_note(home.failed_dir, path.name, f"refused ({error.reason}): {error.message}")
-        mongo.ingestions().record_outcome(
-            file=path.name,
-            sha256=sha256,
-            status="refused",
-            error=error.message,
-            at=datetime.now(UTC),
-            run_id=context.run.run_id,
-            size=len(data),
-        )
-
     metadata = {
         "file": path.name,
         "sha256": sha256,
         "size_bytes": len(data),
         "copy": dg.MetadataValue.path(str(copy)),
     }
-    if refusal:
-        metadata["refused"] = refusal.reason
-        metadata["error"] = dg.MetadataValue.md(
-            f"**Refused** ({refusal.reason}): {refusal.message}\n\n"
-            f"Details: `{home.failed_dir / (path.name + '.error.txt')}`"
+    refusal: FileRefused | None = None
+    try:
+        # Whole-file checks only (encoding, header, binary...): the rows are parsed once, in validation.
+        inspect_tm2_bytes(data)
+    except FileRefused as error:
+        refusal = error
+        note = record_refusal(
+            error, name=path.name, copy=copy, sha256=sha256, home=home, mongo=mongo, run_id=context.run.run_id
         )
+        descriptor.update(refused=error.reason, error=error.message)
+        metadata.update(refused=error.reason, error=dg.MetadataValue.path(str(note)))
     yield dg.Output(descriptor, metadata=metadata)
     yield dg.AssetCheckResult(
         check_name=FILE_READABLE,
         passed=refusal is None,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"reason": refusal.reason if refusal else "readable"},
-        description=f"{refusal.reason}: {refusal.message}"
-        if refusal
-        else "the file decodes and has every required column",
+        description=describe(refusal) if refusal else "the file decodes and has every required column",
     )

@@ -6,8 +6,10 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from tm2_pipeline.assets.refusal import record_refusal, refusal_failure
 from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
+from tm2_pipeline.reading import FileRefused
 from tm2_pipeline.resources.mongo import MongoResource
 from tm2_pipeline.validation import validate_tm2_bytes
 from tm2_pipeline.validation_summary import ValidationSummary, reusable, summarize
@@ -77,7 +79,20 @@ def validated_tm2_records(
         accepted, summary = earlier
         context.log.info("unchanged file validated earlier today: reusing its validated table")
     else:
-        result = validate_tm2_bytes(Path(raw_tm2_file["copy"]).read_bytes(), today=today, day_first=day_first)
+        copy = Path(raw_tm2_file["copy"])
+        try:
+            result = validate_tm2_bytes(copy.read_bytes(), today=today, day_first=day_first)
+        except FileRefused as refusal:  # a CSV structure broken far down the file (a runaway quote)
+            record_refusal(
+                refusal,
+                name=file_name,
+                copy=copy,
+                sha256=sha256,
+                home=pipeline.home,
+                mongo=mongo,
+                run_id=context.run.run_id,
+            )
+            raise refusal_failure(refusal) from None
         mongo.rejects().replace_for_file(
             file_name=file_name,
             sha256=sha256,
