@@ -22,20 +22,11 @@ from tm2_pipeline.reading import FileRefused
 from tm2_pipeline.run_outcome import BLOCKED, FAILED, REFUSED, SUCCEEDED, classify_run
 from tm2_pipeline.sensors import ingest_run_request
 from tm2_pipeline.settings import Settings
+from tm2_pipeline.store.ingestions import COUNT_NAMES
 from tm2_pipeline.validation import validate_tm2_bytes
 
 REPO_DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
-COUNT_FIELDS = (
-    "rows",
-    "accepted",
-    "duplicates",
-    "rejected",
-    "inserted",
-    "updated",
-    "unchanged",
-    "submitted",
-    "submission_failed",
-)
+COUNT_FIELDS = COUNT_NAMES
 # Which asset's metadata holds which count (metadata name -> report field).
 METADATA_COUNTS = {
     "validated_tm2_records": {

@@ -5,31 +5,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tm2_pipeline.jobs import TM2_ASSETS
-from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.run_outcome import BLOCKED, REFUSED, SUCCEEDED, classify_run
+from tm2_pipeline_tests.pipeline_runs import SAMPLE, materialize_file, metadata_of
 
 pytestmark = pytest.mark.integration
 
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "tm2_sample.csv"
 HEADER = "patient_id,tm2_code,condition_name,system_type,severity,diagnosis_date,practitioner_id\n"
-
-
-def materialize_file(path: Path, resources: dict, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    instance.add_dynamic_partitions(tm2_csv_files.name, [path.name])
-    return dg.materialize(
-        TM2_ASSETS,
-        partition_key=path.name,
-        resources=resources,
-        instance=instance,
-        run_config={"ops": {"raw_tm2_file": {"config": {"source_path": str(path)}}}},
-        raise_on_error=False,
-    )
-
-
-def metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> dict:
-    [materialization] = result.asset_materializations_for_node(asset)
-    return {name: value.value for name, value in materialization.metadata.items()}
 
 
 def test_sample_goes_all_the_way_then_reruns_as_unchanged(pipeline_resources, tmp_path):

@@ -2,21 +2,18 @@
 
 import csv
 import logging
-from pathlib import Path
 
 import dagster as dg
 import pytest
 from dagster_shared.serdes import serialize_value
 
 from tm2_pipeline.identity import normalize_patient_id
-from tm2_pipeline.jobs import TM2_ASSETS
 from tm2_pipeline.openmrs.emulator.server import SandboxServer, open_sandbox
-from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.resources.openmrs import OpenMRSResource
+from tm2_pipeline_tests.pipeline_runs import SAMPLE, materialize_file
 
 pytestmark = pytest.mark.integration
 
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "tm2_sample.csv"
 PASSWORD = "S3cret-pw-do-not-leak"
 
 
@@ -24,18 +21,6 @@ def patient_ids() -> set[str]:
     with SAMPLE.open(encoding="utf-8", newline="") as handle:
         raw = {row["patient_id"] for row in csv.DictReader(handle)}
     return {value for pid in raw for value in (pid.strip(), normalize_patient_id(pid)) if len(value) >= 6}
-
-
-def run_file(path: Path, resources: dict, instance) -> dg.ExecuteInProcessResult:
-    instance.add_dynamic_partitions(tm2_csv_files.name, [path.name])
-    return dg.materialize(
-        TM2_ASSETS,
-        partition_key=path.name,
-        resources=resources,
-        instance=instance,
-        run_config={"ops": {"raw_tm2_file": {"config": {"source_path": str(path)}}}},
-        raise_on_error=False,
-    )
 
 
 def test_a_full_run_leaks_no_identifier_and_no_password(pipeline_resources, tmp_path, caplog, capfd):
@@ -50,11 +35,11 @@ def test_a_full_run_leaks_no_identifier_and_no_password(pipeline_resources, tmp_
         # The emulator over real HTTP: OpenMRS answers `authenticated: false` to this password.
         wrong_password = OpenMRSResource(base_url=server.base_url, username="admin", password=PASSWORD)
         # Accepted, rejected and duplicate rows; OpenMRS refuses the login first, then accepts it.
-        openmrs_error = run_file(SAMPLE, {**pipeline_resources, "openmrs": wrong_password}, instance)
+        openmrs_error = materialize_file(SAMPLE, {**pipeline_resources, "openmrs": wrong_password}, instance)
         assert not openmrs_error.success
-        ok = run_file(SAMPLE, pipeline_resources, instance)
+        ok = materialize_file(SAMPLE, pipeline_resources, instance)
         assert ok.success
-        refused_run = run_file(refused, pipeline_resources, instance)
+        refused_run = materialize_file(refused, pipeline_resources, instance)
         assert not refused_run.success
         stored_events = [
             serialize_value(entry)

@@ -21,6 +21,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from tm2_pipeline.identity import KEY_VERSION
+from tm2_pipeline.records import ACCEPTED_RECORD_COLUMNS
 from tm2_pipeline.store.errors import DUPLICATE_KEY, RecordFrameError, client_target, translate_outage
 from tm2_pipeline.store.indexes import META_COLLECTION, RECORDS_COLLECTION
 from tm2_pipeline.store.lookups import chunked, lookup_chunk_size
@@ -28,21 +29,9 @@ from tm2_pipeline.store.timestamps import stored_timestamp
 
 SCHEMA_VERSION = 1
 
-# Stored as they come, in this order, after `_id`.
-CONTENT_FIELDS = (
-    "patient_id",
-    "tm2_code",
-    "diagnosis_date",
-    "system_type",
-    "severity",
-    "practitioner_id",
-    "condition_name",
-    "namaste_code",
-    "who_title",
-    "who_block",
-    "icd_release",
-)
-RECORD_COLUMNS = ("record_key", *CONTENT_FIELDS, "content_hash", "source_row")
+# The validation layer's accepted-record columns are the contract; stored as they come, after `_id`.
+RECORD_COLUMNS = ACCEPTED_RECORD_COLUMNS
+CONTENT_FIELDS = RECORD_COLUMNS[1 : RECORD_COLUMNS.index("content_hash")]
 
 
 @dataclass(frozen=True)
