@@ -1,0 +1,275 @@
+"""The measured stages (a)-(f) of `bench.run`; each runs in its own process and returns a StageResult.
+
+Set-up work (generating, validating to build the floor's documents, storing the records OpenMRS gets)
+happens outside the measured block; only the stage's own work is inside it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from pymongo import MongoClient
+
+from bench.measure import StageResult, measured
+
+FLOOR_DB = "bench_floor"
+PIPELINE_DB = "bench_pipeline"
+NAIVE_DB = "bench_naive"
+OPENMRS_DB = "bench_openmrs"
+PIPELINE_ASSETS = ("raw_tm2_file", "validated_tm2_records", "tm2_mongo_records")
+
+
+@dataclass
+class BenchContext:
+    workdir: str
+    data_path: str
+    rows: int
+    seed: int
+    naive_rows: int = 5000
+    openmrs_records: int = 2000
+    openmrs_url: str | None = None
+    concurrency: int = 8
+    latency_ms: float = 20.0
+    indexed_floor: bool = True
+
+    @property
+    def home(self) -> Path:
+        """TM2_HOME of the pipeline stages (and of the embedded store, when it is used)."""
+        return Path(self.workdir) / "home"
+
+
+def today() -> date:
+    return datetime.now(ZoneInfo("Asia/Kolkata")).date()
+
+
+def mongo_uri(ctx: BenchContext) -> str:
+    """MONGODB_URI when given, else the embedded store the orchestrator started for this home."""
+    if os.environ.get("MONGODB_URI"):
+        return os.environ["MONGODB_URI"]
+    from tm2_pipeline.embedded.secantus import EmbeddedSecantus
+
+    info = EmbeddedSecantus(ctx.home).status()
+    if info is None:
+        raise RuntimeError("the benchmark's embedded store is not running")
+    return info.uri
+
+
+def _client(ctx: BenchContext) -> MongoClient:
+    # The pipeline's own write concern (TM2_MONGO_WRITE_CONCERN default), so the floor is comparable.
+    return MongoClient(mongo_uri(ctx), w="majority", tz_aware=True)
+
+
+def stage_floor(ctx: BenchContext) -> StageResult:
+    """(a) bare insert_many(ordered=False) of the pipeline's final documents into an empty collection."""
+    from tm2_pipeline.store.records import record_documents
+    from tm2_pipeline.validation import validate_tm2_bytes
+
+    data = Path(ctx.data_path).read_bytes()
+    accepted = validate_tm2_bytes(data, today=today()).accepted_records
+    sha256 = hashlib.sha256(data).hexdigest()
+    now = datetime.now(UTC)
+    documents = list(record_documents(accepted, file_name=Path(ctx.data_path).name, sha256=sha256, now=now))
+    with _client(ctx) as client:
+        collection = client[FLOOR_DB]["tm2_records"]
+        collection.drop()
+        result = StageResult("floor", rows=len(documents), note="documents; only the _id index")
+        with measured(result):
+            collection.insert_many(documents, ordered=False)  # they carry their _id: never mutated
+        result.extra["stored"] = collection.estimated_document_count()
+        if ctx.indexed_floor:
+            # For the record: the same insert into a collection with the pipeline's secondary indexes.
+            from tm2_pipeline.store.indexes import INDEXES, RECORDS_COLLECTION
+
+            collection.drop()
+            collection.create_indexes(INDEXES[RECORDS_COLLECTION])
+            indexed = StageResult("floor_indexed")
+            with measured(indexed):
+                collection.insert_many(documents, ordered=False)
+            result.extra["with_pipeline_indexes_wall_s"] = round(indexed.wall_s, 2)
+        collection.drop()
+    return result
+
+
+def stage_validation(ctx: BenchContext) -> StageResult:
+    """(c) read + normalize + rules + records of the whole file, in memory (chunked)."""
+    from tm2_pipeline.validation import validate_tm2_bytes
+
+    data = Path(ctx.data_path).read_bytes()
+    result = StageResult("validation", rows=ctx.rows, note="validate_tm2_bytes, no I/O")
+    with measured(result):
+        outcome = validate_tm2_bytes(data, today=today())
+    result.extra = {
+        "accepted": outcome.accepted,
+        "duplicates": outcome.duplicates,
+        "rejected": outcome.rejected,
+    }
+    return result
+
+
+def stage_pipeline(ctx: BenchContext, name: str = "pipeline") -> StageResult:
+    """(b)/(d) raw -> validated -> stored through Dagster, in-process, as `tm2 ingest` runs a file."""
+    import dagster as dg
+
+    from tm2_pipeline.definitions import build_definitions
+    from tm2_pipeline.ingestion import METADATA_COUNTS, prepare_dagster_home
+    from tm2_pipeline.partitions import tm2_csv_files
+    from tm2_pipeline.run_outcome import classify_run
+    from tm2_pipeline.sensors import ingest_run_request
+    from tm2_pipeline.settings import load_settings
+
+    os.environ.update(
+        TM2_HOME=str(ctx.home), DAGSTER_HOME=str(ctx.home / "dagster"), TM2_MONGODB_DB=PIPELINE_DB
+    )
+    settings = load_settings()
+    prepare_dagster_home(settings)
+    job = build_definitions(settings).resolve_job_def("ingest_tm2_file")
+    selection = [dg.AssetKey(asset) for asset in PIPELINE_ASSETS]
+    path = Path(ctx.data_path)
+    result = StageResult(name, rows=ctx.rows, note="Dagster in-process, 3 assets + checks")
+    with dg.DagsterInstance.get() as instance:
+        with measured(result):
+            sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+            instance.add_dynamic_partitions(tm2_csv_files.name, [path.name])
+            request = ingest_run_request(path.name, path, sha256)
+            run = job.execute_in_process(
+                instance=instance,
+                partition_key=path.name,
+                run_config=request.run_config,
+                tags={**request.tags, "tm2/started_by": "bench"},
+                raise_on_error=False,
+                asset_selection=selection,
+            )
+        outcome = classify_run(instance, run.run_id, run.success)
+        counts: dict[str, int] = {"checks": 0}
+        for entry in instance.all_logs(run.run_id):
+            event = entry.dagster_event
+            if event is None:
+                continue
+            if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+                counts["checks"] += 1
+            elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+                materialization = event.event_specific_data.materialization
+                wanted = METADATA_COUNTS.get(materialization.asset_key.to_user_string(), {})
+                counts.update(
+                    {
+                        wanted[key]: int(value.value)
+                        for key, value in materialization.metadata.items()
+                        if key in wanted
+                    }
+                )
+    result.extra = {"status": outcome.status, "error": outcome.error, **counts}
+    if outcome.status != "succeeded":
+        result.note = f"run {outcome.status}: {outcome.error}"
+    return result
+
+
+def stage_rerun(ctx: BenchContext) -> StageResult:
+    """(d) the same file again, unchanged, into the collection (b) filled."""
+    result = stage_pipeline(ctx, name="rerun")
+    result.note = "same file again; " + result.note
+    return result
+
+
+def _first_rows(path: Path, count: int, target: Path) -> int:
+    """Write the header and the first `count` records of `path` to `target`; how many were written."""
+    with path.open(encoding="utf-8", newline="") as source:
+        records = list(zip(range(count + 1), csv.reader(source), strict=False))
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(record for _, record in records)
+    target.write_text(buffer.getvalue(), encoding="utf-8", newline="")
+    return len(records) - 1
+
+
+def stage_naive(ctx: BenchContext) -> StageResult:
+    """(e) iterrows + a pydantic model per row + update_one(upsert=True) per row, on the first rows."""
+    from bench.naive import naive_seed
+
+    subset = Path(ctx.workdir) / "naive_subset.csv"
+    rows = _first_rows(Path(ctx.data_path), min(ctx.rows, ctx.naive_rows), subset)
+    with _client(ctx) as client:
+        collection = client[NAIVE_DB]["tm2_records"]
+        collection.drop()
+        result = StageResult("naive", rows=rows, note=f"first {rows} rows only; compare per row")
+        with measured(result):
+            upserted, skipped = naive_seed(subset, collection)
+    result.extra = {"upserted": upserted, "skipped": skipped}
+    return result
+
+
+def _sandbox_patient_ids() -> list[str]:
+    """Clinic identifiers (ABHA, MRN) that name exactly one patient of the emulator's seed."""
+    from collections import Counter
+
+    from tm2_pipeline.openmrs.emulator.seed import load_seed
+
+    identifiers = [
+        entry["identifier"]
+        for patient in load_seed().patients
+        for entry in patient["identifiers"]
+        if entry["identifierType"] != "OpenMRS ID"
+    ]
+    counts = Counter(identifiers)
+    return sorted(identifier for identifier, count in counts.items() if count == 1)
+
+
+def stage_openmrs(ctx: BenchContext) -> StageResult:
+    """(f) new records sent to the emulator over HTTP (injected latency), `concurrency` in flight."""
+    from bench.generate import generate_tm2_csv
+    from tm2_pipeline.resources.openmrs import OpenMRSResource
+    from tm2_pipeline.settings import SANDBOX_PASSWORD, SANDBOX_USERNAME
+    from tm2_pipeline.store.indexes import ensure_indexes
+    from tm2_pipeline.store.records import RecordStore
+    from tm2_pipeline.store.submissions import SubmissionLog
+    from tm2_pipeline.validation import validate_tm2_bytes
+
+    data = generate_tm2_csv(
+        ctx.openmrs_records, seed=ctx.seed + 1, dirty_share=0, patient_ids=_sandbox_patient_ids()
+    )
+    accepted = validate_tm2_bytes(data, today=today()).accepted_records
+    with _client(ctx) as client:
+        client.drop_database(OPENMRS_DB)
+        db = client[OPENMRS_DB]
+        ensure_indexes(db)
+        store = RecordStore(db)
+        store.store(
+            accepted, file_name="openmrs.csv", sha256=hashlib.sha256(data).hexdigest(), now=datetime.now(UTC)
+        )
+        records = store.find_by_keys(accepted["record_key"].tolist())
+        openmrs = OpenMRSResource(
+            base_url=ctx.openmrs_url,
+            username=SANDBOX_USERNAME,
+            password=SANDBOX_PASSWORD,
+            concurrency=ctx.concurrency,
+            tm2_home=str(ctx.home),
+        )
+        result = StageResult("openmrs", note=f"{len(records)} new records, concurrency {ctx.concurrency}")
+        with measured(result):
+            summary = openmrs.submit(records, SubmissionLog(db), datetime.now(UTC))
+    bound = ctx.concurrency / (ctx.latency_ms / 1000)
+    result.rows = summary.submitted
+    result.extra = {
+        "records": len(records),
+        "submitted": summary.submitted,
+        "requests": sum(summary.requests.values()),
+        "achieved_per_s": summary.submitted / result.wall_s if result.wall_s else 0.0,
+        "bound_per_s": bound,
+        "states": summary.state_counts,
+    }
+    return result
+
+
+STAGES = {
+    "floor": stage_floor,
+    "pipeline": stage_pipeline,
+    "validation": stage_validation,
+    "rerun": stage_rerun,
+    "naive": stage_naive,
+    "openmrs": stage_openmrs,
+}
