@@ -82,6 +82,8 @@ _SEP_DIRECTIVE = re.compile(r"\Asep=([,;\t])[ \t]*(?:\r\n|\r|\n|\Z)", re.IGNOREC
 _HEADER_SEPARATORS = re.compile(r"[\s_-]+")
 # Rows per RawTable when a file is read in chunks (memory stays flat in the file's length).
 CHUNK_ROWS = 100_000
+# Encodings whose bytes are decoded block by block (utf-8-sig: the BOM is skipped by offset).
+_BLOCK_CODECS = {"utf-8": "utf-8", "utf-8-sig": "utf-8", "cp1252": "cp1252"}
 # csv records turned into columns at a time (see _ColumnBuilder).
 _TRANSPOSE_RECORDS = 16_384
 # Text goes to the csv module in blocks of about this many characters, each cut after a "\n".
@@ -160,8 +162,12 @@ class Tm2Rows:
 
     def __init__(self, data: bytes) -> None:
         _refuse_non_text(data)
-        text, encoding = _decode(data)
-        text = text.lstrip("\ufeff").rstrip("\x1a")
+        decoded, encoding = _decode(data)
+        text = decoded.lstrip("\ufeff")
+        leading_boms = len(decoded) - len(text)
+        text = text.rstrip("\x1a")
+        trailing_eofs = len(decoded) - leading_boms - len(text)
+        del decoded
         if not text or text.isspace():
             raise FileRefused("empty", "the file has no header row (it is empty or only whitespace)")
         directive = _SEP_DIRECTIVE.match(text)
@@ -170,7 +176,16 @@ class Tm2Rows:
             text = text[directive.end() :]
         else:
             delimiter = _detect_delimiter(_first_non_blank_line(text))
-        self._reader = csv.reader(_lines(text), delimiter=delimiter)
+        if encoding.startswith("utf-16"):
+            lines = _lines(text)
+        else:
+            # The rows are decoded again block by block from the bytes: the decoded text of the whole
+            # file (2 bytes per character once one Devanagari name is in it) is not kept.
+            start = (3 if encoding == "utf-8-sig" else 0) + 3 * leading_boms
+            start += directive.end() if directive else 0  # ASCII: one byte per character
+            lines = _byte_lines(data, start, len(data) - trailing_eofs, _BLOCK_CODECS[encoding])
+        del text
+        self._reader = csv.reader(lines, delimiter=delimiter)
         header = _read_header(self._reader)
         self._column_index, ignored = _map_header(header)
         self.info = Tm2FileInfo(
@@ -267,6 +282,17 @@ def _lines(text: str) -> Iterator[str]:
         end = size if cut < 0 else cut + 1
         yield from io.StringIO(text[start:end], newline="")
         start = end
+
+
+def _byte_lines(data: bytes, start: int, end: int, encoding: str) -> Iterator[str]:
+    """The lines of `data[start:end].decode(encoding)` as `_lines` gives them, decoded a block at a
+    time; blocks are cut after a b"\\n", which is always a whole character in UTF-8 and cp1252."""
+    view = memoryview(data)
+    while start < end:
+        cut = data.find(b"\n", start + _BLOCK_CHARS, end)
+        stop = end if cut < 0 else cut + 1
+        yield from io.StringIO(str(view[start:stop], encoding), newline="")
+        start = stop
 
 
 def _read_header(reader: Iterator[list[str]]) -> list[str]:

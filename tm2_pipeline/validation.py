@@ -95,19 +95,20 @@ class _Collector:
         self.rejected_rows: list[dict[str, Any]] = []
         self.duplicate_rows: list[dict[str, int]] = []
         self.warnings: list[dict[str, Any]] = []
-        self.first_rows: dict[str, int] = {}  # record key -> the source row that holds it
+        self.keys: set[str] = set()  # record keys accepted so far (the strings of the records' column)
         self.messages: dict[tuple[str, str, str, object], str] = {}
 
     def add(self, raw: RawTable, *, today: datetime.date, day_first: bool) -> None:
         chunk = _validate_chunk(raw, today=today, day_first=day_first, messages=self.messages)
         records, filled, duplicates = chunk.records, chunk.filled, chunk.duplicate_rows
         keys = records["record_key"].tolist()
-        if self.first_rows:
-            seen = np.fromiter(map(self.first_rows.__contains__, keys), dtype=bool, count=len(keys))
+        if self.keys:
+            seen = np.fromiter(map(self.keys.__contains__, keys), dtype=bool, count=len(keys))
             if seen.any():
                 # Rows of this chunk that repeat an earlier chunk's key, and the rows that repeat them.
+                first_rows = self._first_rows(set(records.loc[seen, "record_key"]))
                 earlier = {
-                    int(row): self.first_rows[key]
+                    int(row): first_rows[key]
                     for key, row in zip(
                         records.loc[seen, "record_key"], records.loc[seen, "source_row"], strict=True
                     )
@@ -124,22 +125,37 @@ class _Collector:
                 records = records.loc[~seen].reset_index(drop=True)
                 filled = filled.loc[~seen].reset_index(drop=True)
                 keys = records["record_key"].tolist()
-        self.first_rows.update(zip(keys, records["source_row"].tolist(), strict=True))
+        self.keys.update(keys)
         self.rows += chunk.rows
         self.records.append(records)
         self.rejected_rows += chunk.rejected_rows
         self.duplicate_rows += duplicates
         self.warnings += _warnings(records, filled)  # chunks come in row order: stays sorted
 
+    def _first_rows(self, keys: set[str]) -> dict[str, int]:
+        """The source row of each of these already accepted keys (rare: only for repeated keys)."""
+        found: dict[str, int] = {}
+        for frame in self.records:
+            hits = frame["record_key"].isin(keys)
+            if hits.any():
+                found.update(
+                    zip(frame.loc[hits, "record_key"], frame.loc[hits, "source_row"].tolist(), strict=True)
+                )
+        return found
+
     def result(self) -> ValidationResult:
         frames = [frame for frame in self.records if len(frame)] or self.records[:1]
+        self.records = []  # the chunks' frames go as soon as the whole one is built
         records = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        del frames
+        if tuple(records.columns) != ACCEPTED_RECORD_COLUMNS:
+            records = records.loc[:, list(ACCEPTED_RECORD_COLUMNS)]
         return ValidationResult(
             rows=self.rows,
             accepted=len(records),
             duplicates=len(self.duplicate_rows),
             rejected=len(self.rejected_rows),
-            accepted_records=records.loc[:, list(ACCEPTED_RECORD_COLUMNS)],
+            accepted_records=records,
             rejected_rows=self.rejected_rows,
             duplicate_rows=self.duplicate_rows,
             warnings=self.warnings,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import csv
 import gzip
 import io
 import lzma
@@ -297,3 +298,29 @@ def test_a_break_in_a_later_chunk_names_its_data_row() -> None:
         list(Tm2Rows(data).chunks(2))
     assert caught.value.message == refusal(data).message
     assert "data row 4" in caught.value.message
+
+
+_CELL = st.text(alphabet='ab,;"\r\n é€वा\x1a\ufeff', max_size=6)
+
+
+@given(
+    st.lists(st.lists(_CELL, min_size=8, max_size=8), max_size=6),
+    st.sampled_from(["", "\ufeff", "\ufeff\ufeff"]),
+    st.sampled_from(["", "sep=,\r\n"]),
+    st.sampled_from(["", "\x1a", "\x1a\x1a"]),
+    st.sampled_from(["\r\n", "\n", "\r"]),
+)
+def test_rows_decoded_block_by_block_equal_the_whole_text(
+    rows: list[list[str]], boms: str, directive: str, eofs: str, newline: str
+) -> None:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator=newline).writerows([HEADER.split(","), *rows])
+    text = boms + directive + buffer.getvalue() + eofs
+    reference = read_tm2_bytes(codecs.BOM_UTF16_LE + text.encode("utf-16-le"))  # decoded as a whole
+    encodings = [codecs.BOM_UTF8 + text.encode(), text.encode()]
+    if all(ch not in text for ch in "€वा\ufeff"):
+        encodings.append(text.encode("cp1252"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(reading, "_BLOCK_CHARS", 4)  # many block cuts
+        for data in encodings:
+            pd.testing.assert_frame_equal(read_tm2_bytes(data).frame, reference.frame)
