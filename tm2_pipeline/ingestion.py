@@ -26,7 +26,6 @@ from tm2_pipeline.store.ingestions import COUNT_NAMES
 from tm2_pipeline.validation import validate_tm2_bytes
 
 REPO_DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
-COUNT_FIELDS = COUNT_NAMES
 # Which asset's metadata holds which count (metadata name -> report field).
 METADATA_COUNTS = {
     "validated_tm2_records": {
@@ -45,7 +44,7 @@ class IngestReport:
     file: str
     sha256: str
     status: str
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_FIELDS, 0))
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_NAMES, 0))
     error: str | None = None
     run_id: str | None = None
 
