@@ -31,7 +31,6 @@ from __future__ import annotations
 import codecs
 import csv
 import gc
-import io
 import itertools
 import re
 import sys
@@ -40,8 +39,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
+
+from tm2_pipeline.csv_blocks import TRANSPOSE_RECORDS, ColumnBuilder, byte_lines, text_lines
 
 REQUIRED_COLUMNS = (
     "patient_id",
@@ -84,10 +84,6 @@ _HEADER_SEPARATORS = re.compile(r"[\s_-]+")
 CHUNK_ROWS = 100_000
 # Encodings whose bytes are decoded block by block (utf-8-sig: the BOM is skipped by offset).
 _BLOCK_CODECS = {"utf-8": "utf-8", "utf-8-sig": "utf-8", "cp1252": "cp1252"}
-# csv records turned into columns at a time (see _ColumnBuilder).
-_TRANSPOSE_RECORDS = 16_384
-# Text goes to the csv module in blocks of about this many characters, each cut after a "\n".
-_BLOCK_CHARS = 1 << 20
 
 
 class FileRefused(Exception):
@@ -177,13 +173,13 @@ class Tm2Rows:
         else:
             delimiter = _detect_delimiter(_first_non_blank_line(text))
         if encoding.startswith("utf-16"):
-            lines = _lines(text)
+            lines = text_lines(text)
         else:
             # The rows are decoded again block by block from the bytes: the decoded text of the whole
             # file (2 bytes per character once one Devanagari name is in it) is not kept.
             start = (3 if encoding == "utf-8-sig" else 0) + 3 * leading_boms
             start += directive.end() if directive else 0  # ASCII: one byte per character
-            lines = _byte_lines(data, start, len(data) - trailing_eofs, _BLOCK_CODECS[encoding])
+            lines = byte_lines(data, start, len(data) - trailing_eofs, _BLOCK_CODECS[encoding])
         del text
         self._reader = csv.reader(lines, delimiter=delimiter)
         header = _read_header(self._reader)
@@ -197,12 +193,12 @@ class Tm2Rows:
         position = 0  # csv records read after the header, blank ones included
         while True:
             with _garbage_collector_paused():
-                columns = _ColumnBuilder(self._column_index, self.info.header_fields)
+                columns = ColumnBuilder(self._column_index, self.info.header_fields, TM2_COLUMNS)
                 wanted = rows_per_chunk
                 while wanted > 0:
                     records: list[list[str]] = []
                     try:
-                        records.extend(itertools.islice(self._reader, min(wanted, _TRANSPOSE_RECORDS)))
+                        records.extend(itertools.islice(self._reader, min(wanted, TRANSPOSE_RECORDS)))
                     except csv.Error as error:
                         # csv's own messages describe structure only (field limit), never values.
                         raise FileRefused(
@@ -226,73 +222,6 @@ class Tm2Rows:
             yield table
             if wanted > 0:
                 return
-
-
-class _ColumnBuilder:
-    """Collects csv records as TM2 columns, a few thousand records at a time.
-
-    Transposing a small batch at once keeps its lists in the CPU cache (a million at once is twice
-    as slow), and only the batch's lists are alive at any time.
-    """
-
-    def __init__(self, column_index: dict[str, int], width: int) -> None:
-        self.column_index = column_index
-        self.width = width
-        self.values: dict[str, list[str]] = {name: [] for name in column_index}
-        self.positions: list[np.ndarray] = []
-        self.field_counts: list[np.ndarray] = []
-
-    def add(self, records: list[list[str]], first_position: int) -> None:
-        positions = np.arange(first_position, first_position + len(records), dtype=np.int64)
-        # Blank records (no fields, or only spaces) are dropped; their position stays counted.
-        kept = np.fromiter(map(bool, map(str.strip, map("".join, records))), dtype=bool, count=len(records))
-        if not kept.all():
-            records = list(itertools.compress(records, kept))
-            positions = positions[kept]
-        field_counts = np.fromiter(map(len, records), dtype=np.int64, count=len(records))
-        width = self.width
-        for i in np.flatnonzero(field_counts != width):
-            records[i] = (records[i] + [""] * width)[:width]  # ragged: fields by position, padded
-        if records:
-            fields = list(zip(*records, strict=True))
-            for name, index in self.column_index.items():
-                self.values[name].extend(fields[index])
-        self.positions.append(positions)
-        self.field_counts.append(field_counts)
-
-    def frame(self) -> pd.DataFrame:
-        field_counts = np.concatenate(self.field_counts) if self.field_counts else np.empty(0, np.int64)
-        count = len(field_counts)
-        data: dict[str, object] = {}
-        for name in TM2_COLUMNS:
-            values = self.values.get(name)
-            data[name] = np.array(values, dtype=object) if values is not None else np.full(count, "", object)
-        data["row"] = np.concatenate(self.positions) if self.positions else np.empty(0, np.int64)
-        data["field_count"] = field_counts
-        data["ragged"] = field_counts != self.width
-        return pd.DataFrame(data)
-
-
-def _lines(text: str) -> Iterator[str]:
-    """The lines of `text` exactly as `io.StringIO(text, newline="")` yields them (ends kept: LF, CRLF,
-    CR), a block at a time: a StringIO of the whole text would hold it at 4 bytes per character."""
-    start, size = 0, len(text)
-    while start < size:
-        cut = text.find("\n", start + _BLOCK_CHARS)
-        end = size if cut < 0 else cut + 1
-        yield from io.StringIO(text[start:end], newline="")
-        start = end
-
-
-def _byte_lines(data: bytes, start: int, end: int, encoding: str) -> Iterator[str]:
-    """The lines of `data[start:end].decode(encoding)` as `_lines` gives them, decoded a block at a
-    time; blocks are cut after a b"\\n", which is always a whole character in UTF-8 and cp1252."""
-    view = memoryview(data)
-    while start < end:
-        cut = data.find(b"\n", start + _BLOCK_CHARS, end)
-        stop = end if cut < 0 else cut + 1
-        yield from io.StringIO(str(view[start:stop], encoding), newline="")
-        start = stop
 
 
 def _read_header(reader: Iterator[list[str]]) -> list[str]:
@@ -372,7 +301,7 @@ def _control_share(control_count: int, total: int) -> bool:
 
 
 def _first_non_blank_line(text: str) -> str:
-    for line in _lines(text):
+    for line in text_lines(text):
         if line.strip(" \t\r\n,;"):
             return line
     return ""

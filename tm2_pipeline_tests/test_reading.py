@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tm2_pipeline import reading
+from tm2_pipeline import csv_blocks
 from tm2_pipeline.reading import (
     TM2_COLUMNS,
     FileRefused,
@@ -273,9 +273,9 @@ def test_lines_are_those_of_one_stringio(parts: list[str]) -> None:
     text = "".join(parts)
     expected = list(io.StringIO(text, newline=""))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(reading, "_BLOCK_CHARS", 3)
-        assert list(reading._lines(text)) == expected
-    assert list(reading._lines(text)) == expected
+        patch.setattr(csv_blocks, "BLOCK_CHARS", 3)
+        assert list(csv_blocks.text_lines(text)) == expected
+    assert list(csv_blocks.text_lines(text)) == expected
 
 
 def test_chunks_add_up_to_the_whole_table() -> None:
@@ -321,6 +321,6 @@ def test_rows_decoded_block_by_block_equal_the_whole_text(
     if all(ch not in text for ch in "€वा\ufeff"):
         encodings.append(text.encode("cp1252"))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(reading, "_BLOCK_CHARS", 4)  # many block cuts
+        patch.setattr(csv_blocks, "BLOCK_CHARS", 4)  # many block cuts
         for data in encodings:
             pd.testing.assert_frame_equal(read_tm2_bytes(data).frame, reference.frame)
