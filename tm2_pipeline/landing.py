@@ -39,9 +39,7 @@ def archive(
     if keep_source:
         shutil.copyfile(source, target)
     else:
-        os.replace(source, target) if source.stat().st_dev == directory.stat().st_dev else shutil.move(
-            source, target
-        )
+        shutil.move(source, target)  # a rename on the same filesystem, copy-then-delete across
     return target
 
 

@@ -7,12 +7,14 @@ with the same rules reuses its validated table instead of validating again (`reu
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict, dataclass
 from datetime import date
 from functools import cache
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from tm2_pipeline import codes
 from tm2_pipeline.quality_report import quality_report_markdown
@@ -20,6 +22,8 @@ from tm2_pipeline.validation import ValidationResult
 
 # At most this many row numbers are listed in metadata; the full list is in the quarantine.
 ROW_LIST_LIMIT = 200
+# Where pandas keeps `DataFrame.attrs` in a Parquet file's schema metadata.
+PANDAS_ATTRS_KEY = b"PANDAS_ATTRS"
 _RULE_SOURCES = ("reading.py", "normalize.py", "schema.py", "records.py", "validation.py", "identity.py")
 
 
@@ -97,8 +101,9 @@ def reusable(
     """The earlier validated table of these very bytes, if the same rules ran on it today."""
     if not table_path.exists():
         return None
-    table = pd.read_parquet(table_path)
-    stored = table.attrs.get("validation")
+    # The attributes sit in the file's footer: decide before reading the (possibly large) table.
+    attrs = json.loads((pq.read_schema(table_path).metadata or {}).get(PANDAS_ATTRS_KEY, b"{}"))
+    stored = attrs.get("validation")
     if not stored:
         return None
     summary = ValidationSummary(**stored)
@@ -108,4 +113,4 @@ def reusable(
         day_first,
         rules_fingerprint(),
     )
-    return (table, summary) if same else None
+    return (pd.read_parquet(table_path), summary) if same else None
