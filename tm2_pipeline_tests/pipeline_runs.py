@@ -8,6 +8,17 @@ from tm2_pipeline.jobs import TM2_ASSETS
 from tm2_pipeline.partitions import tm2_csv_files
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "tm2_sample.csv"
+# Every asset check the issues ask for, by name (written out here, not read from the code under test).
+ALL_CHECKS = (
+    "file_readable",
+    "row_accounting",
+    "unique_record_keys",
+    "reject_rate",
+    "stored_once",
+    "codes_valid",
+    "dates_valid",
+    "submission_health",
+)
 
 
 def materialize_file(path: Path, resources: dict, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:

@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 from tm2_pipeline.run_outcome import BLOCKED, REFUSED, SUCCEEDED, classify_run
-from tm2_pipeline_tests.pipeline_runs import SAMPLE, materialize_file, metadata_of
+from tm2_pipeline_tests.pipeline_runs import ALL_CHECKS, SAMPLE, materialize_file, metadata_of
 
 pytestmark = pytest.mark.integration
 
@@ -31,19 +31,7 @@ def test_sample_goes_all_the_way_then_reruns_as_unchanged(pipeline_resources, tm
         submitted = metadata_of(first, "openmrs_submissions")
         assert submitted["submitted_this_run"] > 0
         checks = {e.check_name: e.passed for e in first.get_asset_check_evaluations()}
-        assert checks == dict.fromkeys(
-            [
-                "file_readable",
-                "row_accounting",
-                "unique_record_keys",
-                "reject_rate",
-                "stored_once",
-                "codes_valid",
-                "dates_valid",
-                "submission_health",
-            ],
-            True,
-        )
+        assert checks == dict.fromkeys(ALL_CHECKS, True)
 
         assert metadata_of(first, "validated_tm2_records")["reused_earlier_validation"] is False
 

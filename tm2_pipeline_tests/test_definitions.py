@@ -5,18 +5,10 @@ import pytest
 
 from tm2_pipeline.definitions import build_definitions, build_resources
 from tm2_pipeline.settings import Settings, SettingsError, load_settings
+from tm2_pipeline_tests.pipeline_runs import ALL_CHECKS
 
 ASSETS = {"raw_tm2_file", "validated_tm2_records", "tm2_mongo_records", "openmrs_submissions"}
-CHECKS = {
-    "file_readable",
-    "row_accounting",
-    "unique_record_keys",
-    "reject_rate",
-    "stored_once",
-    "codes_valid",
-    "dates_valid",
-    "submission_health",
-}
+CHECKS = set(ALL_CHECKS)
 ENV = ("TM2_MODE", "MONGODB_URI", "OPENMRS_BASE_URL", "OPENMRS_USERNAME", "OPENMRS_PASSWORD", "TM2_HOME")
 
 
