@@ -139,21 +139,48 @@ def test_files_are_additive(db):
 @pytest.mark.integration
 def test_batches_read_once_each_and_count_exactly(db, monkeypatch):
     store = RecordStore(db, batch_size=3)
+    probes: list[int] = []
     reads: list[int] = []
-    original = RecordStore._existing_hashes
+    original_probe, original_read = RecordStore._probe_finds_stored, RecordStore._existing_hashes
 
-    def counting(self, keys):
+    def counting_probe(self, keys):
+        probes.append(len(keys))
+        return original_probe(self, keys)
+
+    def counting_read(self, keys):
         reads.append(len(keys))
-        return original(self, keys)
+        return original_read(self, keys)
 
-    monkeypatch.setattr(RecordStore, "_existing_hashes", counting)
+    monkeypatch.setattr(RecordStore, "_probe_finds_stored", counting_probe)
+    monkeypatch.setattr(RecordStore, "_existing_hashes", counting_read)
     frame = accepted_frame(10)
     assert store.store(frame, file_name="a.csv", sha256=SHA_A, now=T0) == StoreCounts(10, 0, 0)
-    assert reads == [3, 3, 3, 1]
+    assert (probes, reads) == ([3, 3, 3, 1], [])  # a first load inserts without reading
 
+    probes.clear()
     changed = with_severity(with_severity(frame, 2, "severe"), 7, "severe")
     assert store.store(changed, file_name="b.csv", sha256=SHA_B, now=T1) == StoreCounts(0, 2, 8)
+    assert (probes, reads) == ([3, 3, 3, 1], [3, 3, 3, 1])
     assert store.count() == 10
+
+
+@pytest.mark.integration
+def test_a_batch_the_probe_takes_for_new_still_counts_and_updates_exactly(db):
+    store = RecordStore(db, batch_size=20, lookup_keys=1)  # the probe samples the first key only
+    old = accepted_frame(10, first=10)
+    store.store(old, file_name="a.csv", sha256=SHA_A, now=T0)
+    before = {doc["_id"]: doc for doc in dump(store)}
+
+    # New keys first, so the probe finds nothing; the stored ten come back as duplicate keys.
+    later = pd.concat([accepted_frame(10), with_severity(old, 3, "severe")], ignore_index=True)
+    counts = store.store(later, file_name="b.csv", sha256=SHA_B, now=T1)
+    assert counts == StoreCounts(inserted=10, updated=1, unchanged=9)
+    after = {doc["_id"]: doc for doc in dump(store)}
+    assert len(after) == 20
+    changed_key = old.loc[3, "record_key"]
+    assert after[changed_key]["severity"] == "severe"
+    assert after[changed_key]["first_seen_at"] == before[changed_key]["first_seen_at"]
+    assert all(after[key] == doc for key, doc in before.items() if key != changed_key)  # untouched
 
 
 class RacingRecordStore(RecordStore):
@@ -163,10 +190,18 @@ class RacingRecordStore(RecordStore):
         super().__init__(db, **kwargs)
         self.rival = rival
 
+    def _race(self, keys) -> None:
+        if self.rival["_id"] in keys and not self.collection.find_one({"_id": self.rival["_id"]}):
+            self.collection.insert_one(self.rival)
+
+    def _probe_finds_stored(self, keys):
+        found = super()._probe_finds_stored(keys)
+        self._race(keys)
+        return found
+
     def _existing_hashes(self, keys):
         existing = super()._existing_hashes(keys)
-        if self.rival["_id"] in keys and self.rival["_id"] not in existing:
-            self.collection.insert_one(self.rival)
+        self._race(keys)
         return existing
 
 
@@ -176,12 +211,15 @@ def _rival_document(frame: pd.DataFrame, position: int) -> dict:
 
 
 @pytest.mark.integration
-def test_a_concurrent_insert_with_other_content_is_overwritten_and_counted_as_updated(db):
+@pytest.mark.parametrize("stored_before", [0, 1], ids=["after-the-probe", "after-the-read"])
+def test_a_concurrent_insert_with_other_content_is_overwritten_and_counted_as_updated(db, stored_before):
     frame = accepted_frame(6)
+    # A record of the batch stored beforehand makes the probe find it: the batch is then read first.
+    RecordStore(db).store(frame.head(stored_before), file_name="a.csv", sha256=SHA_A, now=T0)
     rival = _rival_document(with_severity(frame, 2, "severe"), 2)
     store = RacingRecordStore(db, rival, batch_size=4)
     counts = store.store(frame, file_name="a.csv", sha256=SHA_A, now=T0)
-    assert counts == StoreCounts(inserted=5, updated=1, unchanged=0)
+    assert counts == StoreCounts(inserted=5 - stored_before, updated=1, unchanged=stored_before)
     assert store.count() == 6
     [stored] = store.find_by_keys([frame.loc[2, "record_key"]])
     assert stored["content_hash"] == frame.loc[2, "content_hash"]

@@ -20,6 +20,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
+from tm2_pipeline.gc_paused import gc_paused
 from tm2_pipeline.identity import KEY_VERSION
 from tm2_pipeline.records import ACCEPTED_RECORD_COLUMNS
 from tm2_pipeline.store.errors import DUPLICATE_KEY, RecordFrameError, client_target, translate_outage
@@ -75,23 +76,41 @@ def _check_frame(accepted: pd.DataFrame) -> None:
         raise RecordFrameError(f"accepted records repeat {int(keys.duplicated().sum())} record key(s)")
 
 
+# Field order of a stored document (kept by `$set` on update, so every document reads alike).
+DOCUMENT_FIELDS = (
+    "_id", *CONTENT_FIELDS, "key_version", "content_hash", "source", "first_seen_at", "updated_at",
+    "schema_version",
+)  # fmt: skip
+
+
+def record_document_batches(
+    accepted: pd.DataFrame, *, file_name: str, sha256: str, now: datetime, batch_size: int
+) -> Iterator[list[dict[str, Any]]]:
+    """The `tm2_records` documents of an accepted frame, `batch_size` at a time, built column-wise
+    (no per-row pandas access; one batch of documents in memory at a time)."""
+    _check_frame(accepted)
+    stamp = stored_timestamp(now)
+    for start in range(0, len(accepted), batch_size):
+        part = accepted.iloc[start : start + batch_size]
+        key, *content, content_hash, rows = (_column_values(part, column) for column in RECORD_COLUMNS)
+        size = len(rows)
+        constant = [KEY_VERSION] * size, [stamp] * size, [SCHEMA_VERSION] * size
+        with gc_paused():  # the documents hold no cycles (see gc_paused)
+            sources = [{"file": file_name, "sha256": sha256, "row": row} for row in rows]
+            columns = zip(
+                key, *content, constant[0], content_hash, sources, constant[1], constant[1], constant[2],
+                strict=True,
+            )  # fmt: skip
+            batch = [dict(zip(DOCUMENT_FIELDS, values, strict=True)) for values in columns]
+        yield batch
+
+
 def record_documents(
     accepted: pd.DataFrame, *, file_name: str, sha256: str, now: datetime
 ) -> Iterator[dict[str, Any]]:
-    """The `tm2_records` documents of an accepted frame, built column-wise (no per-row pandas access)."""
-    _check_frame(accepted)
-    stamp = stored_timestamp(now)
-    columns = [_column_values(accepted, column) for column in RECORD_COLUMNS]
-    for key, *content, content_hash, row in zip(*columns, strict=True):
-        document: dict[str, Any] = {"_id": key}
-        document.update(zip(CONTENT_FIELDS, content, strict=True))
-        document["key_version"] = KEY_VERSION
-        document["content_hash"] = content_hash
-        document["source"] = {"file": file_name, "sha256": sha256, "row": row}
-        document["first_seen_at"] = stamp
-        document["updated_at"] = stamp
-        document["schema_version"] = SCHEMA_VERSION
-        yield document
+    """The `tm2_records` documents of an accepted frame, one by one."""
+    batches = record_document_batches(accepted, file_name=file_name, sha256=sha256, now=now, batch_size=5000)
+    return itertools.chain.from_iterable(batches)
 
 
 def _content_update(document: dict[str, Any]) -> UpdateOne:
@@ -104,6 +123,11 @@ def _content_update(document: dict[str, Any]) -> UpdateOne:
 
 class RecordStore:
     """Writes accepted records in batches: one `$in` read, one unordered insert, one unordered update.
+
+    A batch whose probe (one `$in` query on a sample of its keys spread across it) finds nothing
+    stored skips the read: it is inserted at once, and the keys that turn out to exist come back as
+    duplicate-key errors to be compared by the update's hash filter instead. A first load, the
+    common case, then costs one insert per batch; a wrong guess costs only failed inserts.
 
     `lookup_keys` caps the keys of one `$in` query (None: decided from the server on first use).
     """
@@ -140,11 +164,13 @@ class RecordStore:
         A batch interrupted by an outage leaves whole documents only; running the same file again
         completes it (what is already stored counts as unchanged).
         """
-        documents = record_documents(accepted, file_name=file_name, sha256=sha256, now=now)
+        batches = record_document_batches(
+            accepted, file_name=file_name, sha256=sha256, now=now, batch_size=self.batch_size
+        )
         counts = StoreCounts()
         with translate_outage(self.target):
             before = self.generation()
-            while batch := list(itertools.islice(documents, self.batch_size)):
+            for batch in batches:
                 counts += self._store_batch(batch)
             wrote = bool(counts.inserted or counts.updated)
             after = self._next_generation() if wrote else self.generation()
@@ -200,8 +226,19 @@ class RecordStore:
             existing.update((doc["_id"], doc.get("content_hash")) for doc in cursor)
         return existing
 
+    def _probe_finds_stored(self, keys: list[str]) -> bool:
+        """Whether any of `lookup_keys` keys sampled evenly across the batch is already stored."""
+        step = max(1, len(keys) // self.lookup_keys)
+        sample = keys[::step][: self.lookup_keys]
+        return self.collection.find_one({"_id": {"$in": sample}}, {"_id": 1}) is not None
+
     def _store_batch(self, batch: list[dict[str, Any]]) -> StoreCounts:
-        existing = self._existing_hashes([document["_id"] for document in batch])
+        keys = [document["_id"] for document in batch]
+        if not self._probe_finds_stored(keys):
+            inserted, present = self._insert(batch)
+            updated = self._update(present)
+            return StoreCounts(inserted=inserted, updated=updated, unchanged=len(batch) - inserted - updated)
+        existing = self._existing_hashes(keys)
         new, changed = [], []
         for document in batch:
             stored_hash = existing.get(document["_id"], _ABSENT)
@@ -214,7 +251,8 @@ class RecordStore:
         return StoreCounts(inserted=inserted, updated=updated, unchanged=len(batch) - inserted - updated)
 
     def _insert(self, documents: list[dict[str, Any]]) -> tuple[int, list[dict[str, Any]]]:
-        """Insert; documents another writer inserted since our read come back to be compared instead."""
+        """Insert; documents whose key is already stored (by an earlier file, or by another writer
+        since our read) come back to be compared instead."""
         if not documents:
             return 0, []
         try:
