@@ -1,7 +1,8 @@
 """Tables pass between assets as Parquet under `$TM2_HOME/tables`, not as pickles in Dagster's storage.
 
 Patient data therefore lives in exactly one place (`$TM2_HOME`), whatever storage the Dagster
-instance uses. DataFrames are written as Parquet; small descriptors (dicts) as JSON.
+instance uses. DataFrames are written as Parquet; small descriptors (dicts) as JSON; an
+`AcceptedTable` its asset wrote chunk by chunk is moved into place.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from tm2_pipeline.accepted_table import AcceptedTable
 from tm2_pipeline.home import Tm2Home
 
 
@@ -26,6 +28,9 @@ class Tm2TableIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
+            return
+        if isinstance(obj, AcceptedTable):
+            obj.move_to(self._path(context, ".parquet"))  # written chunk by chunk by its asset
             return
         if isinstance(obj, pd.DataFrame):
             path = self._path(context, ".parquet")
@@ -42,5 +47,8 @@ class Tm2TableIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> Any:
         parquet = self._path(context, ".parquet")
         if parquet.exists():
-            return pd.read_parquet(parquet)
+            table = AcceptedTable(parquet)
+            # An input annotated AcceptedTable reads lazily, in batches; anything else gets a frame.
+            wanted = context.dagster_type.typing_type if context.dagster_type else None
+            return table if wanted is AcceptedTable else table.to_pandas()
         return json.loads(self._path(context, ".json").read_text())

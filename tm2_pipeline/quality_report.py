@@ -39,11 +39,10 @@ def quality_report_markdown(result: ValidationResult, file_name: str) -> str:
     warnings = Counter((warning["column"], warning["check"]) for warning in result.warnings)
     lines += _table("Warnings", ("column", "check", "rows"), warnings.most_common())
 
-    records = result.accepted_records
-    systems = Counter(records["system_type"]) if len(records) else Counter()
-    lines += _table("Accepted records per system", ("system_type", "records"), sorted(systems.items()))
-    blocks = Counter(records["who_block"]) if len(records) else Counter()
-    lines += _table("Accepted records per WHO block", ("block", "records"), blocks.most_common())
+    systems = sorted(result.accepted_per_system.items())
+    lines += _table("Accepted records per system", ("system_type", "records"), systems)
+    blocks = Counter(result.accepted_per_block).most_common()
+    lines += _table("Accepted records per WHO block", ("block", "records"), blocks)
 
     rejected_codes: Counter[str] = Counter()
     for row in result.rejected_rows:

@@ -16,6 +16,8 @@ of patient and practitioner identifiers.
 from __future__ import annotations
 
 import datetime
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,13 +38,17 @@ class ValidationResult:
     accepted: int
     duplicates: int
     rejected: int
-    accepted_records: pd.DataFrame
+    # None when the records went to a sink chunk by chunk (see validate_tm2_bytes).
+    accepted_records: pd.DataFrame | None
     rejected_rows: list[dict[str, Any]] = field(default_factory=list)
     duplicate_rows: list[dict[str, int]] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)
     encoding: str = "utf-8"
     delimiter: str = ","
     ignored_columns: list[str] = field(default_factory=list)
+    # Accepted records per system_type and per WHO block (the quality report's tallies).
+    accepted_per_system: dict[str, int] = field(default_factory=dict)
+    accepted_per_block: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.rows != self.accepted + self.duplicates + self.rejected:
@@ -53,16 +59,23 @@ class ValidationResult:
 
 
 def validate_tm2_bytes(
-    data: bytes, *, today: datetime.date, day_first: bool = True, chunk_rows: int = CHUNK_ROWS
+    data: bytes,
+    *,
+    today: datetime.date,
+    day_first: bool = True,
+    chunk_rows: int = CHUNK_ROWS,
+    sink: AcceptedSink | None = None,
 ) -> ValidationResult:
     """Read and validate a clinic export; raises `reading.FileRefused` for an unreadable file.
 
-    The rows are read and validated `chunk_rows` csv records at a time: the working memory does not
-    grow with the file, only the accepted records do. A key seen in an earlier chunk makes a row a
-    duplicate exactly as within one chunk.
+    The rows are read and validated `chunk_rows` csv records at a time, so the working memory does
+    not grow with the file. The accepted records of each chunk go to `sink` when one is given (then
+    `accepted_records` is None and memory stays flat but for the index of accepted keys); otherwise
+    they are gathered into `accepted_records`. A key seen in an earlier chunk makes a row a duplicate
+    exactly as within one chunk.
     """
     rows = Tm2Rows(data)
-    collector = _Collector(rows.info)
+    collector = _Collector(rows.info, sink)
     for raw in rows.chunks(chunk_rows):
         collector.add(raw, today=today, day_first=day_first)
     return collector.result()
@@ -85,33 +98,41 @@ class _ChunkOutcome:
     rejected_rows: list[dict[str, Any]]
 
 
+AcceptedSink = Callable[[pd.DataFrame], None]
+"""Takes each chunk's accepted records (ACCEPTED_RECORD_COLUMNS, in row order) as they are made."""
+
+
 class _Collector:
     """Adds up chunk outcomes; a key first seen in an earlier chunk wins over later rows."""
 
-    def __init__(self, info: Tm2FileInfo) -> None:
+    def __init__(self, info: Tm2FileInfo, sink: AcceptedSink | None = None) -> None:
         self.info = info
+        self.sink = sink
         self.rows = 0
-        self.records: list[pd.DataFrame] = []
+        self.accepted = 0
+        self.records: list[pd.DataFrame] = []  # gathered only when there is no sink
         self.rejected_rows: list[dict[str, Any]] = []
         self.duplicate_rows: list[dict[str, int]] = []
         self.warnings: list[dict[str, Any]] = []
-        self.keys: set[str] = set()  # record keys accepted so far (the strings of the records' column)
+        # Every accepted key and its source row: the one thing that grows with the file.
+        self.first_row_of_key: dict[str, int] = {}
+        self.per_system: Counter[str] = Counter()
+        self.per_block: Counter[str] = Counter()
         self.messages: dict[tuple[str, str, str, object], str] = {}
 
     def add(self, raw: RawTable, *, today: datetime.date, day_first: bool) -> None:
         chunk = _validate_chunk(raw, today=today, day_first=day_first, messages=self.messages)
         records, filled, duplicates = chunk.records, chunk.filled, chunk.duplicate_rows
         keys = records["record_key"].tolist()
-        if self.keys:
-            seen = np.fromiter(map(self.keys.__contains__, keys), dtype=bool, count=len(keys))
+        rows = records["source_row"].tolist()
+        if self.first_row_of_key:
+            seen = np.fromiter(map(self.first_row_of_key.__contains__, keys), dtype=bool, count=len(keys))
             if seen.any():
                 # Rows of this chunk that repeat an earlier chunk's key, and the rows that repeat them.
-                first_rows = self._first_rows(set(records.loc[seen, "record_key"]))
                 earlier = {
-                    int(row): first_rows[key]
-                    for key, row in zip(
-                        records.loc[seen, "record_key"], records.loc[seen, "source_row"], strict=True
-                    )
+                    row: self.first_row_of_key[key]
+                    for key, row, repeated in zip(keys, rows, seen, strict=True)
+                    if repeated
                 }
                 duplicates = [
                     {
@@ -125,34 +146,31 @@ class _Collector:
                 records = records.loc[~seen].reset_index(drop=True)
                 filled = filled.loc[~seen].reset_index(drop=True)
                 keys = records["record_key"].tolist()
-        self.keys.update(keys)
+                rows = records["source_row"].tolist()
+        self.first_row_of_key.update(zip(keys, rows, strict=True))
         self.rows += chunk.rows
-        self.records.append(records)
+        self.accepted += len(records)
+        self.per_system.update(records["system_type"].value_counts().to_dict())
+        self.per_block.update(records["who_block"].value_counts().to_dict())
         self.rejected_rows += chunk.rejected_rows
         self.duplicate_rows += duplicates
         self.warnings += _warnings(records, filled)  # chunks come in row order: stays sorted
-
-    def _first_rows(self, keys: set[str]) -> dict[str, int]:
-        """The source row of each of these already accepted keys (rare: only for repeated keys)."""
-        found: dict[str, int] = {}
-        for frame in self.records:
-            hits = frame["record_key"].isin(keys)
-            if hits.any():
-                found.update(
-                    zip(frame.loc[hits, "record_key"], frame.loc[hits, "source_row"].tolist(), strict=True)
-                )
-        return found
+        records = _in_record_columns(records)
+        if self.sink is not None:
+            self.sink(records)
+        else:
+            self.records.append(records)
 
     def result(self) -> ValidationResult:
-        frames = [frame for frame in self.records if len(frame)] or self.records[:1]
-        self.records = []  # the chunks' frames go as soon as the whole one is built
-        records = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        del frames
-        if tuple(records.columns) != ACCEPTED_RECORD_COLUMNS:
-            records = records.loc[:, list(ACCEPTED_RECORD_COLUMNS)]
+        records = None
+        if self.sink is None:
+            frames = [frame for frame in self.records if len(frame)] or self.records[:1]
+            self.records = []  # the chunks' frames go as soon as the whole one is built
+            records = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+            del frames
         return ValidationResult(
             rows=self.rows,
-            accepted=len(records),
+            accepted=self.accepted,
             duplicates=len(self.duplicate_rows),
             rejected=len(self.rejected_rows),
             accepted_records=records,
@@ -162,7 +180,15 @@ class _Collector:
             encoding=self.info.encoding,
             delimiter=self.info.delimiter,
             ignored_columns=list(self.info.ignored_columns),
+            accepted_per_system=dict(sorted(self.per_system.items())),
+            accepted_per_block=dict(self.per_block.most_common()),
         )
+
+
+def _in_record_columns(records: pd.DataFrame) -> pd.DataFrame:
+    if tuple(records.columns) == ACCEPTED_RECORD_COLUMNS:
+        return records
+    return records.loc[:, list(ACCEPTED_RECORD_COLUMNS)]
 
 
 def _validate_chunk(

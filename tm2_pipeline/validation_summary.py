@@ -1,29 +1,26 @@
 """What one file's validation came to, in a form that travels with the accepted table.
 
-The summary rides in the Parquet file's attributes, so an unchanged file re-ingested on the same day
-with the same rules reuses its validated table instead of validating again (`reusable`).
+The summary rides in the Parquet file's footer (`accepted_table.py`), so an unchanged file
+re-ingested on the same day with the same rules reuses its validated table instead of validating
+again (`reusable`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass
 from datetime import date
 from functools import cache
 from pathlib import Path
-
-import pandas as pd
-import pyarrow.parquet as pq
+from typing import Any
 
 from tm2_pipeline import codes
+from tm2_pipeline.accepted_table import AcceptedTable
 from tm2_pipeline.quality_report import quality_report_markdown
 from tm2_pipeline.validation import ValidationResult
 
 # At most this many row numbers are listed in metadata; the full list is in the quarantine.
 ROW_LIST_LIMIT = 200
-# Where pandas keeps `DataFrame.attrs` in a Parquet file's schema metadata.
-PANDAS_ATTRS_KEY = b"PANDAS_ATTRS"
 _RULE_SOURCES = ("reading.py", "normalize.py", "schema.py", "records.py", "validation.py", "identity.py")
 
 
@@ -68,9 +65,9 @@ class ValidationSummary:
     def reject_rate(self) -> float:
         return self.rejected / self.rows if self.rows else 0.0
 
-    def attach_to(self, table: pd.DataFrame) -> pd.DataFrame:
-        table.attrs = {"file": self.file, "sha256": self.sha256, "validation": asdict(self)}
-        return table
+    def table_attrs(self) -> dict[str, Any]:
+        """What the validated table carries in its footer (see accepted_table.py)."""
+        return {"file": self.file, "sha256": self.sha256, "validation": asdict(self)}
 
 
 def summarize(
@@ -97,13 +94,12 @@ def summarize(
 
 def reusable(
     table_path: Path, *, sha256: str, today: date, day_first: bool
-) -> tuple[pd.DataFrame, ValidationSummary] | None:
+) -> tuple[AcceptedTable, ValidationSummary] | None:
     """The earlier validated table of these very bytes, if the same rules ran on it today."""
     if not table_path.exists():
         return None
-    # The attributes sit in the file's footer: decide before reading the (possibly large) table.
-    attrs = json.loads((pq.read_schema(table_path).metadata or {}).get(PANDAS_ATTRS_KEY, b"{}"))
-    stored = attrs.get("validation")
+    table = AcceptedTable(table_path)
+    stored = table.attrs.get("validation")  # from the footer: the table itself is not read
     if not stored:
         return None
     summary = ValidationSummary(**stored)
@@ -113,4 +109,4 @@ def reusable(
         day_first,
         rules_fingerprint(),
     )
-    return (pd.read_parquet(table_path), summary) if same else None
+    return (table, summary) if same else None

@@ -240,7 +240,7 @@ def test_utf16_and_cp1252_exports_validate_to_the_same_records() -> None:
 def _as_comparable(result: ValidationResult) -> dict:
     return {
         "counts": (result.rows, result.accepted, result.duplicates, result.rejected),
-        "records": result.accepted_records.to_dict("records"),
+        "records": None if result.accepted_records is None else result.accepted_records.to_dict("records"),
         "rejected": result.rejected_rows,
         "duplicates": result.duplicate_rows,
         "warnings": result.warnings,
@@ -259,6 +259,20 @@ def test_validation_in_chunks_equals_validation_in_one_piece(source: str) -> Non
     for chunk_rows in (4, 29):
         chunked = validate_tm2_bytes(data, today=TODAY, chunk_rows=chunk_rows)
         assert _as_comparable(chunked) == _as_comparable(whole), chunk_rows
+
+
+def test_records_streamed_to_a_sink_are_the_records_gathered_in_memory() -> None:
+    header, _, body = SAMPLE.read_bytes().partition(b"\n")
+    data = header + b"\n" + body + body  # keys of early chunks come back in later ones
+    gathered = validate_tm2_bytes(data, today=TODAY, chunk_rows=29)
+    chunks: list[pd.DataFrame] = []
+    streamed = validate_tm2_bytes(data, today=TODAY, chunk_rows=29, sink=chunks.append)
+    assert streamed.accepted_records is None
+    assert len(chunks) > 3 and all(tuple(chunk.columns) == ACCEPTED_RECORD_COLUMNS for chunk in chunks)
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), gathered.accepted_records)
+    assert _as_comparable(streamed) == _as_comparable(gathered) | {"records": None}
+    assert streamed.accepted_per_system == gathered.accepted_per_system
+    assert sum(streamed.accepted_per_block.values()) == streamed.accepted == gathered.accepted
 
 
 def test_a_duplicate_in_a_later_chunk_points_at_the_first_row_of_the_file() -> None:

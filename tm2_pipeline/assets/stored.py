@@ -3,8 +3,9 @@
 from datetime import UTC, datetime
 
 import dagster as dg
-import pandas as pd
+import pyarrow.compute as pc
 
+from tm2_pipeline.accepted_table import AcceptedTable
 from tm2_pipeline.codes import tm2_code_list
 from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
@@ -50,12 +51,13 @@ MONGO_RETRY = dg.RetryPolicy(
 )
 def tm2_mongo_records(
     context: dg.AssetExecutionContext,
-    validated_tm2_records: pd.DataFrame,
+    validated_tm2_records: AcceptedTable,
     pipeline: PipelineConfig,
     mongo: MongoResource,
 ):
-    records = validated_tm2_records
-    file_name, sha256 = records.attrs["file"], records.attrs["sha256"]
+    table = validated_tm2_records
+    file_name, sha256 = table.attrs["file"], table.attrs["sha256"]
+    accepted = table.num_rows
     store = mongo.records()
     earlier = mongo.ingestions().entry(file_name, sha256)
     generation = earlier.get("store_generation") if earlier else None
@@ -63,9 +65,11 @@ def tm2_mongo_records(
     if skipped:
         # These bytes were stored and no file has written a record since: nothing can differ.
         context.log.info("unchanged file, store unchanged since it was stored: skipping the writes")
-        counts = StoreCounts(unchanged=len(records), generation=generation)
+        counts = StoreCounts(unchanged=accepted, generation=generation)
     else:
-        counts = store.store(records, file_name=file_name, sha256=sha256, now=datetime.now(UTC))
+        # Read back a batch at a time: memory does not grow with the file.
+        frames = table.frames(store.batch_size)
+        counts = store.store(frames, file_name=file_name, sha256=sha256, now=datetime.now(UTC))
     stored_counts = {"inserted": counts.inserted, "updated": counts.updated, "unchanged": counts.unchanged}
     mongo.ingestions().record_outcome(
         file=file_name,
@@ -77,23 +81,23 @@ def tm2_mongo_records(
         store_generation=counts.generation,
     )
     yield dg.MaterializeResult(
-        metadata={"dagster/row_count": len(records), **stored_counts, "skipped_unchanged_file": skipped}
+        metadata={"dagster/row_count": accepted, **stored_counts, "skipped_unchanged_file": skipped}
     )
 
-    keys = records["record_key"]
-    distinct = int(keys.nunique())
+    distinct = table.distinct_count("record_key")
     yield dg.AssetCheckResult(
         check_name=STORED_ONCE,
         # Each batch's acknowledged inserts, matched updates and hash-equal documents add up.
-        passed=counts.total == distinct == len(keys),
-        metadata={"accepted": len(keys), "accounted_by_store": counts.total},
+        passed=counts.total == distinct == accepted,
+        metadata={"accepted": accepted, "accounted_by_store": counts.total},
     )
-    unknown = sorted(set(records["tm2_code"]) - tm2_code_list().codes)
+    codes = pc.unique(table.column("tm2_code")).to_pylist()
+    unknown = sorted(set(codes) - tm2_code_list().codes)
     yield dg.AssetCheckResult(check_name=CODES_VALID, passed=not unknown, metadata={"unknown_codes": unknown})
-    today = pipeline.today().isoformat()
-    out_of_range = int(
-        ((records["diagnosis_date"] < EARLIEST_DATE) | (records["diagnosis_date"] > today)).sum()
-    )
+    dates = table.column("diagnosis_date")
+    # ISO yyyy-mm-dd strings order like the dates they name.
+    outside = pc.or_(pc.less(dates, EARLIEST_DATE), pc.greater(dates, pipeline.today().isoformat()))
+    out_of_range = pc.sum(pc.cast(outside, "int64")).as_py() or 0
     yield dg.AssetCheckResult(
         check_name=DATES_VALID, passed=out_of_range == 0, metadata={"dates_out_of_range": out_of_range}
     )

@@ -3,8 +3,8 @@
 from datetime import UTC, datetime
 
 import dagster as dg
-import pandas as pd
 
+from tm2_pipeline.accepted_table import AcceptedTable
 from tm2_pipeline.openmrs.states import (
     CONFIRMED_STATES,
     NEEDS_HUMAN_STATES,
@@ -44,13 +44,14 @@ OPENMRS_RETRY = dg.RetryPolicy(
 )
 def openmrs_submissions(
     context: dg.AssetExecutionContext,
-    validated_tm2_records: pd.DataFrame,
+    validated_tm2_records: AcceptedTable,
     pipeline: PipelineConfig,
     mongo: MongoResource,
     openmrs: OpenMRSResource,
 ):
-    file_name, sha256 = validated_tm2_records.attrs["file"], validated_tm2_records.attrs["sha256"]
-    records = mongo.records().find_by_keys(validated_tm2_records["record_key"].tolist())
+    table = validated_tm2_records
+    file_name, sha256 = table.attrs["file"], table.attrs["sha256"]
+    records = mongo.records().find_by_keys(table.column("record_key").to_pylist())
     summary = submit_and_summarize(records, mongo=mongo, openmrs=openmrs, now=datetime.now(UTC))
     metadata = summary_metadata(summary)
     mongo.ingestions().record_outcome(

@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 
+from tm2_pipeline.accepted_table import AcceptedTable, AcceptedTableWriter
 from tm2_pipeline.assets.refusal import record_refusal, refusal_failure
 from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
@@ -67,12 +67,8 @@ def validated_tm2_records(
     file_name, sha256 = raw_tm2_file["file"], raw_tm2_file["sha256"]
     today, day_first = pipeline.today(), pipeline.day_first
     now = datetime.now(UTC)
-    earlier = reusable(
-        pipeline.home.table_path(ASSET_NAME, context.partition_key),
-        sha256=sha256,
-        today=today,
-        day_first=day_first,
-    )
+    table_path = pipeline.home.table_path(ASSET_NAME, context.partition_key)
+    earlier = reusable(table_path, sha256=sha256, today=today, day_first=day_first)
     if earlier:
         # The same bytes, rules and day: the result cannot differ, and its rejects are already
         # quarantined (keyed by file hash and row).
@@ -80,8 +76,23 @@ def validated_tm2_records(
         context.log.info("unchanged file validated earlier today: reusing its validated table")
     else:
         copy = Path(raw_tm2_file["copy"])
+        # Accepted records go to disk chunk by chunk (flat memory); the IO manager moves the
+        # finished table into place. A failure on the way leaves no partial table behind.
+        staging = table_path.with_name(f"{table_path.name}.{context.run.run_id}.partial")
         try:
-            result = validate_tm2_bytes(copy.read_bytes(), today=today, day_first=day_first)
+            with AcceptedTableWriter(staging) as writer:
+                result = validate_tm2_bytes(
+                    copy.read_bytes(), today=today, day_first=day_first, sink=writer.write
+                )
+                mongo.rejects().replace_for_file(
+                    file_name=file_name,
+                    sha256=sha256,
+                    partition=context.partition_key,
+                    rejected_rows=result.rejected_rows,
+                    now=now,
+                )
+                summary = summarize(result, file=file_name, sha256=sha256, today=today, day_first=day_first)
+                accepted = writer.close(summary.table_attrs())
         except FileRefused as refusal:  # a CSV structure broken far down the file (a runaway quote)
             record_refusal(
                 refusal,
@@ -93,15 +104,6 @@ def validated_tm2_records(
                 run_id=context.run.run_id,
             )
             raise refusal_failure(refusal) from None
-        mongo.rejects().replace_for_file(
-            file_name=file_name,
-            sha256=sha256,
-            partition=context.partition_key,
-            rejected_rows=result.rejected_rows,
-            now=now,
-        )
-        summary = summarize(result, file=file_name, sha256=sha256, today=today, day_first=day_first)
-        accepted = summary.attach_to(result.accepted_records)  # travels inside the Parquet file
 
     rate_passed, rate_severity = reject_rate_outcome(
         summary.rows, summary.rejected, pipeline.reject_warn, pipeline.reject_block
@@ -116,8 +118,10 @@ def validated_tm2_records(
         run_id=context.run.run_id,
         error=f"reject rate {summary.rejected}/{summary.rows} is above TM2_REJECT_BLOCK" if blocked else None,
     )
+    # Checked before the output is handed over: the IO manager then moves the table into place.
+    checks = list(_checks(summary, accepted, rate_passed, rate_severity, pipeline))
     yield dg.Output(accepted, metadata=_metadata(summary, reused=earlier is not None))
-    yield from _checks(summary, accepted, rate_passed, rate_severity, pipeline)
+    yield from checks
 
 
 def _metadata(summary: ValidationSummary, reused: bool) -> dict:
@@ -138,7 +142,7 @@ def _metadata(summary: ValidationSummary, reused: bool) -> dict:
 
 def _checks(
     summary: ValidationSummary,
-    accepted: pd.DataFrame,
+    accepted: AcceptedTable,
     rate_passed: bool,
     rate_severity: dg.AssetCheckSeverity,
     pipeline: PipelineConfig,
@@ -146,10 +150,10 @@ def _checks(
     accounted = summary.accepted + summary.duplicates + summary.rejected
     yield dg.AssetCheckResult(
         check_name=ROW_ACCOUNTING,
-        passed=summary.rows == accounted and len(accepted) == summary.accepted,
+        passed=summary.rows == accounted and accepted.num_rows == summary.accepted,
         metadata={"rows": summary.rows, "accounted": accounted},
     )
-    repeated = int(accepted["record_key"].duplicated().sum())
+    repeated = accepted.num_rows - accepted.distinct_count("record_key")
     yield dg.AssetCheckResult(
         check_name=UNIQUE_RECORD_KEYS, passed=repeated == 0, metadata={"repeated_keys": repeated}
     )

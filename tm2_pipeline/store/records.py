@@ -32,6 +32,9 @@ SCHEMA_VERSION = 1
 
 # The validation layer's accepted-record columns are the contract; stored as they come, after `_id`.
 RECORD_COLUMNS = ACCEPTED_RECORD_COLUMNS
+# One frame of accepted records, or several (a validated table read back in batches); a key may
+# appear once only (checked within each frame; across frames the counts tell, see stored_once).
+AcceptedFrames = pd.DataFrame | Iterable[pd.DataFrame]
 CONTENT_FIELDS = RECORD_COLUMNS[1 : RECORD_COLUMNS.index("content_hash")]
 
 
@@ -84,17 +87,24 @@ DOCUMENT_FIELDS = (
 
 
 def record_document_batches(
-    accepted: pd.DataFrame, *, file_name: str, sha256: str, now: datetime, batch_size: int
+    accepted: AcceptedFrames, *, file_name: str, sha256: str, now: datetime, batch_size: int
 ) -> Iterator[list[dict[str, Any]]]:
-    """The `tm2_records` documents of an accepted frame, `batch_size` at a time, built column-wise
+    """The `tm2_records` documents of accepted records, `batch_size` at a time, built column-wise
     (no per-row pandas access; one batch of documents in memory at a time)."""
-    _check_frame(accepted)
     stamp = stored_timestamp(now)
-    for start in range(0, len(accepted), batch_size):
-        part = accepted.iloc[start : start + batch_size]
+    for frame in [accepted] if isinstance(accepted, pd.DataFrame) else accepted:
+        _check_frame(frame)
+        yield from _frame_batches(frame, file_name=file_name, sha256=sha256, stamp=stamp, size=batch_size)
+
+
+def _frame_batches(
+    accepted: pd.DataFrame, *, file_name: str, sha256: str, stamp: datetime, size: int
+) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(accepted), size):
+        part = accepted.iloc[start : start + size]
         key, *content, content_hash, rows = (_column_values(part, column) for column in RECORD_COLUMNS)
-        size = len(rows)
-        constant = [KEY_VERSION] * size, [stamp] * size, [SCHEMA_VERSION] * size
+        count = len(rows)
+        constant = [KEY_VERSION] * count, [stamp] * count, [SCHEMA_VERSION] * count
         with gc_paused():  # the documents hold no cycles (see gc_paused)
             sources = [{"file": file_name, "sha256": sha256, "row": row} for row in rows]
             columns = zip(
@@ -158,8 +168,10 @@ class RecordStore:
     def collection(self) -> Collection:
         return self.db[RECORDS_COLLECTION]
 
-    def store(self, accepted: pd.DataFrame, *, file_name: str, sha256: str, now: datetime) -> StoreCounts:
+    def store(self, accepted: AcceptedFrames, *, file_name: str, sha256: str, now: datetime) -> StoreCounts:
         """Insert new keys, update changed content, leave identical content untouched; exact counts.
+
+        `accepted` is one frame or an iterable of frames (a table read back in batches).
 
         A batch interrupted by an outage leaves whole documents only; running the same file again
         completes it (what is already stored counts as unchanged).
