@@ -54,6 +54,38 @@ def test_mark_in_flight_then_outcome_round_trip(mongo_db: Database) -> None:
     assert [a.status for a in entries["k2"].attempts] == [502]
 
 
+def test_a_new_key_is_inserted_as_the_upsert_would_write_it_and_a_raced_one_is_upserted(
+    mongo_db: Database,
+) -> None:
+    log = SubmissionLog(mongo_db)
+    log.mark_in_flight([PendingSubmission("upserted", "u", "h", fresh=False)], SERVER, NOW)
+    log.mark_in_flight([PendingSubmission("inserted", "u", "h", fresh=False, new=True)], SERVER, NOW)
+    collection = mongo_db["openmrs_submissions"]
+    upserted, inserted = (collection.find_one({"_id": key}, {"_id": 0}) for key in ("upserted", "inserted"))
+    assert inserted == upserted
+
+    # Another run logged "raced" (and confirmed it) after our read: our insert collides, so it is
+    # upserted instead, keeping what the other run wrote first.
+    log.record_outcomes(
+        [SubmissionOutcome("inserted", SubmissionState.SUBMITTED, "u", (), confirmed_hash="h")], NOW
+    )
+    later = NOW + timedelta(hours=1)
+    log.mark_in_flight(
+        [
+            PendingSubmission("inserted", "u", "h2", fresh=False, new=True),
+            PendingSubmission("fresh", "u3", "h3", fresh=False, new=True),
+        ],
+        SERVER,
+        later,
+    )
+    entries = log.entries_for(["inserted", "fresh"])
+    raced = entries["inserted"]
+    assert (raced.state, raced.content_hash, raced.confirmed_hash) == (SubmissionState.IN_FLIGHT, "h2", "h")
+    assert raced.first_attempt_at.replace(tzinfo=UTC) == NOW
+    assert entries["fresh"].state is SubmissionState.IN_FLIGHT
+    assert entries["fresh"].first_attempt_at.replace(tzinfo=UTC) == later
+
+
 def test_a_second_mark_keeps_first_attempt_and_confirmed_hash(mongo_db: Database) -> None:
     log = SubmissionLog(mongo_db)
     log.mark_in_flight([PendingSubmission("k", "u1", "h1", fresh=False)], SERVER, NOW)

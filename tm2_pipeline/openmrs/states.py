@@ -70,12 +70,14 @@ class PendingSubmission:
     """A write-ahead mark: this record is about to be sent with this content.
 
     `fresh` means: forget what the log knew (never sent to this server), start from the record's own uuid.
+    `new` means: the log had no entry for this key when the batch was planned (it can be inserted).
     """
 
     key: str
     condition_uuid: str
     content_hash: str
     fresh: bool
+    new: bool = False
 
 
 @dataclass(frozen=True)

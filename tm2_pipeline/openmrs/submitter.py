@@ -3,7 +3,11 @@
 Per batch: decide from the log (decisions.py), mark what will be sent in_flight in one bulk write
 (write-ahead), send concurrently, write the outcomes in one bulk write. Anything sent before, including
 by an earlier attempt of this run, is looked up in OpenMRS before it is sent again; creations carry the
-record's own uuid, so OpenMRS itself refuses a second copy.
+record's own uuid, so OpenMRS itself refuses a second copy. Batches form a sliding window: the next
+one is marked and launched while earlier ones still send, outcomes are written as records finish, and
+the log's blocking calls run in a thread, so the client's request slots stay busy. A run-level failure
+(credentials, privileges) cancels what has not finished; that stays in_flight, and the outcomes of the
+finished records are still written.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from tm2_pipeline.openmrs.states import (
 )
 
 Record = Mapping[str, Any]
+_Task = asyncio.Task[SubmissionOutcome]
 
 
 class SubmissionLogLike(Protocol):
@@ -96,14 +101,43 @@ class _Submitter:
         clock: Callable[[], datetime],
     ) -> None:
         self.client, self.log, self.now, self.options, self.clock = client, log, now, options, clock
+        self.live: set[_Task] = set()  # launched, not finished
+        self.finished: list[SubmissionOutcome] = []  # outcomes not written to the log yet
+        self.progress = asyncio.Event()  # set whenever a task ends
+        self.failure: BaseException | None = None  # the first run-level failure, raised at the end
 
     def note(self, work: _Work, method: str, status: int | None, message: str) -> None:
         text = sanitize(message, secrets=(str(work.record.get("patient_id") or ""),))
         work.attempts.append(Attempt(at=self.clock(), method=method, status=status, message=text))
 
-    async def run_batch(self, records: Sequence[Record], summary: SubmissionSummary) -> None:
-        keys = [record["_id"] for record in records]
-        entries = self.log.entries_for(keys)
+    async def run(self, chunks: Sequence[Sequence[Record]], summary: SubmissionSummary) -> None:
+        """A sliding window over the chunks, driven by one log call at a time (each in a thread, so the
+        requests keep going meanwhile): the next chunk's write-ahead whenever fewer than a chunk of
+        records is still unfinished, so the client's slots never drain, else the outcomes of whatever
+        finished since the last write. Keys are distinct across chunks, and a record's outcome is only
+        written once its task has ended, so no log write can overtake another for the same key."""
+        upcoming = list(reversed(chunks))
+        while True:
+            if upcoming and self.failure is None and len(self.live) < self.options.batch_size:
+                works = await self.prepare(upcoming.pop(), summary)
+                if self.failure is None:  # a failure while it was marked: it stays in_flight, unsent
+                    self.launch(works)
+            elif self.finished:
+                outcomes, self.finished = self.finished, []
+                await asyncio.to_thread(self.log.record_outcomes, outcomes, self.now)
+                for outcome in outcomes:
+                    summary.add(outcome.state)
+                    summary.submitted += outcome.created
+                    summary.corrected += outcome.corrected
+            elif self.live:
+                self.progress.clear()
+                await self.progress.wait()
+            else:
+                return
+
+    async def prepare(self, records: Sequence[Record], summary: SubmissionSummary) -> list[_Work]:
+        """Plan a chunk from the log and write its write-ahead mark; returns what must be sent."""
+        entries = await asyncio.to_thread(self.log.entries_for, [record["_id"] for record in records])
         works: list[_Work] = []
         for record in records:
             entry = entries.get(record["_id"])
@@ -120,23 +154,42 @@ class _Submitter:
             else:
                 summary.unchanged += 1
                 summary.add(entry.state if entry else SubmissionState.SUBMITTED)
-        if not works:
+        if works:
+            await self.client.ensure_session()  # before the write-ahead: a refused login marks nothing
+            pending = [
+                PendingSubmission(
+                    w.key, w.plan.condition_uuid, w.plan.content_hash, w.plan.fresh, new=w.key not in entries
+                )
+                for w in works
+            ]
+            # Awaited before the chunk's tasks exist: no request can precede its record's mark.
+            await asyncio.to_thread(self.log.mark_in_flight, pending, self.client.server, self.now)
+        return works
+
+    def launch(self, works: Sequence[_Work]) -> None:
+        """Start sending; the client's semaphore keeps at most C requests in flight."""
+        for work in works:
+            task = asyncio.create_task(self.submit_one(work))
+            self.live.add(task)
+            task.add_done_callback(self._ended)
+
+    def _ended(self, task: _Task) -> None:
+        self.live.discard(task)
+        self.progress.set()
+        if task.cancelled():
             return
-        await self.client.ensure_session()  # before the write-ahead: a refused login marks nothing
-        pending = [
-            PendingSubmission(w.key, w.plan.condition_uuid, w.plan.content_hash, w.plan.fresh) for w in works
-        ]
-        self.log.mark_in_flight(pending, self.client.server, self.now)
-        results = await asyncio.gather(*(self.submit_one(work) for work in works), return_exceptions=True)
-        outcomes = [result for result in results if isinstance(result, SubmissionOutcome)]
-        self.log.record_outcomes(outcomes, self.now)
-        for outcome in outcomes:
-            summary.add(outcome.state)
-            summary.submitted += outcome.created
-            summary.corrected += outcome.corrected
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result  # a run-level failure (credentials, privileges): the rest stays in_flight
+        if task.exception() is not None:
+            self.stop(task.exception())
+        else:
+            self.finished.append(task.result())
+
+    def stop(self, failure: BaseException | None) -> None:
+        """A run-level failure (credentials, privileges): send nothing more. What has not finished stays
+        in_flight, which the next run verifies before it sends it again."""
+        if self.failure is None:
+            self.failure = failure
+        for task in self.live:
+            task.cancel()
 
     async def submit_one(self, work: _Work) -> SubmissionOutcome:
         try:
@@ -223,7 +276,7 @@ class _Submitter:
             return work.outcome(SubmissionState.ALREADY_PRESENT, uuid=found["uuid"], confirmed=True)
         if found["uuid"] != work.current_uuid:
             # Write down the newest version before replacing it: a crash now must not lose its uuid.
-            self.log.rebase(work.key, found["uuid"], self.now)
+            await asyncio.to_thread(self.log.rebase, work.key, found["uuid"], self.now)
             work.current_uuid = found["uuid"]
         return await self.correct(work, found["uuid"], payload)
 
@@ -285,10 +338,21 @@ async def submit_records(
     summary = SubmissionSummary()
     unique = _unique_by_key(records)
     try:
-        for start in range(0, len(unique), options.batch_size):
-            await submitter.run_batch(unique[start : start + options.batch_size], summary)
+        await submitter.run(
+            [unique[i : i + options.batch_size] for i in range(0, len(unique), options.batch_size)], summary
+        )
+    except BaseException as error:
+        # The log failed: what was launched is marked in_flight, so let its requests end rather than
+        # cut them off at an unknown point (unless this run is itself being cancelled).
+        if isinstance(error, asyncio.CancelledError):
+            submitter.stop(None)
+        if submitter.live:
+            await asyncio.wait(submitter.live)
+        raise
     finally:
         summary.requests = dict(client.requests)
+    if submitter.failure is not None:
+        raise submitter.failure
     return summary
 
 

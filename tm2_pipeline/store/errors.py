@@ -6,7 +6,8 @@ import contextlib
 from collections.abc import Iterator
 
 from pymongo import MongoClient
-from pymongo.errors import ConnectionFailure
+from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError, ConnectionFailure
 
 DUPLICATE_KEY = 11000  # MongoDB's error code for a duplicate _id or unique-index value
 
@@ -36,3 +37,20 @@ def translate_outage(target: str) -> Iterator[None]:
         yield
     except ConnectionFailure as error:
         raise MongoUnavailable(f"cannot reach MongoDB at {target} ({type(error).__name__})") from None
+
+
+def insert_new(collection: Collection, documents: list[dict]) -> list[dict]:
+    """`insert_many(ordered=False)`; the documents whose `_id` was already taken come back (every
+    other one is inserted). Any other write error, or a write-concern error, is raised."""
+    if not documents:
+        return []
+    try:
+        collection.insert_many(documents, ordered=False)
+    except BulkWriteError as error:
+        details = error.details
+        if details.get("writeConcernErrors") or any(
+            failure["code"] != DUPLICATE_KEY for failure in details["writeErrors"]
+        ):
+            raise
+        return [documents[failure["index"]] for failure in details["writeErrors"]]
+    return []

@@ -18,12 +18,11 @@ import pandas as pd
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError
 
 from tm2_pipeline.gc_paused import gc_paused
 from tm2_pipeline.identity import KEY_VERSION
 from tm2_pipeline.records import ACCEPTED_RECORD_COLUMNS
-from tm2_pipeline.store.errors import DUPLICATE_KEY, RecordFrameError, client_target, translate_outage
+from tm2_pipeline.store.errors import RecordFrameError, client_target, insert_new, translate_outage
 from tm2_pipeline.store.indexes import META_COLLECTION, RECORDS_COLLECTION
 from tm2_pipeline.store.lookups import chunked, lookup_chunk_size
 from tm2_pipeline.store.timestamps import stored_timestamp
@@ -265,19 +264,8 @@ class RecordStore:
     def _insert(self, documents: list[dict[str, Any]]) -> tuple[int, list[dict[str, Any]]]:
         """Insert; documents whose key is already stored (by an earlier file, or by another writer
         since our read) come back to be compared instead."""
-        if not documents:
-            return 0, []
-        try:
-            self.collection.insert_many(documents, ordered=False)
-        except BulkWriteError as error:
-            details = error.details
-            if details.get("writeConcernErrors") or any(
-                failure["code"] != DUPLICATE_KEY for failure in details["writeErrors"]
-            ):
-                raise
-            raced = [documents[failure["index"]] for failure in details["writeErrors"]]
-            return details["nInserted"], raced
-        return len(documents), []
+        present = insert_new(self.collection, documents)
+        return len(documents) - len(present), present
 
     def _update(self, documents: list[dict[str, Any]]) -> int:
         """Apply content updates; the count is of documents whose stored hash really differed."""
