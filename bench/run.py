@@ -137,6 +137,14 @@ def ratios_line(results: dict[str, StageResult]) -> str:
     )
 
 
+def indexed_floor_line(results: dict[str, StageResult]) -> str | None:
+    """(b) against the same insert into a collection carrying issue 4's three secondary indexes."""
+    floor, pipeline = results.get("floor"), results.get("pipeline")
+    if floor is None or pipeline is None or "with_pipeline_indexes_wall_s" not in floor.extra:
+        return None
+    return f"also: store/indexed_floor={_ratio(pipeline.wall_s, floor.extra['with_pipeline_indexes_wall_s'])}"
+
+
 def table(results: dict[str, StageResult]) -> str:
     labels = {
         "floor": "(a) floor",
@@ -220,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     results = run(args)
     print(table(results))
+    if line := indexed_floor_line(results):
+        print(line)
     print(ratios_line(results))
     return 0
 
