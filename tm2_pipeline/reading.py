@@ -30,18 +30,17 @@ from __future__ import annotations
 
 import codecs
 import csv
-import gc
 import itertools
 import re
 import sys
 import unicodedata
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
 
 from tm2_pipeline.csv_blocks import TRANSPOSE_RECORDS, ColumnBuilder, byte_lines, text_lines
+from tm2_pipeline.gc_paused import gc_paused
 
 REQUIRED_COLUMNS = (
     "patient_id",
@@ -192,7 +191,7 @@ class Tm2Rows:
         """The rows after the header, `rows_per_chunk` csv records at a time (at least one table)."""
         position = 0  # csv records read after the header, blank ones included
         while True:
-            with _garbage_collector_paused():
+            with gc_paused():  # a million row lists, none in a cycle (4x faster)
                 columns = ColumnBuilder(self._column_index, self.info.header_fields, TM2_COLUMNS)
                 wanted = rows_per_chunk
                 while wanted > 0:
@@ -233,19 +232,6 @@ def _read_header(reader: Iterator[list[str]]) -> list[str]:
     except csv.Error as error:
         raise FileRefused("malformed", f"the CSV structure breaks at data row 1: {error}") from None
     raise FileRefused("empty", "the file has no header row")
-
-
-@contextmanager
-def _garbage_collector_paused() -> Iterator[None]:
-    # A million row lists trigger cyclic collections over all of them again and again (4x slower);
-    # none of them forms a cycle, so the collector is paused while they are built.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _refuse_non_text(data: bytes) -> None:
