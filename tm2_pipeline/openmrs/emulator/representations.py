@@ -19,11 +19,16 @@ def _link(request: Request, resource: str, uuid: str) -> list[dict[str, str]]:
     return [{"rel": "self", "uri": f"{base}/{resource}/{uuid}", "resourceAlias": resource}]
 
 
+def _ref(request: Request, resource: str, uuid: str, display: str) -> dict[str, Any]:
+    """OpenMRS's `ref` representation, the start of every fuller one."""
+    return {"uuid": uuid, "display": display, "links": _link(request, resource, uuid)}
+
+
 def patient_rep(request: Request, patient: dict[str, Any], view: str) -> dict[str, Any]:
     preferred = next((i for i in patient["identifiers"] if i.get("preferred")), patient["identifiers"][0])
     name = f"{patient['givenName']} {patient['familyName']}"
     display = f"{preferred['identifier']} - {name}"
-    ref = {"uuid": patient["uuid"], "display": display, "links": _link(request, "patient", patient["uuid"])}
+    ref = _ref(request, "patient", patient["uuid"], display)
     if view == "ref":
         return ref
     identifiers = [
@@ -47,11 +52,7 @@ def patient_rep(request: Request, patient: dict[str, Any], view: str) -> dict[st
 
 
 def concept_rep(request: Request, concept: dict[str, Any], view: str) -> dict[str, Any]:
-    ref = {
-        "uuid": concept["uuid"],
-        "display": concept["name"],
-        "links": _link(request, "concept", concept["uuid"]),
-    }
+    ref = _ref(request, "concept", concept["uuid"], concept["name"])
     if view == "ref":
         return ref
     mappings = [
@@ -70,11 +71,7 @@ def concept_rep(request: Request, concept: dict[str, Any], view: str) -> dict[st
 
 
 def source_rep(request: Request, source: dict[str, Any], view: str) -> dict[str, Any]:
-    ref = {
-        "uuid": source["uuid"],
-        "display": source["name"],
-        "links": _link(request, "conceptsource", source["uuid"]),
-    }
+    ref = _ref(request, "conceptsource", source["uuid"], source["name"])
     if view == "ref":
         return ref
     return {
@@ -96,11 +93,7 @@ def condition_rep(
 ) -> dict[str, Any]:
     coded = concepts.get(condition["coded"]) if condition.get("coded") else None
     display = coded["name"] if coded else condition.get("nonCoded") or ""
-    ref = {
-        "uuid": condition["uuid"],
-        "display": display,
-        "links": _link(request, "condition", condition["uuid"]),
-    }
+    ref = _ref(request, "condition", condition["uuid"], display)
     if view == "ref":
         return ref
     previous = condition.get("previousVersion")
