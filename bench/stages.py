@@ -133,10 +133,11 @@ def _ingest(
     """Run `path` as `tm2 ingest` does: one partition, the sensor's run config and tags."""
     import dagster as dg
 
+    from tm2_pipeline.landing import sha256_of_file
     from tm2_pipeline.partitions import tm2_csv_files
     from tm2_pipeline.sensors import ingest_run_request
 
-    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    sha256 = sha256_of_file(path)
     instance.add_dynamic_partitions(tm2_csv_files.name, [path.name])
     request = ingest_run_request(path.name, path, sha256)
     return job.execute_in_process(

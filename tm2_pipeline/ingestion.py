@@ -17,6 +17,7 @@ from dagster import DagsterEventType
 
 from tm2_pipeline.assets.validated import reject_rate_outcome
 from tm2_pipeline.definitions import build_definitions
+from tm2_pipeline.landing import sha256_of_file
 from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.reading import FileRefused
 from tm2_pipeline.run_outcome import BLOCKED, FAILED, REFUSED, SUCCEEDED, classify_run
@@ -101,7 +102,7 @@ class Ingestor:
 
     def ingest(self, path: Path) -> IngestReport:
         path = path.resolve()
-        sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        sha256 = sha256_of_file(path)
         if problem := partition_key_problem(path.name):
             return IngestReport(file=path.name, sha256=sha256, status=REFUSED, error=problem)
         self.instance.add_dynamic_partitions(tm2_csv_files.name, [path.name])
