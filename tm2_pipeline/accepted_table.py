@@ -82,7 +82,7 @@ class AcceptedTable:
             metadata = parquet.metadata.metadata or {}  # the footer's key-value pairs
         return json.loads(metadata.get(PANDAS_ATTRS_KEY, b"{}"))
 
-    @property
+    @cached_property
     def num_rows(self) -> int:
         with self._open() as parquet:
             return parquet.metadata.num_rows

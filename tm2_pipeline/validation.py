@@ -109,7 +109,6 @@ class _Collector:
         self.info = info
         self.sink = sink
         self.rows = 0
-        self.accepted = 0
         self.records: list[pd.DataFrame] = []  # gathered only when there is no sink
         self.rejected_rows: list[dict[str, Any]] = []
         self.duplicate_rows: list[dict[str, int]] = []
@@ -149,7 +148,6 @@ class _Collector:
                 rows = records["source_row"].tolist()
         self.first_row_of_key.update(zip(keys, rows, strict=True))
         self.rows += chunk.rows
-        self.accepted += len(records)
         self.per_system.update(records["system_type"].value_counts().to_dict())
         self.per_block.update(records["who_block"].value_counts().to_dict())
         self.rejected_rows += chunk.rejected_rows
@@ -170,7 +168,7 @@ class _Collector:
             del frames
         return ValidationResult(
             rows=self.rows,
-            accepted=self.accepted,
+            accepted=len(self.first_row_of_key),  # one entry per accepted record
             duplicates=len(self.duplicate_rows),
             rejected=len(self.rejected_rows),
             accepted_records=records,
