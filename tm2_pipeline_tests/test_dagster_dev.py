@@ -15,16 +15,11 @@ import pytest
 
 from tm2_pipeline.embedded.secantus import EmbeddedSecantus
 from tm2_pipeline_tests.dagster_dev import REPO_ROOT, DagsterDev, isolated_env
+from tm2_pipeline_tests.pipeline_runs import CHECKS_BY_ASSET
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
 SAMPLE = REPO_ROOT / "data" / "tm2_sample.csv"
-EXPECTED_CHECKS = {
-    "raw_tm2_file": {"file_readable"},
-    "validated_tm2_records": {"row_accounting", "unique_record_keys", "reject_rate"},
-    "tm2_mongo_records": {"stored_once", "codes_valid", "dates_valid"},
-    "openmrs_submissions": {"submission_health"},
-}
 
 ASSETS_AND_CHECKS = """
 { assetNodes { assetKey { path }
@@ -82,7 +77,7 @@ def test_dagster_dev_shows_the_pipeline_and_the_cli_run(tm2_home: Path, tmp_path
             outcome = node["assetChecksOrError"]
             assert outcome["__typename"] == "AssetChecks", outcome
             checks["/".join(node["assetKey"]["path"])] = {check["name"] for check in outcome["checks"]}
-        assert checks == EXPECTED_CHECKS
+        assert checks == CHECKS_BY_ASSET
 
         repositories = dev.graphql(SENSORS_AND_SCHEDULES)["repositoriesOrError"]
         assert repositories["__typename"] == "RepositoryConnection", repositories

@@ -17,6 +17,7 @@ import pytest
 
 from tm2_pipeline.embedded.secantus import EmbeddedSecantus
 from tm2_pipeline_tests.dagster_dev import REPO_ROOT, DagsterDev, DagsterDevError, isolated_env
+from tm2_pipeline_tests.pipeline_runs import CHECKS_BY_ASSET
 
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(600)]
 
@@ -26,12 +27,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 SAMPLE = REPO_ROOT / "data" / "tm2_sample.csv"
 SENSOR = "tm2_landing_sensor"
 TIMEZONE = "Asia/Kolkata"  # the pipeline's "today" (TM2_TIMEZONE), pinned for this test
-EXPECTED_CHECKS = {
-    "raw_tm2_file": {"file_readable"},
-    "validated_tm2_records": {"row_accounting", "unique_record_keys", "reject_rate"},
-    "tm2_mongo_records": {"stored_once", "codes_valid", "dates_valid"},
-    "openmrs_submissions": {"submission_health"},
-}
 
 SENSOR_RUNS = """
 query SensorRuns($value: String!) {
@@ -136,7 +131,7 @@ def test_landed_file_flows_through_and_the_asset_graph_shows_it(tm2_home: Path, 
                 execution = check["executionForLatestMaterialization"] or {}
                 key = (node["assetKey"]["path"][-1], check["name"])
                 statuses[key] = (execution.get("runId"), execution.get("status"))
-        expected = {(asset, name) for asset, names in EXPECTED_CHECKS.items() for name in names}
+        expected = {(asset, name) for asset, names in CHECKS_BY_ASSET.items() for name in names}
         assert statuses == dict.fromkeys(expected, (run_id, "SUCCEEDED"))
 
         screenshots = browse_asset_graph(playwright, dev.url, tmp_path)
@@ -154,7 +149,7 @@ def browse_asset_graph(playwright, url: str, out_dir: Path) -> list[Path]:
         page.set_default_timeout(60_000)
         try:
             page.goto(f"{url}/locations/tm2_pipeline/asset-groups/tm2", wait_until="domcontentloaded")
-            for asset, checks in EXPECTED_CHECKS.items():
+            for asset, checks in CHECKS_BY_ASSET.items():
                 expect(page.get_by_text(asset, exact=True).first).to_be_visible()
                 # Each node's checks row links to that asset's checks tab: "<n> / <n> Passed".
                 badge = page.locator(f'a[href="/assets/{asset}?view=checks"]')
@@ -162,7 +157,7 @@ def browse_asset_graph(playwright, url: str, out_dir: Path) -> list[Path]:
             page.screenshot(path=str(graph_png))
 
             page.goto(f"{url}/assets/validated_tm2_records?view=checks", wait_until="domcontentloaded")
-            for name in EXPECTED_CHECKS["validated_tm2_records"]:
+            for name in CHECKS_BY_ASSET["validated_tm2_records"]:
                 expect(page.get_by_text(name, exact=True).first).to_be_visible()
             expect(page.get_by_text("Succeeded", exact=True)).to_have_count(3)
             page.screenshot(path=str(checks_png))
