@@ -14,9 +14,8 @@ from typing import Any
 from pymongo import ReplaceOne
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError
 
-from tm2_pipeline.store.errors import DUPLICATE_KEY, client_target, translate_outage
+from tm2_pipeline.store.errors import client_target, insert_new, translate_outage
 from tm2_pipeline.store.indexes import REJECTS_COLLECTION
 from tm2_pipeline.store.timestamps import stored_timestamp
 
@@ -86,7 +85,7 @@ class RejectStore:
             stored = {doc["_id"]: doc for doc in self.collection.find({"sha256": sha256})}
             new = [doc for key, doc in wanted.items() if key not in stored]
             changed = [doc for key, doc in wanted.items() if key in stored and _differs(stored[key], doc)]
-            changed += self._insert_new(new)
+            changed += insert_new(self.collection, new)  # a concurrent run's rows come back to replace
             if changed:
                 self.collection.bulk_write(
                     [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in changed], ordered=False
@@ -95,19 +94,6 @@ class RejectStore:
             for start in range(0, len(stale), STALE_DELETE_KEYS):
                 self.collection.delete_many({"_id": {"$in": stale[start : start + STALE_DELETE_KEYS]}})
         return len(wanted)
-
-    def _insert_new(self, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Insert; rows a concurrent run of the same file inserted first come back to be replaced."""
-        if not documents:
-            return []
-        try:
-            self.collection.insert_many(documents, ordered=False)
-        except BulkWriteError as error:
-            failures = error.details["writeErrors"]
-            if error.details.get("writeConcernErrors") or any(f["code"] != DUPLICATE_KEY for f in failures):
-                raise
-            return [documents[failure["index"]] for failure in failures]
-        return []
 
     def for_file(self, sha256: str) -> list[dict[str, Any]]:
         """The rejects of one file content, by row, with `values` as a {column: value} dict."""
