@@ -18,7 +18,7 @@ from dagster import DagsterEventType
 from tm2_pipeline.assets.validated import reject_rate_outcome
 from tm2_pipeline.definitions import build_definitions
 from tm2_pipeline.landing import sha256_of_file
-from tm2_pipeline.partitions import tm2_csv_files
+from tm2_pipeline.partitions import partition_key_problem, tm2_csv_files
 from tm2_pipeline.reading import FileRefused
 from tm2_pipeline.run_outcome import BLOCKED, FAILED, REFUSED, SUCCEEDED, classify_run
 from tm2_pipeline.sensors import ingest_run_request
@@ -64,13 +64,6 @@ def prepare_dagster_home(settings: Settings) -> Path:
         shutil.copyfile(REPO_DAGSTER_YAML, home / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(home)
     return home
-
-
-def partition_key_problem(name: str) -> str | None:
-    """Dynamic partition keys must be plain: the UI breaks on commas and `...`."""
-    if "," in name or "..." in name or any(ord(ch) < 32 for ch in name):
-        return f"the file name {name!r} cannot be a partition key (no commas, '...' or control characters)"
-    return None
 
 
 def dry_run(path: Path, settings: Settings, today) -> IngestReport:

@@ -14,7 +14,7 @@ import dagster as dg
 
 from tm2_pipeline.jobs import ingest_tm2_file
 from tm2_pipeline.landing import archive, scan_landing_dir, sha256_of_file, stable_files, write_error_note
-from tm2_pipeline.partitions import tm2_csv_files
+from tm2_pipeline.partitions import partition_key_problem, tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.run_outcome import FAILED, REFUSED, SUCCEEDED, classify_run
 
@@ -54,6 +54,11 @@ def build_landing_sensor(interval_s: int, max_runs_per_tick: int) -> dg.SensorDe
                 break
             source = landing_dir / name
             sha256 = sha256_of_file(source)
+            if problem := partition_key_problem(name):
+                # Refused before any run, as `tm2 ingest` refuses it: no partition is ever made of it.
+                write_error_note(pipeline.home.failed_dir, name, f"refused: {problem}")
+                archive(source, pipeline.home.failed_dir, sha256, keep_source=False)
+                continue
             request = _next_step(context, pipeline, source, sha256)
             if request is None:
                 continue

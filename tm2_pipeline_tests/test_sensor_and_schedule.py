@@ -64,6 +64,20 @@ def test_a_file_is_requested_once_stable_with_a_content_run_key(home):
         assert list(add.partition_keys) == ["clinic_a.csv"]
 
 
+def test_a_name_that_cannot_be_a_partition_key_goes_to_failed_without_a_run(home):
+    sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
+    land(home, "clinic,march.csv", "some,content\n")
+    with dg.instance_for_test() as instance:
+        first = tick(sensor, instance, home)
+        second = tick(sensor, instance, home, first.cursor)
+        assert second.run_requests == [] and second.dynamic_partitions_requests == []
+        assert instance.get_dynamic_partitions(tm2_csv_files.name) == []
+    assert not (home / "landing" / "clinic,march.csv").exists()
+    assert (home / "failed" / "clinic,march.csv").read_text() == "some,content\n"
+    note = (home / "failed" / "clinic,march.csv.error.txt").read_text()
+    assert "cannot be a partition key" in note
+
+
 def test_a_growing_file_waits(home):
     sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
     path = home / "landing" / "growing.csv"
