@@ -13,15 +13,11 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from pymongo import MongoClient
 
 from bench.measure import StageResult, measured
-
-if TYPE_CHECKING:  # Dagster is imported by the stages that use it, not by the others
-    import dagster as dg
 
 FLOOR_DB = "bench_floor"
 PIPELINE_DB = "bench_pipeline"
@@ -127,55 +123,6 @@ WARMUP_DB = "bench_warmup"
 WARMUP_ROWS = 200
 
 
-def _ingest(
-    job: dg.JobDefinition, instance: dg.DagsterInstance, path: Path, tag: str
-) -> dg.ExecuteInProcessResult:
-    """Run `path` as `tm2 ingest` does: one partition, the sensor's run config and tags."""
-    import dagster as dg
-
-    from tm2_pipeline.landing import sha256_of_file
-    from tm2_pipeline.partitions import tm2_csv_files
-    from tm2_pipeline.sensors import ingest_run_request
-
-    sha256 = sha256_of_file(path)
-    instance.add_dynamic_partitions(tm2_csv_files.name, [path.name])
-    request = ingest_run_request(path.name, path, sha256)
-    return job.execute_in_process(
-        instance=instance,
-        partition_key=path.name,
-        run_config=request.run_config,
-        tags={**request.tags, "tm2/started_by": tag},
-        raise_on_error=False,
-        asset_selection=[dg.AssetKey(asset) for asset in PIPELINE_ASSETS],
-    )
-
-
-def _run_counts(instance: dg.DagsterInstance, run_id: str) -> dict[str, int]:
-    """The asset checks evaluated and the materialization counts of one run."""
-    import dagster as dg
-
-    from tm2_pipeline.ingestion import METADATA_COUNTS
-
-    counts: dict[str, int] = {"checks": 0}
-    for entry in instance.all_logs(run_id):
-        event = entry.dagster_event
-        if event is None:
-            continue
-        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
-            counts["checks"] += 1
-        elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
-            materialization = event.event_specific_data.materialization
-            wanted = METADATA_COUNTS.get(materialization.asset_key.to_user_string(), {})
-            counts.update(
-                {
-                    wanted[key]: int(value.value)
-                    for key, value in materialization.metadata.items()
-                    if key in wanted
-                }
-            )
-    return counts
-
-
 def stage_pipeline(ctx: BenchContext, name: str = "pipeline") -> StageResult:
     """(b)/(d) raw -> validated -> stored through Dagster, in-process, as `tm2 ingest` runs a file.
 
@@ -185,9 +132,7 @@ def stage_pipeline(ctx: BenchContext, name: str = "pipeline") -> StageResult:
     """
     import dagster as dg
 
-    from tm2_pipeline.definitions import build_definitions
-    from tm2_pipeline.ingestion import prepare_dagster_home
-    from tm2_pipeline.run_outcome import classify_run
+    from tm2_pipeline.ingestion import Ingestor, prepare_dagster_home
     from tm2_pipeline.settings import load_settings
 
     os.environ.update(
@@ -195,28 +140,28 @@ def stage_pipeline(ctx: BenchContext, name: str = "pipeline") -> StageResult:
     )
     settings = load_settings()
     prepare_dagster_home(settings)
-    job = build_definitions(settings).resolve_job_def("ingest_tm2_file")
-    warmup_job = build_definitions(settings.model_copy(update={"mongodb_db": WARMUP_DB}))
     warmup_path = Path(ctx.workdir) / f"warmup_{name}.csv"
     _first_rows(Path(ctx.data_path), WARMUP_ROWS, warmup_path)
-    path = Path(ctx.data_path)
     result = StageResult(name, rows=ctx.rows, note="Dagster in-process, 3 assets + checks")
     warmup = StageResult("warmup")
     with dg.DagsterInstance.get() as instance:
+        warmup_settings = settings.model_copy(update={"mongodb_db": WARMUP_DB})
+        warmup_ingestor = Ingestor(warmup_settings, instance, assets=PIPELINE_ASSETS, started_by="bench")
         with measured(warmup):
-            _ingest(warmup_job.resolve_job_def("ingest_tm2_file"), instance, warmup_path, "bench-warmup")
+            warmup_ingestor.ingest(warmup_path)
+        ingestor = Ingestor(settings, instance, assets=PIPELINE_ASSETS, started_by="bench")
         with measured(result):
-            run = _ingest(job, instance, path, "bench")
-        outcome = classify_run(instance, run.run_id, run.success)
-        counts = _run_counts(instance, run.run_id)
+            report = ingestor.ingest(Path(ctx.data_path))
+        checks = instance.all_logs(report.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
     result.extra = {
-        "status": outcome.status,
-        "error": outcome.error,
-        **counts,
+        "status": report.status,
+        "error": report.error,
+        "checks": len(checks),
+        **report.counts,  # `submitted` and `submission_failed` stay 0: OpenMRS is not part of (b)
         "warmup_cpu_s": round(warmup.cpu_s, 2),
     }
-    if outcome.status != "succeeded":
-        result.note = f"run {outcome.status}: {outcome.error}"
+    if report.status != "succeeded":
+        result.note = f"run {report.status}: {report.error}"
     return result
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,9 +90,19 @@ def dry_run(path: Path, settings: Settings, today) -> IngestReport:
 class Ingestor:
     """Runs `ingest_tm2_file` for files, one run each, on one instance with one set of resources."""
 
-    def __init__(self, settings: Settings, instance: dg.DagsterInstance) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        instance: dg.DagsterInstance,
+        *,
+        assets: Sequence[str] | None = None,
+        started_by: str = "cli",
+    ) -> None:
+        """`assets`: run only these of the job's assets (the benchmark leaves OpenMRS out)."""
         self.instance = instance
         self.job = build_definitions(settings).resolve_job_def("ingest_tm2_file")
+        self.asset_selection = [dg.AssetKey(asset) for asset in assets] if assets else None
+        self.started_by = started_by
 
     def ingest(self, path: Path) -> IngestReport:
         path = path.resolve()
@@ -105,8 +116,9 @@ class Ingestor:
             partition_key=path.name,
             # The run's own log stays in the instance (the UI shows it); the terminal gets warnings only.
             run_config={**request.run_config, "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            tags={**request.tags, "tm2/started_by": "cli"},
+            tags={**request.tags, "tm2/started_by": self.started_by},
             raise_on_error=False,
+            asset_selection=self.asset_selection,
         )
         outcome = classify_run(self.instance, result.run_id, result.success)
         report = IngestReport(
