@@ -8,6 +8,7 @@ once the last chunk is in), under the key pandas uses for `DataFrame.attrs`.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from collections.abc import Iterator
@@ -31,6 +32,26 @@ ACCEPTED_TABLE_SCHEMA = pa.schema(
     [(column, pa.string()) for column in ACCEPTED_RECORD_COLUMNS if column != "source_row"]
     + [("source_row", pa.int64())]
 )
+
+
+# A table being written is staged next to its final path, named after the run writing it.
+STAGING_SUFFIX = ".partial"
+
+
+def staging_path(table_path: Path, run_id: str) -> Path:
+    """Where run `run_id` writes the table before the IO manager moves it to `table_path`."""
+    return table_path.with_name(f"{table_path.name}.{run_id}{STAGING_SUFFIX}")
+
+
+def staged_tables(table_path: Path) -> dict[str, Path]:
+    """run id -> staging file beside `table_path`, whichever run left it (a killed or failed one too)."""
+    prefix = f"{table_path.name}."
+    found = {}
+    for path in table_path.parent.glob(f"{glob.escape(prefix)}*{STAGING_SUFFIX}"):
+        run_id = path.name[len(prefix) : -len(STAGING_SUFFIX)]
+        if "." not in run_id:  # else another partition's file whose name extends this one's
+            found[run_id] = path
+    return found
 
 
 class AcceptedTableWriter:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tm2_pipeline.accepted_table import AcceptedTable, AcceptedTableWriter
+from tm2_pipeline.accepted_table import AcceptedTable, AcceptedTableWriter, staged_tables, staging_path
 from tm2_pipeline_tests.accepted_frames import accepted_frame, with_severity
 
 
@@ -46,3 +46,14 @@ def test_a_table_without_a_summary_has_empty_attrs_and_moves_into_place(tmp_path
     assert moved.attrs == {} and moved.num_rows == 2
     assert moved.move_to(moved.path) == moved  # already in place: nothing happens
     assert AcceptedTable(moved.path).num_rows == 2
+
+
+def test_staged_tables_are_found_by_run_and_not_confused_with_a_longer_partition_name(tmp_path) -> None:
+    table = tmp_path / "a.csv.parquet"
+    mine = staging_path(table, "1b9d6bcd-bbfd-4b2d-9b5d-ab8dfbbd4bed")
+    mine.write_bytes(b"x")
+    # The partition "a.csv.parquet.b.csv" stages next to it; its file must not count as a.csv's.
+    staging_path(tmp_path / "a.csv.parquet.b.csv.parquet", "run-2").write_bytes(b"x")
+    (tmp_path / "a.csv.parquet").write_bytes(b"the table itself")
+    assert staged_tables(table) == {"1b9d6bcd-bbfd-4b2d-9b5d-ab8dfbbd4bed": mine}
+    assert staged_tables(tmp_path / "[weird].csv.parquet") == {}

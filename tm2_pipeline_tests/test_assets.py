@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from tm2_pipeline.accepted_table import staged_tables, staging_path
 from tm2_pipeline.run_outcome import BLOCKED, REFUSED, SUCCEEDED, classify_run
 from tm2_pipeline_tests.pipeline_runs import ALL_CHECKS, SAMPLE, materialize_file, metadata_of
 
@@ -54,6 +55,23 @@ def test_sample_goes_all_the_way_then_reruns_as_unchanged(pipeline_resources, tm
     # The raw bytes are kept once, content-addressed; tables are Parquet under TM2_HOME.
     assert [p.name for p in (home / "files").iterdir()] == [first.asset_value("raw_tm2_file")["sha256"]]
     assert (home / "tables" / "validated_tm2_records" / "tm2_sample.csv.parquet").exists()
+
+
+def test_staging_tables_of_ended_runs_are_removed_and_a_running_ones_kept(pipeline_resources):
+    home = Path(pipeline_resources["pipeline"].tm2_home)
+    table = home / "tables" / "validated_tm2_records" / f"{SAMPLE.name}.parquet"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    with dg.instance_for_test() as instance:
+        running, failed = (
+            instance.add_run(dg.DagsterRun(job_name="ingest_tm2_file", status=status))
+            for status in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.FAILURE)
+        )
+        for run_id in (running.run_id, failed.run_id, "0c6b1d0e-killed-before-the-instance-knew"):
+            staging_path(table, run_id).write_bytes(b"half a table")
+        result = materialize_file(SAMPLE, pipeline_resources, instance)
+    assert result.success
+    assert set(staged_tables(table)) == {running.run_id}
+    assert table.exists()
 
 
 def test_a_file_written_since_makes_the_rerun_compare_again(pipeline_resources, tmp_path):

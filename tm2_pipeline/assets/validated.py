@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from tm2_pipeline.accepted_table import AcceptedTable, AcceptedTableWriter
+from tm2_pipeline.accepted_table import AcceptedTable, AcceptedTableWriter, staged_tables, staging_path
 from tm2_pipeline.assets.refusal import record_refusal, refusal_failure
 from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
@@ -68,6 +68,7 @@ def validated_tm2_records(
     today, day_first = pipeline.today(), pipeline.day_first
     now = datetime.now(UTC)
     table_path = pipeline.home.table_path(ASSET_NAME, context.partition_key)
+    _remove_abandoned_staging(context, table_path)
     earlier = reusable(table_path, sha256=sha256, today=today, day_first=day_first)
     if earlier:
         # The same bytes, rules and day: the result cannot differ, and its rejects are already
@@ -78,7 +79,7 @@ def validated_tm2_records(
         copy = Path(raw_tm2_file["copy"])
         # Accepted records go to disk chunk by chunk (flat memory); the IO manager moves the
         # finished table into place. A failure on the way leaves no partial table behind.
-        staging = table_path.with_name(f"{table_path.name}.{context.run.run_id}.partial")
+        staging = staging_path(table_path, context.run.run_id)
         try:
             with AcceptedTableWriter(staging) as writer:
                 result = validate_tm2_bytes(
@@ -122,6 +123,16 @@ def validated_tm2_records(
     checks = list(_checks(summary, accepted, rate_passed, rate_severity, pipeline))
     yield dg.Output(accepted, metadata=_metadata(summary, reused=earlier is not None))
     yield from checks
+
+
+def _remove_abandoned_staging(context: dg.AssetExecutionContext, table_path: Path) -> None:
+    """Staging tables of this partition left by runs that ended without handing them over (killed,
+    or failed after the table was sealed); one of a run still going is its own business."""
+    for run_id, path in staged_tables(table_path).items():
+        run = context.instance.get_run_by_id(run_id)
+        if run_id != context.run.run_id and (run is None or run.is_finished):
+            path.unlink(missing_ok=True)
+            context.log.info(f"removed a staging table abandoned by run {run_id}")
 
 
 def _metadata(summary: ValidationSummary, reused: bool) -> dict:
