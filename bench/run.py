@@ -137,12 +137,19 @@ def ratios_line(results: dict[str, StageResult]) -> str:
     )
 
 
-def indexed_floor_line(results: dict[str, StageResult]) -> str | None:
-    """(b) against the same insert into a collection carrying issue 4's three secondary indexes."""
-    floor, pipeline = results.get("floor"), results.get("pipeline")
-    if floor is None or pipeline is None or "with_pipeline_indexes_wall_s" not in floor.extra:
-        return None
-    return f"also: store/indexed_floor={_ratio(pipeline.wall_s, floor.extra['with_pipeline_indexes_wall_s'])}"
+def floors_line(results: dict[str, StageResult]) -> str | None:
+    """Second floors, for what the machine allows: (b) against the same insert into a collection
+    carrying issue 4's three secondary indexes; (f) against bare httpx, one request per record."""
+    floor, pipeline, openmrs = results.get("floor"), results.get("pipeline"), results.get("openmrs")
+    ratios = []
+    if floor and pipeline and "with_pipeline_indexes_wall_s" in floor.extra:
+        indexed_wall = floor.extra["with_pipeline_indexes_wall_s"]
+        ratios.append(f"store/indexed_floor={_ratio(pipeline.wall_s, indexed_wall)}")
+    if openmrs and "http_floor_per_s" in openmrs.extra:
+        ratios.append(
+            f"openmrs/http_floor={_ratio(openmrs.extra['achieved_per_s'], openmrs.extra['http_floor_per_s'])}"
+        )
+    return f"also: {' '.join(ratios)}" if ratios else None
 
 
 def table(results: dict[str, StageResult]) -> str:
@@ -228,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     results = run(args)
     print(table(results))
-    if line := indexed_floor_line(results):
+    if line := floors_line(results):
         print(line)
     print(ratios_line(results))
     return 0

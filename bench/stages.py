@@ -217,6 +217,8 @@ def _sandbox_patient_ids() -> list[str]:
 def stage_openmrs(ctx: BenchContext) -> StageResult:
     """(f) new records sent to the emulator over HTTP (injected latency), `concurrency` in flight."""
     from bench.generate import generate_tm2_csv
+    from bench.http_floor import bare_http_rate
+    from tm2_pipeline.openmrs.client_config import ClientConfig
     from tm2_pipeline.resources.openmrs import OpenMRSResource
     from tm2_pipeline.settings import SANDBOX_PASSWORD, SANDBOX_USERNAME
     from tm2_pipeline.store.indexes import ensure_indexes
@@ -248,6 +250,13 @@ def stage_openmrs(ctx: BenchContext) -> StageResult:
         with measured(result):
             summary = openmrs.submit(records, SubmissionLog(db), datetime.now(UTC))
     bound = ctx.concurrency / (ctx.latency_ms / 1000)
+    # After the measured block, outside it: the same number of bare requests, for the HTTP floor.
+    http_floor = bare_http_rate(
+        ClientConfig(ctx.openmrs_url, SANDBOX_USERNAME, SANDBOX_PASSWORD).rest_base,
+        (SANDBOX_USERNAME, SANDBOX_PASSWORD),
+        requests=len(records),
+        concurrency=ctx.concurrency,
+    )
     result.rows = summary.submitted
     result.extra = {
         "records": len(records),
@@ -255,6 +264,7 @@ def stage_openmrs(ctx: BenchContext) -> StageResult:
         "requests": sum(summary.requests.values()),
         "achieved_per_s": summary.submitted / result.wall_s if result.wall_s else 0.0,
         "bound_per_s": bound,
+        "http_floor_per_s": http_floor,
         "states": summary.state_counts,
     }
     return result

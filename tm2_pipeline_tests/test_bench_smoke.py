@@ -78,7 +78,8 @@ def test_run_completes_and_ends_with_the_ratios_line() -> None:
     assert completed.returncode == 0, completed.stderr[-3000:]
     lines = completed.stdout.strip().splitlines()
     assert RATIOS.fullmatch(lines[-1]), lines[-1]
-    assert re.fullmatch(r"also: store/indexed_floor=\d+\.\d\d", lines[-2]), lines[-2]
+    floors = r"also: store/indexed_floor=\d+\.\d\d openmrs/http_floor=\d+\.\d\d"
+    assert re.fullmatch(floors, lines[-2]), lines[-2]
     for stage in ("(a) floor", "(b) pipeline", "(c) validation", "(d) rerun", "(e) naive", "(f) openmrs"):
         assert any(line.startswith(stage) for line in lines), stage
     assert '"status": "succeeded"' in completed.stdout
