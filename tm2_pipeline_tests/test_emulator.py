@@ -125,6 +125,28 @@ def test_concept_by_source_and_code_references_and_path(rest: httpx.Client) -> N
     assert rest.get("/concept/ICD-11-TM2:SK01").status_code == 404
 
 
+def test_concepts_listed_by_source_alone_in_a_custom_view(rest: httpx.Client) -> None:
+    source = rest.get("/conceptsource/ICD-11-TM2").json()["uuid"]
+    view = "custom:(uuid,retired,mappings:(conceptReferenceTerm:(code,conceptSource:(uuid))))"
+    params = {"source": source, "v": view, "limit": "100", "totalCount": "true"}
+    listed = rest.get("/concept", params=params).json()
+    by_code = rest.get("/concept", params={"source": "ICD-11-TM2", "code": MAPPED_CODE}).json()["results"]
+    [mapped] = [c for c in listed["results"] if c["uuid"] == by_code[0]["uuid"]]
+    assert mapped == {
+        "uuid": by_code[0]["uuid"],
+        "retired": False,
+        "mappings": [{"conceptReferenceTerm": {"code": MAPPED_CODE, "conceptSource": {"uuid": source}}}],
+    }
+    assert listed["totalCount"] == len(listed["results"]) > 10
+    assert all(set(c) == {"uuid", "retired", "mappings"} for c in listed["results"])
+    # The default view shows mappings as references, "<source>: <code>", with no code field.
+    default = rest.get(f"/concept/{mapped['uuid']}").json()
+    assert [m["display"] for m in default["mappings"]] == [f"ICD-11-TM2: {MAPPED_CODE}"]
+    assert "conceptReferenceTerm" not in default["mappings"][0]
+    unknown = rest.get("/concept", params={"source": source, "v": "custom:(uuid,nonsense)"})
+    assert unknown.status_code == 400 and "nonsense" in unknown.json()["error"]["message"]
+
+
 def test_concept_source_by_name_and_search(rest: httpx.Client) -> None:
     source = rest.get("/conceptsource/ICD-11-TM2").json()
     assert source["name"] == "ICD-11-TM2" and source["hl7Code"]

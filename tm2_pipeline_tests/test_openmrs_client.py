@@ -323,3 +323,80 @@ def test_credentials_in_the_url_are_refused_and_never_echoed() -> None:
 def test_httpx_request_logging_is_silenced() -> None:
     assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING
     assert logging.getLogger("httpcore").getEffectiveLevel() >= logging.WARNING
+
+
+SOURCE_UUID = "src-tm2"
+
+
+def concept_listing(concepts: list[tuple[str, list[tuple[str, str]]]], *, retired: frozenset = frozenset()):
+    """A fake `GET /concept?source=` answer: (uuid, [(source uuid, code)]) per concept, paged by 100."""
+
+    def route(request: httpx.Request) -> httpx.Response:
+        if session := session_ok(request):
+            return session
+        if "/conceptsource/" in request.url.path:
+            return httpx.Response(200, json={"uuid": SOURCE_UUID, "name": "ICD-11-TM2", "retired": False})
+        params = request.url.params
+        assert request.url.path.endswith("/concept") and params["source"] == SOURCE_UUID
+        assert "code" not in params and params["v"].startswith("custom:(")
+        start = int(params["startIndex"])
+        page = [
+            {
+                "uuid": uuid,
+                "retired": uuid in retired,
+                "mappings": [
+                    {"conceptReferenceTerm": {"code": code, "conceptSource": {"uuid": source}}}
+                    for source, code in mappings
+                ],
+            }
+            for uuid, mappings in concepts[start : start + 100]
+        ]
+        body: dict = {"results": page, "totalCount": len(concepts)} if start == 0 else {"results": page}
+        if start + 100 < len(concepts):
+            body["links"] = [{"rel": "next", "uri": "..."}]
+        return httpx.Response(200, json=body)
+
+    return route
+
+
+def test_concepts_come_from_one_paged_listing_of_the_source_for_the_whole_run() -> None:
+    concepts = [(f"k-{n}", [(SOURCE_UUID, f"SK{n:03d}")]) for n in range(150)]
+    concepts += [
+        ("k-twin-a", [(SOURCE_UUID, "SM00")]),
+        ("k-twin-b", [(SOURCE_UUID, "sm00")]),  # codes compare case-insensitively, as in OpenMRS
+        ("k-other-source", [("src-snomed", "SM10")]),  # a mapping to another source is not ours
+        ("k-retired", [(SOURCE_UUID, "SM20")]),
+        ("k-two-codes", [(SOURCE_UUID, "SM30"), (SOURCE_UUID, "SM31"), ("src-snomed", "SK000")]),
+    ]
+    script = Script(concept_listing(concepts, retired=frozenset({"k-retired"})))
+    codes = ["SK000", "sk149", "SM00", "SM10", "SM20", "SM30", "SM31", "SX99"]
+
+    async def scenario() -> list[str | None]:
+        async with script.client() as client:
+            assert await client.concept_source_exists()
+            return list(await asyncio.gather(*(client.concept_uuid(code) for code in codes)))
+
+    assert run(scenario()) == ["k-0", "k-149", None, None, None, "k-two-codes", "k-two-codes", None]
+    listing = script.paths("/concept")
+    assert [r.url.params["startIndex"] for r in listing] == ["0", "100"]  # 155 concepts: two pages, once
+
+
+def test_a_source_too_large_to_list_is_asked_code_by_code() -> None:
+    listing = concept_listing([(f"k-{n}", [(SOURCE_UUID, f"C{n}")]) for n in range(2001)])
+
+    def route(request: httpx.Request) -> httpx.Response:
+        if "code" in request.url.params:
+            code = request.url.params["code"]
+            return httpx.Response(200, json={"results": [{"uuid": f"by-code-{code}"}]})
+        return listing(request)
+
+    script = Script(route)
+
+    async def scenario() -> list[str | None]:
+        async with script.client() as client:
+            return [await client.concept_uuid(code) for code in ("C1", "C2", "C1")]
+
+    assert run(scenario()) == ["by-code-C1", "by-code-C2", "by-code-C1"]
+    by_code = [r for r in script.paths("/concept") if "code" in r.url.params]
+    assert [r.url.params["code"] for r in by_code] == ["C1", "C2"]  # still cached per code
+    assert len(script.paths("/concept")) == 3  # the first page only, then one lookup per code

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -28,6 +28,10 @@ from tm2_pipeline.openmrs.responses import retry_after_seconds, server_message
 
 GATEWAY_STATUSES = frozenset({502, 503, 504})
 PAGE_LIMIT = 100  # OpenMRS answers 500 above this
+# What the concept index needs of each concept listed for the source, and no more.
+CONCEPT_INDEX_VIEW = "custom:(uuid,retired,mappings:(conceptReferenceTerm:(code,conceptSource:(uuid))))"
+# TM2 has 648 codes: a source mapping many more concepts is not a TM2 source; ask it code by code.
+MAX_INDEXED_CONCEPTS = 2000
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -251,18 +255,31 @@ class OpenMRSClient:
 
         return await self._memo("patient", identifier, fetch)
 
-    async def concept_source_exists(self) -> bool:
-        async def fetch() -> bool:
+    async def concept_source_uuid(self) -> str | None:
+        """uuid of the configured concept source; None when there is none by that name, or it is retired."""
+
+        async def fetch() -> str | None:
             name = quote(self.config.concept_source, safe="")
             body = await self._get_json(
                 f"/conceptsource/{name}", what="concept source lookup", missing_ok=True
             )
-            return body is not None and not body.get("retired")
+            return None if body is None or body.get("retired") else body["uuid"]
 
         return await self._memo("source", self.config.concept_source, fetch)
 
+    async def concept_source_exists(self) -> bool:
+        return await self.concept_source_uuid() is not None
+
     async def concept_uuid(self, code: str) -> str | None:
-        """The one concept mapped to `code` in the configured source; None when none (or several) are."""
+        """The one concept mapped to `code` in the configured source; None when none (or several) are.
+
+        Read from the run's index of the source (a few pages for all of TM2's codes) instead of one
+        lookup per code; a source too large to list is asked code by code.
+        """
+        index = await self._memo("concept index", self.config.concept_source, self._concept_index)
+        if index is not None:
+            concepts = index.get(code.casefold(), set())
+            return next(iter(concepts)) if len(concepts) == 1 else None
 
         async def fetch() -> str | None:
             params = {"source": self.config.concept_source, "code": code, "v": "ref"}
@@ -271,6 +288,42 @@ class OpenMRSClient:
             return results[0]["uuid"] if len(results) == 1 else None
 
         return await self._memo("concept", code, fetch)
+
+    async def _concept_index(self) -> dict[str, set[str]] | None:
+        """Code (casefolded, as OpenMRS compares codes) -> uuids of the non-retired concepts mapped to it
+        in the configured source, listed a page at a time; None when the source maps more concepts
+        than MAX_INDEXED_CONCEPTS."""
+        source_uuid = await self.concept_source_uuid()
+        index: dict[str, set[str]] = {}
+        if source_uuid is None:
+            return index
+        params = {"source": source_uuid, "v": CONCEPT_INDEX_VIEW, "totalCount": "true"}
+        async for page, total in self._pages("/concept", params, what="concept list"):
+            if total is not None and total > MAX_INDEXED_CONCEPTS:
+                return None
+            for concept in page:
+                if concept.get("retired"):
+                    continue
+                for mapping in concept.get("mappings") or []:
+                    term = mapping.get("conceptReferenceTerm") or {}
+                    if (term.get("conceptSource") or {}).get("uuid") == source_uuid and term.get("code"):
+                        index.setdefault(term["code"].casefold(), set()).add(concept["uuid"])
+        return index
+
+    async def _pages(
+        self, path: str, params: dict[str, str], *, what: str
+    ) -> AsyncIterator[tuple[list[dict[str, Any]], int | None]]:
+        """Every page of a paged list (PAGE_LIMIT at a time, following `next` links), with the
+        `totalCount` OpenMRS adds to the first page when asked."""
+        start = 0
+        while True:
+            paged = {**params, "limit": str(PAGE_LIMIT), "startIndex": str(start)}
+            body = await self._get_json(path, what=what, params=paged) or {}
+            page = body.get("results") or []
+            yield page, body.get("totalCount")
+            start += len(page)
+            if not page or not any(link.get("rel") == "next" for link in body.get("links") or []):
+                return
 
     # --- conditions ----------------------------------------------------------------------------
 
@@ -284,20 +337,12 @@ class OpenMRSClient:
 
     async def patient_conditions(self, patient_uuid: str) -> list[dict[str, Any]]:
         """Every condition OpenMRS lists for the patient (all pages, full representation)."""
-        conditions: list[dict[str, Any]] = []
-        while True:
-            params = {
-                "patientUuid": patient_uuid,
-                "v": "full",
-                "limit": str(PAGE_LIMIT),
-                "startIndex": str(len(conditions)),
-            }
-            body = await self._get_json("/condition", what="condition list", params=params) or {}
-            page = body.get("results") or []
-            conditions.extend(page)
-            has_next = any(link.get("rel") == "next" for link in body.get("links") or [])
-            if not page or not has_next:
-                return conditions
+        params = {"patientUuid": patient_uuid, "v": "full"}
+        return [
+            condition
+            async for page, _ in self._pages("/condition", params, what="condition list")
+            for condition in page
+        ]
 
     async def create_condition(self, payload: dict[str, Any]) -> WriteResult:
         return await self._write("/condition", payload, what="condition create")

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from tm2_pipeline.openmrs.emulator import representations as rep
+from tm2_pipeline.openmrs.emulator.custom_rep import CustomRepError
 from tm2_pipeline.openmrs.emulator.state import DuplicateUuid, EmulatorState
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -149,9 +150,11 @@ async def patient(request: Request) -> Response:
 
 @protected("Get Concepts")
 async def concepts(request: Request) -> Response:
-    state, params, view = _state(request), request.query_params, rep.view_of(request, "ref")
+    state, params = _state(request), request.query_params
     if "source" in params and "code" in params:
         found = state.concepts_mapped_to(params["source"], params["code"])
+    elif "source" in params:
+        found = state.concepts_listed_for(params["source"])
     elif "references" in params:
         found = [
             c
@@ -159,20 +162,28 @@ async def concepts(request: Request) -> Response:
             for c in state.resolve_concept(reference.strip())
         ]
     else:
-        return rep.error(400, "This search is not supported here: use ?source=&code= or ?references=")
-    return rep.paged(request, [rep.concept_rep(request, concept, view) for concept in found])
+        return rep.error(400, "This search is not supported here: use ?source=[&code=] or ?references=")
+    try:
+        items = [rep.concept_in_view(request, concept, "ref", state.sources_by_name) for concept in found]
+    except CustomRepError as problem:
+        return rep.error(400, str(problem))
+    return rep.paged(request, items)
 
 
 @protected("Get Concepts")
 async def concept(request: Request) -> Response:
-    found = _state(request).resolve_concept(request.path_params["reference"])
+    state = _state(request)
+    found = state.resolve_concept(request.path_params["reference"])
     if len(found) > 1:
         return rep.error(
             500, "Multiple non-retired concepts found for mapping [null]", "org.openmrs.api.APIException:0"
         )
     if not found:
         return rep.not_found()
-    return JSONResponse(rep.concept_rep(request, found[0], rep.view_of(request, "default")))
+    try:
+        return JSONResponse(rep.concept_in_view(request, found[0], "default", state.sources_by_name))
+    except CustomRepError as problem:
+        return rep.error(400, str(problem))
 
 
 @protected("Get Concept Sources")

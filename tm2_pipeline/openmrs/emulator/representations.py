@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
+from uuid import NAMESPACE_URL, uuid5
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from tm2_pipeline.openmrs.emulator.custom_rep import parse_custom, project
 
 REST_PREFIX = "/openmrs/ws/rest/v1"
 REALM = 'Basic realm="OpenMRS at /ws/rest"'
@@ -51,22 +55,81 @@ def patient_rep(request: Request, patient: dict[str, Any], view: str) -> dict[st
     return {**ref, "identifiers": identifiers, "person": person, "voided": False, "resourceVersion": "1.8"}
 
 
-def concept_rep(request: Request, concept: dict[str, Any], view: str) -> dict[str, Any]:
+def concept_rep(
+    request: Request, concept: dict[str, Any], view: str, sources: Mapping[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """ref, default (mappings as refs) or full (mappings at their default view); `sources` by lower-case
+    name, for the mappings' reference terms."""
     ref = _ref(request, "concept", concept["uuid"], concept["name"])
     if view == "ref":
         return ref
-    mappings = [
-        {"display": f"{m['source']}: {m['code']} ({m.get('mapType', 'SAME-AS')})"}
-        for m in concept["mappings"]
-    ]
+    graph = concept_graph(request, concept, sources or {})
+    if view == "full":
+        mappings = [
+            {
+                **_ref(request, "mapping", m["uuid"], m["display"]),
+                "conceptReferenceTerm": _ref(
+                    request, "conceptreferenceterm", m["conceptReferenceTerm"]["uuid"], m["display"]
+                ),
+                "conceptMapType": _ref(
+                    request, "conceptmaptype", m["conceptMapType"]["uuid"], m["conceptMapType"]["name"]
+                ),
+            }
+            for m in graph["mappings"]
+        ]
+    else:
+        mappings = [_ref(request, "mapping", m["uuid"], m["display"]) for m in graph["mappings"]]
+    return {**graph, "mappings": mappings}
+
+
+def concept_in_view(
+    request: Request, concept: dict[str, Any], default: str, sources: Mapping[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The concept as the request's `v` asks (ref, default, full or custom:(...)); raises
+    CustomRepError for a custom view it cannot serve."""
+    fields = parse_custom(request.query_params.get("v", ""))
+    if fields is not None:
+        return project(concept_graph(request, concept, sources), fields)
+    return concept_rep(request, concept, view_of(request, default), sources)
+
+
+def concept_graph(
+    request: Request, concept: dict[str, Any], sources: Mapping[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """Every property of a concept, nested resources whole: what a custom view picks from."""
     return {
-        **ref,
+        **_ref(request, "concept", concept["uuid"], concept["name"]),
         "name": {"display": concept["name"], "name": concept["name"], "locale": "en"},
         "datatype": {"display": concept.get("datatype", "N/A")},
         "conceptClass": {"display": concept.get("conceptClass", "Diagnosis")},
         "retired": bool(concept.get("retired")),
-        "mappings": mappings,
+        "mappings": [_mapping_graph(request, concept, m, sources) for m in concept["mappings"]],
         "resourceVersion": "2.0",
+    }
+
+
+def _mapping_graph(
+    request: Request, concept: dict[str, Any], mapping: dict[str, Any], sources: Mapping[str, dict[str, Any]]
+) -> dict[str, Any]:
+    source = sources.get(mapping["source"].lower()) or {"uuid": None, "name": mapping["source"]}
+    # OpenMRS shows a mapping as "<source name>: <code>" (+ " (<term name>)" when the term has one).
+    display = f"{source['name']}: {mapping['code']}"
+    term_uuid = str(uuid5(NAMESPACE_URL, f"term:{source['name']}:{mapping['code']}"))
+    map_type = mapping.get("mapType", "SAME-AS")
+    term = {
+        **_ref(request, "conceptreferenceterm", term_uuid, display),
+        "code": mapping["code"],
+        "name": None,
+        "conceptSource": source_rep(request, source, "default") if source["uuid"] else None,
+        "retired": False,
+    }
+    return {
+        **_ref(request, "mapping", str(uuid5(NAMESPACE_URL, f"map:{concept['uuid']}:{term_uuid}")), display),
+        "conceptReferenceTerm": term,
+        "conceptMapType": {
+            **_ref(request, "conceptmaptype", str(uuid5(NAMESPACE_URL, f"maptype:{map_type}")), map_type),
+            "name": map_type,
+        },
     }
 
 

@@ -120,6 +120,25 @@ class EmulatorState:
             )
         ]
 
+    def concepts_listed_for(self, source_reference: str) -> list[dict[str, Any]]:
+        """`GET /concept?source=` without a code: the concept of every mapping to the source (a concept
+        mapped twice appears twice), retired ones left out (WS ConceptSearchHandler1_8)."""
+        source = self.find_source(source_reference)
+        if source is None:
+            return []
+        name = source["name"].lower()
+        return [
+            concept
+            for concept in self.concepts.values()
+            if not concept.get("retired")
+            for mapping in concept["mappings"]
+            if mapping["source"].lower() == name
+        ]
+
+    @property
+    def sources_by_name(self) -> dict[str, dict[str, Any]]:
+        return {source["name"].lower(): source for source in self.concept_sources}
+
     def resolve_concept(self, reference: str) -> list[dict[str, Any]]:
         """A concept reference as OpenMRS accepts it: a uuid or "SOURCE:CODE"."""
         if reference in self.concepts:
