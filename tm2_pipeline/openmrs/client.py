@@ -298,8 +298,11 @@ class OpenMRSClient:
         if source_uuid is None:
             return index
         params = {"source": source_uuid, "v": CONCEPT_INDEX_VIEW, "totalCount": "true"}
+        listed = 0
         async for page, total in self._pages("/concept", params, what="concept list"):
-            if total is not None and total > MAX_INDEXED_CONCEPTS:
+            listed += len(page)
+            # totalCount answers on the first page; counting covers a server that leaves it out.
+            if (total or listed) > MAX_INDEXED_CONCEPTS:
                 return None
             for concept in page:
                 if concept.get("retired"):
