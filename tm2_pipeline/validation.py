@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from tm2_pipeline.key_index import KeyIndex, key_digests
 from tm2_pipeline.normalize import explain, namaste_mismatch_message, namaste_mismatches, normalize_tm2_frame
 from tm2_pipeline.reading import CHUNK_ROWS, TM2_COLUMNS, RawTable, Tm2FileInfo, Tm2Rows
 from tm2_pipeline.records import ACCEPTED_RECORD_COLUMNS, build_accepted_records
@@ -113,8 +113,8 @@ class _Collector:
         self.rejected_rows: list[dict[str, Any]] = []
         self.duplicate_rows: list[dict[str, int]] = []
         self.warnings: list[dict[str, Any]] = []
-        # Every accepted key and its source row: the one thing that grows with the file.
-        self.first_row_of_key: dict[str, int] = {}
+        # Every accepted key and its source row (compact: ~40 bytes a key; it grows with the file).
+        self.accepted_keys = KeyIndex()
         self.per_system: Counter[str] = Counter()
         self.per_block: Counter[str] = Counter()
         self.messages: dict[tuple[str, str, str, object], str] = {}
@@ -124,13 +124,15 @@ class _Collector:
         records, filled, duplicates = chunk.records, chunk.filled, chunk.duplicate_rows
         keys = records["record_key"].tolist()
         rows = records["source_row"].tolist()
-        if self.first_row_of_key:
-            seen = np.fromiter(map(self.first_row_of_key.__contains__, keys), dtype=bool, count=len(keys))
+        digests = key_digests(keys)
+        if len(self.accepted_keys):
+            first_rows = self.accepted_keys.first_rows(digests)
+            seen = first_rows >= 0
             if seen.any():
                 # Rows of this chunk that repeat an earlier chunk's key, and the rows that repeat them.
                 earlier = {
-                    row: self.first_row_of_key[key]
-                    for key, row, repeated in zip(keys, rows, seen, strict=True)
+                    row: int(first)
+                    for row, first, repeated in zip(rows, first_rows, seen, strict=True)
                     if repeated
                 }
                 duplicates = [
@@ -144,9 +146,9 @@ class _Collector:
                 duplicates.sort(key=lambda duplicate: duplicate["row"])
                 records = records.loc[~seen].reset_index(drop=True)
                 filled = filled.loc[~seen].reset_index(drop=True)
-                keys = records["record_key"].tolist()
+                digests = digests[~seen]
                 rows = records["source_row"].tolist()
-        self.first_row_of_key.update(zip(keys, rows, strict=True))
+        self.accepted_keys.add(digests, rows)
         self.rows += chunk.rows
         self.per_system.update(records["system_type"].value_counts().to_dict())
         self.per_block.update(records["who_block"].value_counts().to_dict())
@@ -168,7 +170,7 @@ class _Collector:
             del frames
         return ValidationResult(
             rows=self.rows,
-            accepted=len(self.first_row_of_key),  # one entry per accepted record
+            accepted=len(self.accepted_keys),  # one entry per accepted record
             duplicates=len(self.duplicate_rows),
             rejected=len(self.rejected_rows),
             accepted_records=records,
