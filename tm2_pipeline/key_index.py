@@ -1,7 +1,7 @@
 """The record keys a file has accepted so far, with their rows, in about 48 bytes a key.
 
 Validation asks, chunk by chunk, which keys an earlier chunk already accepted and at which row: those
-rows are duplicates. A dict of hex keys costs ~180 bytes a key, the largest thing that grows with the
+rows are duplicates. A dict of hex keys costs ~170 bytes a key, the largest thing that grows with the
 file; here each key is its 32-byte sha256 digest in a sorted numpy segment, beside its row and the
 digest's first 8 bytes as an integer (searching integers is 3x faster than 32-byte strings). Segments
 are merged as they grow (a new one merges into the last while it is at least as large), so a lookup
