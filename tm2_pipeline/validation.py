@@ -113,7 +113,7 @@ class _Collector:
         self.rejected_rows: list[dict[str, Any]] = []
         self.duplicate_rows: list[dict[str, int]] = []
         self.warnings: list[dict[str, Any]] = []
-        # Every accepted key and its source row (compact: ~40 bytes a key; it grows with the file).
+        # Every accepted key and its source row (compact: ~48 bytes a key; it grows with the file).
         self.accepted_keys = KeyIndex()
         self.per_system: Counter[str] = Counter()
         self.per_block: Counter[str] = Counter()

@@ -163,8 +163,9 @@ async def concepts(request: Request) -> Response:
         ]
     else:
         return rep.error(400, "This search is not supported here: use ?source=[&code=] or ?references=")
+    sources = state.sources_by_name  # built once, not once per concept listed
     try:
-        items = [rep.concept_in_view(request, concept, "ref", state.sources_by_name) for concept in found]
+        items = [rep.concept_in_view(request, concept, "ref", sources) for concept in found]
     except CustomRepError as problem:
         return rep.error(400, str(problem))
     return rep.paged(request, items)
