@@ -56,8 +56,7 @@ def build_landing_sensor(interval_s: int, max_runs_per_tick: int) -> dg.SensorDe
             sha256 = sha256_of_file(source)
             if problem := partition_key_problem(name):
                 # Refused before any run, as `tm2 ingest` refuses it: no partition is ever made of it.
-                write_error_note(pipeline.home.failed_dir, name, f"refused: {problem}")
-                archive(source, pipeline.home.failed_dir, sha256, keep_source=False)
+                _move_to_failed(pipeline, source, sha256, note=f"refused: {problem}")
                 continue
             request = _next_step(context, pipeline, source, sha256)
             if request is None:
@@ -92,16 +91,23 @@ def _next_step(
     if not latest.is_finished:
         return None
     outcome = classify_run(context.instance, latest.run_id, latest.status == dg.DagsterRunStatus.SUCCESS)
-    home = pipeline.home
     if outcome.status == SUCCEEDED:
-        archive(source, home.processed_dir(pipeline.today()), sha256, keep_source=False)
+        archive(source, pipeline.home.processed_dir(pipeline.today()), sha256, keep_source=False)
         return None
     attempt = int(latest.tags.get(ATTEMPT_TAG, "1"))
     if outcome.status == FAILED and attempt < MAX_ATTEMPTS:
         context.log.info(f"{version}: attempt {attempt} failed; trying again")
         return ingest_run_request(source.name, source, sha256, attempt + 1)
-    if outcome.status != REFUSED:  # the raw asset already wrote the refusal note
+    note = None  # REFUSED: the raw asset already wrote the refusal note
+    if outcome.status != REFUSED:
         detail = f"after {attempt} attempts: " if outcome.status == FAILED else ""
-        write_error_note(home.failed_dir, source.name, f"{outcome.status} {detail}{outcome.error}")
-    archive(source, home.failed_dir, sha256, keep_source=False)
+        note = f"{outcome.status} {detail}{outcome.error}"
+    _move_to_failed(pipeline, source, sha256, note=note)
     return None
+
+
+def _move_to_failed(pipeline: PipelineConfig, source: Path, sha256: str, *, note: str | None) -> None:
+    """The file goes to failed/, with a note saying why when one is given."""
+    if note is not None:
+        write_error_note(pipeline.home.failed_dir, source.name, note)
+    archive(source, pipeline.home.failed_dir, sha256, keep_source=False)
