@@ -101,19 +101,19 @@ def stage_validation(ctx: BenchContext) -> StageResult:
     """(c) read + normalize + rules + records of the whole file, as the validated asset runs it:
     chunk by chunk, each chunk's accepted records appended to the Parquet table on disk."""
     from tm2_pipeline.accepted_table import AcceptedTableWriter
-    from tm2_pipeline.validation import validate_tm2_bytes
+    from tm2_pipeline.validation import validate_tm2_file
 
-    data = Path(ctx.data_path).read_bytes()
+    data_path = Path(ctx.data_path)
     table_path = Path(ctx.workdir) / "validated.parquet"
-    result = StageResult("validation", rows=ctx.rows, note="validate_tm2_bytes -> Parquet table, chunked")
+    result = StageResult("validation", rows=ctx.rows, note="validate_tm2_file -> Parquet table, chunked")
     with measured(result), AcceptedTableWriter(table_path) as writer:
-        outcome = validate_tm2_bytes(data, today=today(), sink=writer.write)
+        outcome = validate_tm2_file(data_path, today=today(), sink=writer.write)
         writer.close({"file": table_path.name})
     result.extra = {
         "accepted": outcome.accepted,
         "duplicates": outcome.duplicates,
         "rejected": outcome.rejected,
-        "input_mb": round(len(data) / 2**20, 1),
+        "input_mb": round(data_path.stat().st_size / 2**20, 1),
     }
     table_path.unlink()
     return result

@@ -1,8 +1,9 @@
 """Feeding the csv module a large export a block at a time, and its records turned into columns.
 
-An `io.StringIO` of a whole file holds it at 4 bytes per character, and transposing a million csv
-records at once is twice as slow as a few thousand at a time (the lists stay in the CPU cache):
-`reading.Tm2Rows` reads through these helpers so its memory does not grow with the file.
+The file is read from disk a block at a time (its decoded text would take up to 4 bytes per
+character besides its bytes), and transposing a million csv records at once is twice as slow as a
+few thousand at a time (the lists stay in the CPU cache): `reading.Tm2Rows` reads through these
+helpers so its memory does not grow with the file.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import io
 import itertools
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -31,15 +33,22 @@ def text_lines(text: str) -> Iterator[str]:
         start = end
 
 
-def byte_lines(data: bytes, start: int, end: int, encoding: str) -> Iterator[str]:
-    """The lines of `data[start:end].decode(encoding)` as `text_lines` gives them, decoded a block at a
-    time; blocks are cut after a b"\\n", which is always a whole character in UTF-8 and cp1252."""
-    view = memoryview(data)
-    while start < end:
-        cut = data.find(b"\n", start + BLOCK_CHARS, end)
-        stop = end if cut < 0 else cut + 1
-        yield from io.StringIO(str(view[start:stop], encoding), newline="")
-        start = stop
+def byte_lines(stream: BinaryIO, start: int, end: int, encoding: str) -> Iterator[str]:
+    """The lines of bytes `start:end` of `stream`, decoded, as `text_lines` gives them: read and
+    decoded a block at a time, so the file is never in memory whole. Blocks are cut after a b"\\n",
+    which is always a whole character in UTF-8 and cp1252 (a file whose lines end in CR alone has
+    no such cut and is decoded as one block)."""
+    stream.seek(start)
+    remaining = end - start
+    carry = b""
+    while remaining > 0:
+        block = stream.read(min(BLOCK_CHARS, remaining))
+        remaining = remaining - len(block) if block else 0  # a shorter file than `end` ends here
+        block = carry + block
+        cut = block.rfind(b"\n") + 1 if remaining > 0 else len(block)
+        block, carry = block[:cut], block[cut:]
+        if block:
+            yield from io.StringIO(block.decode(encoding), newline="")
 
 
 class ColumnBuilder:

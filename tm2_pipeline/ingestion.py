@@ -6,7 +6,6 @@ what the CLI prints is exactly what the Dagster UI shows for that run.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from tm2_pipeline.run_outcome import BLOCKED, FAILED, REFUSED, SUCCEEDED, classi
 from tm2_pipeline.sensors import ingest_run_request
 from tm2_pipeline.settings import Settings
 from tm2_pipeline.store.ingestions import COUNT_NAMES
-from tm2_pipeline.validation import validate_tm2_bytes
+from tm2_pipeline.validation import validate_tm2_file
 
 REPO_DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
 # Which asset's metadata holds which count (metadata name -> report field).
@@ -69,10 +68,9 @@ def prepare_dagster_home(settings: Settings) -> Path:
 
 def dry_run(path: Path, settings: Settings, today) -> IngestReport:
     """Validate and report; write nothing anywhere (no Dagster run, no store, no file copies)."""
-    data = path.read_bytes()
-    report = IngestReport(file=path.name, sha256=hashlib.sha256(data).hexdigest(), status=SUCCEEDED)
+    report = IngestReport(file=path.name, sha256=sha256_of_file(path), status=SUCCEEDED)
     try:
-        result = validate_tm2_bytes(data, today=today, day_first=settings.day_first)
+        result = validate_tm2_file(path, today=today, day_first=settings.day_first)
     except FileRefused as refusal:
         report.status, report.error = REFUSED, f"{refusal.reason}: {refusal.message}"
         return report

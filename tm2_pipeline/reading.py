@@ -30,16 +30,19 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import itertools
 import re
 import sys
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import pandas as pd
 
-from tm2_pipeline.csv_blocks import TRANSPOSE_RECORDS, ColumnBuilder, byte_lines, text_lines
+from tm2_pipeline import csv_blocks
+from tm2_pipeline.csv_blocks import TRANSPOSE_RECORDS, ColumnBuilder, text_lines
 from tm2_pipeline.gc_paused import gc_paused
 
 REQUIRED_COLUMNS = (
@@ -75,13 +78,27 @@ _BINARY_MAGIC = (
 # C0 control bytes that never appear in text (tab, LF, FF, CR and the DOS end-of-file mark do).
 _CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 12, 13, 26)) + b"\x7f"
 _NON_CONTROL_BYTES = bytes(b for b in range(256) if b not in _CONTROL_BYTES)
+
+
+def _cp1252_defines(byte: int) -> bool:
+    try:
+        bytes([byte]).decode("cp1252")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+_CP1252_DEFINED_BYTES = bytes(filter(_cp1252_defines, range(256)))  # all but five
 _CONTROL_TEXT = re.compile("[" + re.escape(_CONTROL_BYTES.decode("ascii")) + "]")
 _MAX_CONTROL_SHARE = 0.05
+# Matched against the text's first line.
 _SEP_DIRECTIVE = re.compile(r"\Asep=([,;\t])[ \t]*(?:\r\n|\r|\n|\Z)", re.IGNORECASE)
+# Enough of the file's start for the magic numbers and byte-order marks; also the tail step.
+_HEAD_BYTES = 4096
 _HEADER_SEPARATORS = re.compile(r"[\s_-]+")
 # Rows per RawTable when a file is read in chunks (memory stays flat in the file's length).
 CHUNK_ROWS = 100_000
-# Encodings whose bytes are decoded block by block (utf-8-sig: the BOM is skipped by offset).
+# Encodings whose bytes are decoded block by block (utf-8-sig: the BOMs are skipped by offset).
 _BLOCK_CODECS = {"utf-8": "utf-8", "utf-8-sig": "utf-8", "cp1252": "cp1252"}
 
 
@@ -138,49 +155,53 @@ def read_tm2_bytes(data: bytes) -> RawTable:
     return table
 
 
-def inspect_tm2_bytes(data: bytes) -> Tm2FileInfo:
+def inspect_tm2_file(source: bytes | BinaryIO) -> Tm2FileInfo:
     """Every whole-file refusal of `read_tm2_bytes` (empty, binary, compressed, encoding,
     missing_columns), the same `FileRefused`, without splitting the data rows.
 
     A CSV structure that breaks further down (`malformed`: a runaway quote) shows only when the rows
     are read: `read_tm2_bytes` and `Tm2Rows.chunks` refuse it.
     """
-    return Tm2Rows(data).info
+    return Tm2Rows(source).info
 
 
 class Tm2Rows:
     """A readable export, header mapped: its rows come as RawTables of at most `rows_per_chunk` rows.
 
-    Constructing it takes every whole-file decision (and raises `FileRefused`); `chunks` may be
-    iterated once. Row numbers (`row`) run on across chunks.
+    `source` is the file's bytes or a seekable binary file. A file is read a block at a time and
+    must stay open while `chunks` runs; only UTF-16 is decoded whole (Excel's "Unicode text" export,
+    which Excel caps at 1,048,576 rows). Constructing it takes every whole-file decision (and
+    raises `FileRefused`); `chunks` may be iterated once. Row numbers (`row`) run on across chunks.
     """
 
-    def __init__(self, data: bytes) -> None:
-        _refuse_non_text(data)
-        decoded, encoding = _decode(data)
-        text = decoded.lstrip("\ufeff")
-        leading_boms = len(decoded) - len(text)
-        text = text.rstrip("\x1a")
-        trailing_eofs = len(decoded) - leading_boms - len(text)
-        del decoded
-        if not text or text.isspace():
+    def __init__(self, source: bytes | BinaryIO) -> None:
+        stream = io.BytesIO(source) if isinstance(source, bytes) else source
+        size = stream.seek(0, io.SEEK_END)
+        stream.seek(0)
+        head = stream.read(_HEAD_BYTES)
+        _refuse_non_text(head, size)
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            stream.seek(0)
+            encoding, lines = _utf16_lines(stream.read())
+        else:
+            encoding = _scan_encoding(stream, head)
+            lines = _byte_lines(stream, encoding, size)
+        first = next(lines, None)
+        directive = _SEP_DIRECTIVE.match(first) if first is not None else None
+        # Lines up to the first non-blank one (the header, or data), kept to go to the csv reader.
+        leading = [] if directive or first is None else [first]
+        while not (leading and leading[-1].strip(" \t\r\n,;")):
+            line = next(lines, None)
+            if line is None:
+                break
+            leading.append(line)
+        if not directive and all(line.isspace() for line in leading):
             raise FileRefused("empty", "the file has no header row (it is empty or only whitespace)")
-        directive = _SEP_DIRECTIVE.match(text)
         if directive:
             delimiter = directive.group(1)
-            text = text[directive.end() :]
         else:
-            delimiter = _detect_delimiter(_first_non_blank_line(text))
-        if encoding.startswith("utf-16"):
-            lines = text_lines(text)
-        else:
-            # The rows are decoded again block by block from the bytes: the decoded text of the whole
-            # file (2 bytes per character once one Devanagari name is in it) is not kept.
-            start = (3 if encoding == "utf-8-sig" else 0) + 3 * leading_boms
-            start += directive.end() if directive else 0  # ASCII: one byte per character
-            lines = byte_lines(data, start, len(data) - trailing_eofs, _BLOCK_CODECS[encoding])
-        del text
-        self._reader = csv.reader(lines, delimiter=delimiter)
+            delimiter = _detect_delimiter(leading[-1] if leading[-1].strip(" \t\r\n,;") else "")
+        self._reader = csv.reader(itertools.chain(leading, lines), delimiter=delimiter)
         header = _read_header(self._reader)
         self._column_index, ignored = _map_header(header)
         self.info = Tm2FileInfo(
@@ -234,63 +255,96 @@ def _read_header(reader: Iterator[list[str]]) -> list[str]:
     raise FileRefused("empty", "the file has no header row")
 
 
-def _refuse_non_text(data: bytes) -> None:
-    if not data or data.isspace():  # as `not data.strip()`, without copying the file
+def _refuse_non_text(head: bytes, size: int) -> None:
+    if not size:
         raise FileRefused("empty", "the file is empty (0 bytes or only whitespace)")
     for magic, kind in _COMPRESSED_MAGIC:
-        if data.startswith(magic):
+        if head.startswith(magic):
             raise FileRefused("compressed", f"the file is {kind}, not a CSV text file")
-    if _BZIP2_MAGIC.match(data):
+    if _BZIP2_MAGIC.match(head):
         raise FileRefused("compressed", "the file is a bzip2 archive, not a CSV text file")
     for magic, kind in _BINARY_MAGIC:
-        if data.startswith(magic):
+        if head.startswith(magic):
             raise FileRefused("binary", f"the file is {kind}, not a CSV text file")
 
 
-def _decode(data: bytes) -> tuple[str, str]:
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        encoding = "utf-16-le" if data.startswith(codecs.BOM_UTF16_LE) else "utf-16-be"
-        try:
-            text = data[2:].decode(encoding)
-        except UnicodeDecodeError:
-            raise FileRefused(
-                "encoding", "the file starts with a UTF-16 byte-order mark but is not UTF-16"
-            ) from None
-        if "\x00" in text or _control_share(len(_CONTROL_TEXT.findall(text)), len(text)):
-            raise FileRefused("binary", "the file is not text (NUL or control characters in UTF-16 data)")
-        return text, encoding
-    if b"\x00" in data:
+def _utf16_lines(data: bytes) -> tuple[str, Iterator[str]]:
+    """A UTF-16 export (byte-order mark first), decoded whole: its encoding and lines."""
+    encoding = "utf-16-le" if data.startswith(codecs.BOM_UTF16_LE) else "utf-16-be"
+    try:
+        text = data[2:].decode(encoding)
+    except UnicodeDecodeError:
         raise FileRefused(
-            "binary",
-            "the file contains NUL bytes: it is binary, or UTF-16 without a byte-order mark "
-            "(re-export as CSV UTF-8)",
-        )
-    if _control_share(len(data.translate(None, _NON_CONTROL_BYTES)), len(data)):
-        raise FileRefused("binary", "the file is mostly non-text (control bytes), not a CSV export")
-    if data.startswith(codecs.BOM_UTF8):
-        try:
-            return data[3:].decode("utf-8"), "utf-8-sig"
-        except UnicodeDecodeError:
+            "encoding", "the file starts with a UTF-16 byte-order mark but is not UTF-16"
+        ) from None
+    del data
+    if "\x00" in text or _control_share(len(_CONTROL_TEXT.findall(text)), len(text)):
+        raise FileRefused("binary", "the file is not text (NUL or control characters in UTF-16 data)")
+    return encoding, text_lines(text.lstrip("\ufeff").rstrip("\x1a"))
+
+
+def _scan_encoding(stream: BinaryIO, head: bytes) -> str:
+    """Read the whole file once, a block at a time: refuse what is not text, and name the encoding
+    (utf-8-sig, utf-8 or cp1252) in which every byte decodes."""
+    stream.seek(0)
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    is_utf8, is_cp1252, only_spaces, control_bytes, size = True, True, True, 0, 0
+    while block := stream.read(csv_blocks.BLOCK_CHARS):
+        if b"\x00" in block:
             raise FileRefused(
-                "encoding", "the file starts with a UTF-8 byte-order mark but is not UTF-8"
-            ) from None
-    for encoding in ("utf-8", "cp1252"):
+                "binary",
+                "the file contains NUL bytes: it is binary, or UTF-16 without a byte-order mark "
+                "(re-export as CSV UTF-8)",
+            )
+        size += len(block)
+        only_spaces = only_spaces and block.isspace()
+        control_bytes += len(block.translate(None, _NON_CONTROL_BYTES))
+        is_cp1252 = is_cp1252 and not block.translate(None, _CP1252_DEFINED_BYTES)
+        if is_utf8:
+            try:
+                utf8.decode(block)  # the text is not kept: lines are decoded again as they are read
+            except UnicodeDecodeError:
+                is_utf8 = False
+    if is_utf8:
         try:
-            return data.decode(encoding), encoding
+            utf8.decode(b"", final=True)  # a character cut off by the end of the file
         except UnicodeDecodeError:
-            continue
+            is_utf8 = False
+    if only_spaces:
+        raise FileRefused("empty", "the file is empty (0 bytes or only whitespace)")
+    if _control_share(control_bytes, size):
+        raise FileRefused("binary", "the file is mostly non-text (control bytes), not a CSV export")
+    if head.startswith(codecs.BOM_UTF8):
+        if not is_utf8:
+            raise FileRefused("encoding", "the file starts with a UTF-8 byte-order mark but is not UTF-8")
+        return "utf-8-sig"
+    if is_utf8:
+        return "utf-8"
+    if is_cp1252:
+        return "cp1252"
     raise FileRefused("encoding", "the file is neither UTF-8, UTF-16 (with BOM) nor Windows-1252 text")
+
+
+def _byte_lines(stream: BinaryIO, encoding: str, size: int) -> Iterator[str]:
+    """The text's lines, decoded block by block from the file; leading byte-order marks and trailing
+    DOS end-of-file marks are not part of it."""
+    start = 0
+    if encoding == "utf-8-sig":
+        stream.seek(0)
+        while stream.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8:
+            start += len(codecs.BOM_UTF8)
+    end = size
+    while end > start:
+        stream.seek(max(start, end - _HEAD_BYTES))
+        tail = stream.read(end - stream.tell())
+        end -= len(tail) - len(tail.rstrip(b"\x1a"))
+        if tail.rstrip(b"\x1a"):
+            break
+    return csv_blocks.byte_lines(stream, start, end, _BLOCK_CODECS[encoding])
 
 
 def _control_share(control_count: int, total: int) -> bool:
     return total > 0 and control_count / total > _MAX_CONTROL_SHARE
-
-
-def _first_non_blank_line(text: str) -> str:
-    for line in text_lines(text):
-        if line.strip(" \t\r\n,;"):
-            return line
-    return ""
 
 
 def _detect_delimiter(header_line: str) -> str:

@@ -19,6 +19,7 @@ import datetime
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -38,7 +39,7 @@ class ValidationResult:
     accepted: int
     duplicates: int
     rejected: int
-    # None when the records went to a sink chunk by chunk (see validate_tm2_bytes).
+    # None when the records went to a sink chunk by chunk (see validate_tm2_file).
     accepted_records: pd.DataFrame | None
     rejected_rows: list[dict[str, Any]] = field(default_factory=list)
     duplicate_rows: list[dict[str, int]] = field(default_factory=list)
@@ -58,8 +59,8 @@ class ValidationResult:
             )
 
 
-def validate_tm2_bytes(
-    data: bytes,
+def validate_tm2_file(
+    path: Path,
     *,
     today: datetime.date,
     day_first: bool = True,
@@ -68,13 +69,32 @@ def validate_tm2_bytes(
 ) -> ValidationResult:
     """Read and validate a clinic export; raises `reading.FileRefused` for an unreadable file.
 
-    The rows are read and validated `chunk_rows` csv records at a time, so the working memory does
-    not grow with the file. The accepted records of each chunk go to `sink` when one is given (then
-    `accepted_records` is None and memory stays flat but for the index of accepted keys); otherwise
-    they are gathered into `accepted_records`. A key seen in an earlier chunk makes a row a duplicate
-    exactly as within one chunk.
+    The file is read a block at a time, and its rows are validated `chunk_rows` csv records at a
+    time, so the working memory does not grow with the file. The accepted records of each chunk go
+    to `sink` when one is given (then `accepted_records` is None, and what grows with the file is
+    the index of accepted keys, the warnings and the rejected rows); otherwise they are gathered
+    into `accepted_records`. A key seen in an earlier chunk makes a row a duplicate exactly as
+    within one chunk.
     """
-    rows = Tm2Rows(data)
+    with path.open("rb") as stream:
+        return _validate_rows(Tm2Rows(stream), today, day_first, chunk_rows, sink)
+
+
+def validate_tm2_bytes(
+    data: bytes,
+    *,
+    today: datetime.date,
+    day_first: bool = True,
+    chunk_rows: int = CHUNK_ROWS,
+    sink: AcceptedSink | None = None,
+) -> ValidationResult:
+    """`validate_tm2_file` for an export already in memory."""
+    return _validate_rows(Tm2Rows(data), today, day_first, chunk_rows, sink)
+
+
+def _validate_rows(
+    rows: Tm2Rows, today: datetime.date, day_first: bool, chunk_rows: int, sink: AcceptedSink | None
+) -> ValidationResult:
     collector = _Collector(rows.info, sink)
     for raw in rows.chunks(chunk_rows):
         collector.add(raw, today=today, day_first=day_first)

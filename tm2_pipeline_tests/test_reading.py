@@ -23,7 +23,7 @@ from tm2_pipeline.reading import (
     Tm2FileInfo,
     Tm2Rows,
     canonical_column_name,
-    inspect_tm2_bytes,
+    inspect_tm2_file,
     read_tm2_bytes,
 )
 
@@ -249,14 +249,14 @@ REFUSED_FILES = [
 @pytest.mark.parametrize("data", REFUSED_FILES)
 def test_inspect_refuses_exactly_like_read(data: bytes) -> None:
     with pytest.raises(FileRefused) as inspected:
-        inspect_tm2_bytes(data)
+        inspect_tm2_file(data)
     read = refusal(data)
     assert (inspected.value.reason, inspected.value.message) == (read.reason, read.message)
 
 
 def test_inspect_describes_a_readable_file_like_read() -> None:
     data = f"sep=;\n{HEADER.replace(',', ';')};Remarks\n{ROW.replace(',', ';')};x\n".encode("cp1252")
-    info = inspect_tm2_bytes(data)
+    info = inspect_tm2_file(data)
     raw = read_tm2_bytes(data)
     assert info == Tm2FileInfo(raw.encoding, raw.delimiter, raw.ignored_columns, raw.header_fields)
     assert (info.encoding, info.delimiter, info.ignored_columns) == ("utf-8", ";", ("Remarks",))
@@ -264,7 +264,7 @@ def test_inspect_describes_a_readable_file_like_read() -> None:
 
 def test_inspect_does_not_see_a_break_further_down() -> None:
     data = f'{HEADER}\n{ROW}\nMRN-9,SK00,"never closed,Unani\n'.encode() + b"x" * 200_000
-    assert inspect_tm2_bytes(data).header_fields == 8
+    assert inspect_tm2_file(data).header_fields == 8
     assert refusal(data).reason == "malformed"
 
 
@@ -324,3 +324,38 @@ def test_rows_decoded_block_by_block_equal_the_whole_text(
         patch.setattr(csv_blocks, "BLOCK_CHARS", 4)  # many block cuts
         for data in encodings:
             pd.testing.assert_frame_equal(read_tm2_bytes(data).frame, reference.frame)
+
+
+class _RecordedReads(io.BytesIO):
+    """A file that remembers how much each read asked for."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.sizes: list[int | None] = []
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self.sizes.append(size)
+        return super().read(size)
+
+
+@pytest.mark.parametrize("encode", [str.encode, lambda text: codecs.BOM_UTF8 + text.encode("utf-8")])
+def test_a_file_is_read_a_block_at_a_time(encode) -> None:
+    rows = [ROW.replace("Headache", f"Śiro-roga {i}") for i in range(3000)]
+    data = encode("\r\n".join([HEADER, *rows]) + "\r\n")
+    stream = _RecordedReads(data)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(csv_blocks, "BLOCK_CHARS", 1000)
+        tables = list(Tm2Rows(stream).chunks(500))
+    assert all(size is not None and 0 < size <= 4096 for size in stream.sizes)  # never the whole file
+    assert len(data) > 100_000
+    whole = pd.concat([table.frame for table in tables], ignore_index=True)
+    pd.testing.assert_frame_equal(whole, read_tm2_bytes(data).frame)
+    assert whole["condition_name"].iloc[-1] == "Śiro-roga 2999"
+
+
+def test_long_runs_of_byte_order_and_end_of_file_marks_are_not_text() -> None:
+    text = f"{HEADER}\n{ROW}\n"
+    plain = read_tm2_bytes(text.encode()).frame
+    padded = codecs.BOM_UTF8 * 2000 + text.encode() + b"\x1a" * 10_000
+    pd.testing.assert_frame_equal(read_tm2_bytes(padded).frame, plain)
+    assert refusal(codecs.BOM_UTF8 * 2000 + b"\x1a" * 10_000).reason == "empty"

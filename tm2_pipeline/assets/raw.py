@@ -1,15 +1,18 @@
 """raw_tm2_file: the file's bytes, copied to `$TM2_HOME/files/<sha256>`, and whether they are readable."""
 
 import hashlib
-import shutil
+import os
+import tempfile
 from pathlib import Path
 
 import dagster as dg
 
 from tm2_pipeline.assets.refusal import describe, record_refusal
+from tm2_pipeline.landing import CHUNK as COPY_BLOCK
+from tm2_pipeline.landing import sha256_of_file
 from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
-from tm2_pipeline.reading import FileRefused, inspect_tm2_bytes
+from tm2_pipeline.reading import FileRefused, inspect_tm2_file
 from tm2_pipeline.resources.mongo import MongoResource
 
 FILE_READABLE = "file_readable"
@@ -36,24 +39,26 @@ def raw_tm2_file(
         Path(config.source_path) if config.source_path else Path(pipeline.landing_dir) / context.partition_key
     )
     home = pipeline.home
-    data = path.read_bytes()
-    sha256 = hashlib.sha256(data).hexdigest()
+    # Read a block at a time, never whole: an export can be larger than the memory it may use.
+    sha256 = sha256_of_file(path)
     copy = home.file_copy(sha256)
     if not copy.exists():
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, copy)
+        sha256 = _copy_in(path, home.files_dir)  # the bytes copied, should the file change meanwhile
+        copy = home.file_copy(sha256)
+    size = copy.stat().st_size
 
-    descriptor = {"file": path.name, "sha256": sha256, "size": len(data), "copy": str(copy)}
+    descriptor = {"file": path.name, "sha256": sha256, "size": size, "copy": str(copy)}
     metadata = {
         "file": path.name,
         "sha256": sha256,
-        "size_bytes": len(data),
+        "size_bytes": size,
         "copy": dg.MetadataValue.path(str(copy)),
     }
     refusal: FileRefused | None = None
     try:
         # Whole-file checks only (encoding, header, binary...): the rows are parsed once, in validation.
-        inspect_tm2_bytes(data)
+        with copy.open("rb") as stream:
+            inspect_tm2_file(stream)
     except FileRefused as error:
         refusal = error
         note = record_refusal(
@@ -69,3 +74,16 @@ def raw_tm2_file(
         metadata={"reason": refusal.reason if refusal else "readable"},
         description=describe(refusal) if refusal else "the file decodes and has every required column",
     )
+
+
+def _copy_in(path: Path, files_dir: Path) -> str:
+    """Copy `path` to `files_dir/<sha256 of the bytes copied>`, hashing as it copies; returns the hash."""
+    files_dir.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with path.open("rb") as source, tempfile.NamedTemporaryFile(dir=files_dir, delete=False) as target:
+        while block := source.read(COPY_BLOCK):
+            digest.update(block)
+            target.write(block)
+    sha256 = digest.hexdigest()
+    os.replace(target.name, files_dir / sha256)  # whole or absent under its final name
+    return sha256

@@ -11,7 +11,7 @@ from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.reading import FileRefused
 from tm2_pipeline.resources.mongo import MongoResource
-from tm2_pipeline.validation import validate_tm2_bytes
+from tm2_pipeline.validation import validate_tm2_file
 from tm2_pipeline.validation_summary import ValidationSummary, reusable, summarize
 
 ASSET_NAME = "validated_tm2_records"
@@ -82,9 +82,7 @@ def validated_tm2_records(
         staging = staging_path(table_path, context.run.run_id)
         try:
             with AcceptedTableWriter(staging) as writer:
-                result = validate_tm2_bytes(
-                    copy.read_bytes(), today=today, day_first=day_first, sink=writer.write
-                )
+                result = validate_tm2_file(copy, today=today, day_first=day_first, sink=writer.write)
                 mongo.rejects().replace_for_file(
                     file_name=file_name,
                     sha256=sha256,
