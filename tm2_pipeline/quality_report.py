@@ -36,8 +36,7 @@ def quality_report_markdown(result: ValidationResult, file_name: str) -> str:
         (reason["column"], reason["check"]) for row in result.rejected_rows for reason in row["reasons"]
     )
     lines += _table("Rejection reasons", ("column", "check", "rows"), reasons.most_common())
-    warnings = Counter((warning["column"], warning["check"]) for warning in result.warnings)
-    lines += _table("Warnings", ("column", "check", "rows"), warnings.most_common())
+    lines += _table("Warnings", ("column", "check", "rows"), result.warnings.counts().most_common())
 
     systems = sorted(result.accepted_per_system.items())
     lines += _table("Accepted records per system", ("system_type", "records"), systems)

@@ -16,6 +16,7 @@ of patient and practitioner identifiers.
 from __future__ import annotations
 
 import datetime
+import functools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from tm2_pipeline.key_index import KeyIndex, key_digests
 from tm2_pipeline.normalize import explain, namaste_mismatch_message, namaste_mismatches, normalize_tm2_frame
 from tm2_pipeline.reading import CHUNK_ROWS, TM2_COLUMNS, RawTable, Tm2FileInfo, Tm2Rows
 from tm2_pipeline.records import ACCEPTED_RECORD_COLUMNS, build_accepted_records
+from tm2_pipeline.row_warnings import RowWarnings
 from tm2_pipeline.schema import row_problems
 
 
@@ -43,7 +45,7 @@ class ValidationResult:
     accepted_records: pd.DataFrame | None
     rejected_rows: list[dict[str, Any]] = field(default_factory=list)
     duplicate_rows: list[dict[str, int]] = field(default_factory=list)
-    warnings: list[dict[str, Any]] = field(default_factory=list)
+    warnings: RowWarnings = field(default_factory=RowWarnings)
     encoding: str = "utf-8"
     delimiter: str = ","
     ignored_columns: list[str] = field(default_factory=list)
@@ -132,7 +134,7 @@ class _Collector:
         self.records: list[pd.DataFrame] = []  # gathered only when there is no sink
         self.rejected_rows: list[dict[str, Any]] = []
         self.duplicate_rows: list[dict[str, int]] = []
-        self.warnings: list[dict[str, Any]] = []
+        self.warnings = RowWarnings()
         # Every accepted key and its source row (compact: ~48 bytes a key; it grows with the file).
         self.accepted_keys = KeyIndex()
         self.per_system: Counter[str] = Counter()
@@ -174,7 +176,7 @@ class _Collector:
         self.per_block.update(records["who_block"].value_counts().to_dict())
         self.rejected_rows += chunk.rejected_rows
         self.duplicate_rows += duplicates
-        self.warnings += _warnings(records, filled)  # chunks come in row order: stays sorted
+        self.warnings.add_chunk(_warnings(records, filled))
         records = _in_record_columns(records)
         if self.sink is not None:
             self.sink(records)
@@ -269,27 +271,26 @@ def _validate_chunk(
     )
 
 
-def _warnings(records: pd.DataFrame, filled: pd.Series) -> list[dict[str, Any]]:
-    warnings: list[dict[str, Any]] = []
-    for row, code in zip(records.loc[filled, "source_row"], records.loc[filled, "tm2_code"], strict=True):
-        warnings.append(
-            {
-                "row": int(row),
-                "column": "condition_name",
-                "check": "missing",
-                "message": f"condition_name was empty; filled with the WHO title of {code}",
-            }
-        )
-    mismatched = records.loc[namaste_mismatches(records)]
-    for row, namaste, code in zip(
-        mismatched["source_row"], mismatched["namaste_code"], mismatched["tm2_code"], strict=True
-    ):
-        warnings.append(
-            {
-                "row": int(row),
-                "column": "namaste_code",
-                "check": "namaste_mismatch",
-                "message": namaste_mismatch_message(namaste, code),
-            }
-        )
-    return sorted(warnings, key=lambda warning: warning["row"])
+def _warnings(records: pd.DataFrame, filled: pd.Series) -> list[tuple[tuple[str, str], list[int], list[str]]]:
+    """A chunk's warnings, per (column, check): the rows and their messages (one built per code or pair)."""
+    filled_rows = records.loc[filled, ["source_row", "tm2_code"]]
+    mismatched = records.loc[namaste_mismatches(records), ["source_row", "namaste_code", "tm2_code"]]
+    pairs = list(zip(mismatched["namaste_code"], mismatched["tm2_code"], strict=True))
+    pair_messages = {pair: namaste_mismatch_message(*pair) for pair in set(pairs)}
+    return [
+        (
+            ("condition_name", "missing"),
+            filled_rows["source_row"].tolist(),
+            [_filled_message(code) for code in filled_rows["tm2_code"]],
+        ),
+        (
+            ("namaste_code", "namaste_mismatch"),
+            mismatched["source_row"].tolist(),
+            list(map(pair_messages.get, pairs)),
+        ),
+    ]
+
+
+@functools.cache
+def _filled_message(code: str) -> str:
+    return f"condition_name was empty; filled with the WHO title of {code}"

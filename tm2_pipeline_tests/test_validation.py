@@ -14,7 +14,12 @@ from hypothesis import strategies as st
 
 from tm2_pipeline.reading import FileRefused, read_tm2_bytes
 from tm2_pipeline.records import ACCEPTED_RECORD_COLUMNS
-from tm2_pipeline.validation import ValidationResult, validate_tm2_bytes, validate_tm2_table
+from tm2_pipeline.validation import (
+    ValidationResult,
+    validate_tm2_bytes,
+    validate_tm2_file,
+    validate_tm2_table,
+)
 
 TODAY = datetime.date(2026, 6, 1)
 FIXTURES = Path(__file__).parent / "fixtures" / "validation"
@@ -126,7 +131,7 @@ def test_header_only_file_succeeds_with_zeros() -> None:
     result = validate_tm2_bytes(f"{HEADER}\r\n".encode(), today=TODAY)
     assert (result.rows, result.accepted, result.duplicates, result.rejected) == (0, 0, 0, 0)
     assert tuple(result.accepted_records.columns) == ACCEPTED_RECORD_COLUMNS
-    assert result.rejected_rows == result.duplicate_rows == result.warnings == []
+    assert result.rejected_rows == result.duplicate_rows == list(result.warnings) == []
 
 
 def test_refused_file_raises() -> None:
@@ -243,7 +248,7 @@ def _as_comparable(result: ValidationResult) -> dict:
         "records": None if result.accepted_records is None else result.accepted_records.to_dict("records"),
         "rejected": result.rejected_rows,
         "duplicates": result.duplicate_rows,
-        "warnings": result.warnings,
+        "warnings": list(result.warnings),
         "file": (result.encoding, result.delimiter, result.ignored_columns),
     }
 
@@ -273,6 +278,15 @@ def test_records_streamed_to_a_sink_are_the_records_gathered_in_memory() -> None
     assert _as_comparable(streamed) == _as_comparable(gathered) | {"records": None}
     assert streamed.accepted_per_system == gathered.accepted_per_system
     assert sum(streamed.accepted_per_block.values()) == streamed.accepted == gathered.accepted
+
+
+def test_a_file_validated_from_disk_equals_its_bytes_validated_in_memory(tmp_path: Path) -> None:
+    data = (FIXTURES / "dirt_catalogue.csv").read_bytes()
+    path = tmp_path / "export.csv"
+    path.write_bytes(data)
+    from_disk = validate_tm2_file(path, today=TODAY, chunk_rows=7)
+    assert _as_comparable(from_disk) == _as_comparable(validate_tm2_bytes(data, today=TODAY, chunk_rows=7))
+    assert len(from_disk.warnings) > 0 and from_disk.rejected > 0
 
 
 def test_a_duplicate_in_a_later_chunk_points_at_the_first_row_of_the_file() -> None:
