@@ -4,8 +4,8 @@ Validation asks, chunk by chunk, which keys an earlier chunk already accepted an
 rows are duplicates. A dict of hex keys costs ~170 bytes a key, the largest thing that grows with the
 file; here each key is its 32-byte sha256 digest in a sorted numpy segment, beside its row and the
 digest's first 8 bytes as an integer (searching integers is 3x faster than 32-byte strings). Segments
-are merged as they grow (a new one merges into the last while it is at least as large), so a lookup
-searches O(log n) of them.
+are merged as they grow (a new one merges into the last while it is at least as large, up to
+`MERGE_LIMIT` keys), so a lookup searches O(log n) of them, plus one per `MERGE_LIMIT` keys.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ import numpy as np
 
 DIGEST = np.dtype("S32")  # fixed width: two different 32-byte digests never compare equal
 _PREFIX = np.dtype(">u8")  # big-endian, so integer order is the digests' byte order
+# Segments stop merging at this many keys: a merge briefly needs ~2x its segments' memory, and past
+# this size that spike would grow with the file while lookups gain little (10M keys: ~10 segments).
+MERGE_LIMIT = 1 << 20
 
 
 def key_digests(keys: Sequence[str]) -> np.ndarray:
@@ -32,8 +35,8 @@ def key_digests(keys: Sequence[str]) -> np.ndarray:
 
 def _prefixes(digests: np.ndarray) -> np.ndarray:
     """The first 8 bytes of each digest as a native integer (a copy: no view keeps the bytes alive)."""
-    big_endian = np.frombuffer(digests.tobytes(), dtype=_PREFIX)[:: DIGEST.itemsize // _PREFIX.itemsize]
-    return big_endian.astype(np.uint64)
+    words = np.frombuffer(np.ascontiguousarray(digests), dtype=_PREFIX)  # a view, 4 words a digest
+    return words[:: DIGEST.itemsize // _PREFIX.itemsize].astype(np.uint64)
 
 
 @dataclass(frozen=True)
@@ -90,10 +93,14 @@ class KeyIndex:
             return
         self._segments.append(_Segment.sorted(digests, rows))
         self._size += len(digests)
-        while len(self._segments) > 1 and len(self._segments[-1].digests) >= len(self._segments[-2].digests):
-            newer, older = self._segments.pop(), self._segments.pop()
-            self._segments.append(
-                _Segment.sorted(
-                    np.concatenate([older.digests, newer.digests]), np.concatenate([older.rows, newer.rows])
-                )
-            )
+        segments = self._segments
+        while (
+            len(segments) > 1
+            and len(segments[-1].digests) >= len(segments[-2].digests)
+            and len(segments[-1].digests) + len(segments[-2].digests) <= MERGE_LIMIT
+        ):
+            digests = np.concatenate([segments[-2].digests, segments[-1].digests])
+            rows = np.concatenate([segments[-2].rows, segments[-1].rows])
+            del segments[-2:]  # the halves go before the merged segment is sorted: a lower peak
+            segments.append(_Segment.sorted(digests, rows))
+            del digests, rows

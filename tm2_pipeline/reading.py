@@ -240,6 +240,7 @@ class Tm2Rows:
                     header_fields=self.info.header_fields,
                 )
             yield table
+            del table  # the caller is done with it: not alive while the next chunk is read
             if wanted > 0:
                 return
 

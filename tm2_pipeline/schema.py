@@ -188,6 +188,10 @@ def row_problems(normalized: pd.DataFrame, *, today: datetime.date) -> pd.DataFr
         cases = errors.failure_cases
     else:
         return empty
+    finally:
+        # pandera caches its accessor on the frame, and the accessor points back at the frame: that
+        # cycle would keep each chunk's columns alive until a full garbage collection, chunks later.
+        vars(normalized).pop("pandera", None)
     known = [
         check in COLUMN_CHECKS.get(column, ()) and index == index  # index is NaN for structural failures
         for column, check, index in zip(cases["column"], cases["check"], cases["index"], strict=True)

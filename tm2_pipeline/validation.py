@@ -100,6 +100,7 @@ def _validate_rows(
     collector = _Collector(rows.info, sink)
     for raw in rows.chunks(chunk_rows):
         collector.add(raw, today=today, day_first=day_first)
+        del raw  # else it lives on while the next chunk is read
     return collector.result()
 
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tm2_pipeline import key_index
 from tm2_pipeline.key_index import KeyIndex, key_digests
 
 
@@ -40,6 +41,17 @@ def test_many_chunks_stay_few_segments_and_every_key_is_found() -> None:
     assert len(index._segments) <= 5  # merged as they grow: log2(20) + 1
     assert index.first_rows(key_digests(keys)).tolist() == list(range(20_000))
     assert index.first_rows(key_digests([key(-1), key(20_000)])).tolist() == [-1, -1]
+
+
+def test_segments_stop_merging_at_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(key_index, "MERGE_LIMIT", 4000)
+    index = KeyIndex()
+    keys = [key(n) for n in range(20_000)]
+    for start in range(0, len(keys), 1000):
+        index.add(key_digests(keys[start : start + 1000]), list(range(start, start + 1000)))
+    sizes = [len(segment.digests) for segment in index._segments]
+    assert sizes == [4000] * 5  # no merge past 4000 keys, and every merge up to it
+    assert index.first_rows(key_digests(keys[::-1])).tolist() == list(range(20_000))[::-1]
 
 
 def test_digests_ending_in_zero_bytes_are_told_apart() -> None:
