@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import gc
+import weakref
 
 import pandas as pd
 import pytest
@@ -129,3 +131,18 @@ def test_column_shortcuts_decide_like_the_value_by_value_rules(values: list[str]
     assert _scientific(column).tolist() == [_looks_scientific(value) for value in values]
     assert _printable(column).tolist() == [value.isprintable() for value in values]
     assert list(_scientific(column).index) == list(column.index)
+
+
+@pytest.mark.parametrize("change", [{}, {"severity": "sometimes"}])
+def test_a_checked_frame_is_freed_by_reference_counting_alone(change: dict[str, object]) -> None:
+    # A frame left in a reference cycle lives until a full garbage collection: chunks of a large
+    # file would pile up in memory (pandera's cached accessor made one).
+    frame = frame_of(change)
+    freed = weakref.ref(frame)
+    gc.disable()
+    try:
+        row_problems(frame, today=TODAY)
+        del frame
+        assert freed() is None
+    finally:
+        gc.enable()
