@@ -70,7 +70,10 @@ def dry_run(path: Path, settings: Settings, today) -> IngestReport:
     """Validate and report; write nothing anywhere (no Dagster run, no store, no file copies)."""
     report = IngestReport(file=path.name, sha256=sha256_of_file(path), status=SUCCEEDED)
     try:
-        result = validate_tm2_file(path, today=today, day_first=settings.day_first)
+        # Counts only: records and rejects are not kept (flat memory whatever the file's size).
+        result = validate_tm2_file(
+            path, today=today, day_first=settings.day_first, sink=_discard, reject_sink=_discard
+        )
     except FileRefused as refusal:
         report.status, report.error = REFUSED, f"{refusal.reason}: {refusal.message}"
         return report
@@ -83,6 +86,10 @@ def dry_run(path: Path, settings: Settings, today) -> IngestReport:
     if not passed and severity == dg.AssetCheckSeverity.ERROR:
         report.status, report.error = BLOCKED, "reject rate is above TM2_REJECT_BLOCK"
     return report
+
+
+def _discard(_: object) -> None:
+    pass
 
 
 class Ingestor:

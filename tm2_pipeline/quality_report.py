@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from tm2_pipeline.identity import clean_token
 from tm2_pipeline.validation import ValidationResult
 
 _TOP_CODES = 10
-_CODE_CHECKS = ("unknown_code", "tm1_code")
 
 
 def quality_report_markdown(result: ValidationResult, file_name: str) -> str:
@@ -32,10 +30,8 @@ def quality_report_markdown(result: ValidationResult, file_name: str) -> str:
         ignored = ", ".join(f"`{_cell(name)}`" for name in result.ignored_columns)
         lines.append(f"Ignored columns: {ignored}.")
 
-    reasons = Counter(
-        (reason["column"], reason["check"]) for row in result.rejected_rows for reason in row["reasons"]
-    )
-    lines += _table("Rejection reasons", ("column", "check", "rows"), reasons.most_common())
+    reasons = Counter(result.rejection_reasons).most_common()
+    lines += _table("Rejection reasons", ("column", "check", "rows"), reasons)
     lines += _table("Warnings", ("column", "check", "rows"), result.warnings.counts().most_common())
 
     systems = sorted(result.accepted_per_system.items())
@@ -43,14 +39,8 @@ def quality_report_markdown(result: ValidationResult, file_name: str) -> str:
     blocks = Counter(result.accepted_per_block).most_common()
     lines += _table("Accepted records per WHO block", ("block", "records"), blocks)
 
-    rejected_codes: Counter[str] = Counter()
-    for row in result.rejected_rows:
-        if any(reason["check"] in _CODE_CHECKS for reason in row["reasons"]):
-            code = clean_token(row["values"]["tm2_code"]).upper()
-            rejected_codes[code if len(code) <= 8 else f"({len(code)} characters)"] += 1
-    lines += _table(
-        f"Top rejected codes (top {_TOP_CODES})", ("tm2_code", "rows"), rejected_codes.most_common(_TOP_CODES)
-    )
+    rejected_codes = Counter(result.rejected_codes).most_common(_TOP_CODES)
+    lines += _table(f"Top rejected codes (top {_TOP_CODES})", ("tm2_code", "rows"), rejected_codes)
     lines += ["", "Block titles: ICD-11 © World Health Organization, CC BY-ND 3.0 IGO."]
     return "\n".join(lines) + "\n"
 

@@ -25,12 +25,18 @@ from typing import Any
 
 import pandas as pd
 
+from tm2_pipeline.identity import clean_token
 from tm2_pipeline.key_index import KeyIndex, key_digests
 from tm2_pipeline.normalize import explain, namaste_mismatch_message, namaste_mismatches, normalize_tm2_frame
 from tm2_pipeline.reading import CHUNK_ROWS, TM2_COLUMNS, RawTable, Tm2FileInfo, Tm2Rows
 from tm2_pipeline.records import ACCEPTED_RECORD_COLUMNS, build_accepted_records
 from tm2_pipeline.row_warnings import RowWarnings
 from tm2_pipeline.schema import row_problems
+
+# Row numbers listed in metadata at most (the full lists are in the quarantine and the result).
+ROW_LIST_LIMIT = 200
+# Reasons that make the rejected code worth counting in the quality report.
+_CODE_CHECKS = ("unknown_code", "tm1_code")
 
 
 @dataclass
@@ -43,6 +49,7 @@ class ValidationResult:
     rejected: int
     # None when the records went to a sink chunk by chunk (see validate_tm2_file).
     accepted_records: pd.DataFrame | None
+    # Empty when the rejected rows went to a reject sink chunk by chunk.
     rejected_rows: list[dict[str, Any]] = field(default_factory=list)
     duplicate_rows: list[dict[str, int]] = field(default_factory=list)
     warnings: RowWarnings = field(default_factory=RowWarnings)
@@ -52,6 +59,11 @@ class ValidationResult:
     # Accepted records per system_type and per WHO block (the quality report's tallies).
     accepted_per_system: dict[str, int] = field(default_factory=dict)
     accepted_per_block: dict[str, int] = field(default_factory=dict)
+    # Rejected rows per (column, check) of each reason, and per rejected code (canonical, or its
+    # length when it is not code-shaped); the row numbers of the first ROW_LIST_LIMIT rejected rows.
+    rejection_reasons: dict[tuple[str, str], int] = field(default_factory=dict)
+    rejected_codes: dict[str, int] = field(default_factory=dict)
+    first_rejected_rows: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.rows != self.accepted + self.duplicates + self.rejected:
@@ -68,18 +80,19 @@ def validate_tm2_file(
     day_first: bool = True,
     chunk_rows: int = CHUNK_ROWS,
     sink: AcceptedSink | None = None,
+    reject_sink: RejectSink | None = None,
 ) -> ValidationResult:
     """Read and validate a clinic export; raises `reading.FileRefused` for an unreadable file.
 
     The file is read a block at a time, and its rows are validated `chunk_rows` csv records at a
     time, so the working memory does not grow with the file. The accepted records of each chunk go
-    to `sink` when one is given (then `accepted_records` is None, and what grows with the file is
-    the index of accepted keys, the warnings and the rejected rows); otherwise they are gathered
-    into `accepted_records`. A key seen in an earlier chunk makes a row a duplicate exactly as
-    within one chunk.
+    to `sink` and its rejected rows to `reject_sink` when these are given (then `accepted_records`
+    is None and `rejected_rows` empty, and what grows with the file is the index of accepted keys,
+    the duplicates and the warnings); otherwise they are gathered into the result. A key seen in an
+    earlier chunk makes a row a duplicate exactly as within one chunk.
     """
     with path.open("rb") as stream:
-        return _validate_rows(Tm2Rows(stream), today, day_first, chunk_rows, sink)
+        return _validate_rows(Tm2Rows(stream), today, day_first, chunk_rows, sink, reject_sink)
 
 
 def validate_tm2_bytes(
@@ -89,15 +102,21 @@ def validate_tm2_bytes(
     day_first: bool = True,
     chunk_rows: int = CHUNK_ROWS,
     sink: AcceptedSink | None = None,
+    reject_sink: RejectSink | None = None,
 ) -> ValidationResult:
     """`validate_tm2_file` for an export already in memory."""
-    return _validate_rows(Tm2Rows(data), today, day_first, chunk_rows, sink)
+    return _validate_rows(Tm2Rows(data), today, day_first, chunk_rows, sink, reject_sink)
 
 
 def _validate_rows(
-    rows: Tm2Rows, today: datetime.date, day_first: bool, chunk_rows: int, sink: AcceptedSink | None
+    rows: Tm2Rows,
+    today: datetime.date,
+    day_first: bool,
+    chunk_rows: int,
+    sink: AcceptedSink | None,
+    reject_sink: RejectSink | None,
 ) -> ValidationResult:
-    collector = _Collector(rows.info, sink)
+    collector = _Collector(rows.info, sink, reject_sink)
     for raw in rows.chunks(chunk_rows):
         collector.add(raw, today=today, day_first=day_first)
         del raw  # else it lives on while the next chunk is read
@@ -123,17 +142,26 @@ class _ChunkOutcome:
 
 AcceptedSink = Callable[[pd.DataFrame], None]
 """Takes each chunk's accepted records (ACCEPTED_RECORD_COLUMNS, in row order) as they are made."""
+RejectSink = Callable[[list[dict[str, Any]]], None]
+"""Takes each chunk's rejected rows ({row, values, reasons}, in row order) as they are found."""
 
 
 class _Collector:
     """Adds up chunk outcomes; a key first seen in an earlier chunk wins over later rows."""
 
-    def __init__(self, info: Tm2FileInfo, sink: AcceptedSink | None = None) -> None:
+    def __init__(
+        self, info: Tm2FileInfo, sink: AcceptedSink | None = None, reject_sink: RejectSink | None = None
+    ) -> None:
         self.info = info
         self.sink = sink
+        self.reject_sink = reject_sink
         self.rows = 0
         self.records: list[pd.DataFrame] = []  # gathered only when there is no sink
-        self.rejected_rows: list[dict[str, Any]] = []
+        self.rejected_rows: list[dict[str, Any]] = []  # gathered only when there is no reject sink
+        self.rejected = 0
+        self.rejection_reasons: Counter[tuple[str, str]] = Counter()
+        self.rejected_codes: Counter[str] = Counter()
+        self.first_rejected_rows: list[int] = []
         self.duplicate_rows: list[dict[str, int]] = []
         self.warnings = RowWarnings()
         # Every accepted key and its source row (compact: ~48 bytes a key; it grows with the file).
@@ -175,7 +203,7 @@ class _Collector:
         self.rows += chunk.rows
         self.per_system.update(records["system_type"].value_counts().to_dict())
         self.per_block.update(records["who_block"].value_counts().to_dict())
-        self.rejected_rows += chunk.rejected_rows
+        self._add_rejected(chunk.rejected_rows)
         self.duplicate_rows += duplicates
         self.warnings.add_chunk(_warnings(records, filled))
         records = _in_record_columns(records)
@@ -183,6 +211,21 @@ class _Collector:
             self.sink(records)
         else:
             self.records.append(records)
+
+    def _add_rejected(self, rejected_rows: list[dict[str, Any]]) -> None:
+        self.rejected += len(rejected_rows)
+        for rejected in rejected_rows:
+            reasons = [(reason["column"], reason["check"]) for reason in rejected["reasons"]]
+            self.rejection_reasons.update(reasons)
+            if any(check in _CODE_CHECKS for _, check in reasons):
+                code = clean_token(rejected["values"]["tm2_code"]).upper()
+                self.rejected_codes[code if len(code) <= 8 else f"({len(code)} characters)"] += 1
+        wanted = ROW_LIST_LIMIT - len(self.first_rejected_rows)
+        self.first_rejected_rows += [rejected["row"] for rejected in rejected_rows[:wanted]]
+        if self.reject_sink is not None:
+            self.reject_sink(rejected_rows)
+        else:
+            self.rejected_rows += rejected_rows
 
     def result(self) -> ValidationResult:
         records = None
@@ -195,7 +238,7 @@ class _Collector:
             rows=self.rows,
             accepted=len(self.accepted_keys),  # one entry per accepted record
             duplicates=len(self.duplicate_rows),
-            rejected=len(self.rejected_rows),
+            rejected=self.rejected,
             accepted_records=records,
             rejected_rows=self.rejected_rows,
             duplicate_rows=self.duplicate_rows,
@@ -205,6 +248,9 @@ class _Collector:
             ignored_columns=list(self.info.ignored_columns),
             accepted_per_system=dict(sorted(self.per_system.items())),
             accepted_per_block=dict(self.per_block.most_common()),
+            rejection_reasons=dict(self.rejection_reasons.most_common()),
+            rejected_codes=dict(self.rejected_codes.most_common()),
+            first_rejected_rows=self.first_rejected_rows,
         )
 
 

@@ -17,10 +17,8 @@ from typing import Any
 from tm2_pipeline import codes
 from tm2_pipeline.accepted_table import AcceptedTable
 from tm2_pipeline.quality_report import quality_report_markdown
-from tm2_pipeline.validation import ValidationResult
+from tm2_pipeline.validation import ROW_LIST_LIMIT, ValidationResult
 
-# At most this many row numbers are listed in metadata; the full list is in the quarantine.
-ROW_LIST_LIMIT = 200
 _RULE_SOURCES = ("reading.py", "normalize.py", "schema.py", "records.py", "validation.py", "identity.py")
 
 
@@ -84,7 +82,7 @@ def summarize(
         delimiter=result.delimiter,
         ignored_columns=list(result.ignored_columns),
         duplicate_rows=[d["row"] for d in result.duplicate_rows[:ROW_LIST_LIMIT]],
-        rejected_rows=[r["row"] for r in result.rejected_rows[:ROW_LIST_LIMIT]],
+        rejected_rows=result.first_rejected_rows,
         quality_report=quality_report_markdown(result, file),
         validated_on=today.isoformat(),
         day_first=day_first,

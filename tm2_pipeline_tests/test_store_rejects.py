@@ -74,3 +74,31 @@ def test_bad_rejected_rows_are_refused_before_writing(mongo_db):
     with pytest.raises(TypeError, match="must be an int"):
         store.replace_for_file("a.csv", SHA, "a.csv", [{"row": "3", "values": {}, "reasons": []}], T0)
     assert store.count() == 0
+
+
+def test_rejects_replaced_chunk_by_chunk_equal_one_replacement(mongo_db):
+    store = RejectStore(mongo_db)
+    store.replace_for_file("a.csv", SHA, "a.csv", [rejected(2), rejected(7), rejected(20)], T0)
+    kept = store.collection.find_one({"_id": f"{SHA}:7"})
+    with store.replacing("a.csv", SHA, "a.csv", T0 + timedelta(days=1)) as replacement:
+        replacement.write([rejected(3), rejected(7)])
+        replacement.write([])
+        # Rows of the earlier replacement stay until the new one is complete.
+        assert [doc["row"] for doc in store.for_file(SHA)] == [2, 3, 7, 20]
+        replacement.write([rejected(9)])
+        with pytest.raises(ValueError, match="row order"):
+            replacement.write([rejected(8)])
+    assert replacement.written == 3
+    assert [doc["row"] for doc in store.for_file(SHA)] == [3, 7, 9]
+    assert store.collection.find_one({"_id": f"{SHA}:7"}) == kept  # unchanged: not written again
+
+
+def test_a_replacement_that_fails_midway_removes_nothing(mongo_db):
+    store = RejectStore(mongo_db)
+    store.replace_for_file("a.csv", SHA, "a.csv", [rejected(2)], T0)
+    with pytest.raises(RuntimeError), store.replacing("a.csv", SHA, "a.csv", T0) as replacement:
+        replacement.write([rejected(5)])
+        raise RuntimeError("the run died")
+    assert [doc["row"] for doc in store.for_file(SHA)] == [2, 5]  # the next replacement tidies up
+    store.remove_for_file(SHA)
+    assert store.for_file(SHA) == []

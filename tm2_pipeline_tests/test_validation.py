@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime
 import io
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -278,6 +279,26 @@ def test_records_streamed_to_a_sink_are_the_records_gathered_in_memory() -> None
     assert _as_comparable(streamed) == _as_comparable(gathered) | {"records": None}
     assert streamed.accepted_per_system == gathered.accepted_per_system
     assert sum(streamed.accepted_per_block.values()) == streamed.accepted == gathered.accepted
+
+
+def test_rejected_rows_streamed_to_a_sink_are_the_rows_gathered_in_memory() -> None:
+    header, _, body = (FIXTURES / "dirt_catalogue.csv").read_bytes().partition(b"\n")
+    data = header + b"\n" + body + body
+    gathered = validate_tm2_bytes(data, today=TODAY, chunk_rows=5)
+    chunks: list[list[dict]] = []
+    streamed = validate_tm2_bytes(data, today=TODAY, chunk_rows=5, reject_sink=chunks.append)
+    assert streamed.rejected_rows == [] and streamed.rejected == gathered.rejected > 10
+    assert len(chunks) > 3 and [row for chunk in chunks for row in chunk] == gathered.rejected_rows
+    for tally in ("rejection_reasons", "rejected_codes", "first_rejected_rows"):
+        assert getattr(streamed, tally) == getattr(gathered, tally), tally
+    reasons = Counter((r["column"], r["check"]) for row in gathered.rejected_rows for r in row["reasons"])
+    assert gathered.rejection_reasons == dict(reasons)
+    assert gathered.first_rejected_rows == [row["row"] for row in gathered.rejected_rows]
+    code_checks = ("unknown_code", "tm1_code")
+    with_code_reason = [
+        row for row in gathered.rejected_rows if any(r["check"] in code_checks for r in row["reasons"])
+    ]
+    assert sum(gathered.rejected_codes.values()) == len(with_code_reason) > 0
 
 
 def test_a_file_validated_from_disk_equals_its_bytes_validated_in_memory(tmp_path: Path) -> None:

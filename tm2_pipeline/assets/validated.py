@@ -80,19 +80,19 @@ def validated_tm2_records(
         # Accepted records go to disk chunk by chunk (flat memory); the IO manager moves the
         # finished table into place. A failure on the way leaves no partial table behind.
         staging = staging_path(table_path, context.run.run_id)
+        # Rejected rows go to the quarantine chunk by chunk too (keyed by file hash and row).
+        rejects = mongo.rejects().replacing(
+            file_name=file_name, sha256=sha256, partition=context.partition_key, now=now
+        )
         try:
-            with AcceptedTableWriter(staging) as writer:
-                result = validate_tm2_file(copy, today=today, day_first=day_first, sink=writer.write)
-                mongo.rejects().replace_for_file(
-                    file_name=file_name,
-                    sha256=sha256,
-                    partition=context.partition_key,
-                    rejected_rows=result.rejected_rows,
-                    now=now,
+            with AcceptedTableWriter(staging) as writer, rejects as quarantine:
+                result = validate_tm2_file(
+                    copy, today=today, day_first=day_first, sink=writer.write, reject_sink=quarantine.write
                 )
                 summary = summarize(result, file=file_name, sha256=sha256, today=today, day_first=day_first)
                 accepted = writer.close(summary.table_attrs())
         except FileRefused as refusal:  # a CSV structure broken far down the file (a runaway quote)
+            mongo.rejects().remove_for_file(sha256)  # refused as a whole: its rows are not rejects
             record_refusal(
                 refusal,
                 name=file_name,

@@ -7,10 +7,13 @@ them as a dict again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+import bson
 from pymongo import ReplaceOne
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -51,9 +54,10 @@ def _reject_documents(
     return documents
 
 
-def _differs(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
-    """True when anything but the time it was recorded differs."""
-    return any(stored.get(name) != value for name, value in wanted.items() if name != "recorded_at")
+def _content_digest(document: Mapping[str, Any]) -> bytes:
+    """What a reject says, but for when it was recorded: equal digests, nothing to write."""
+    content = {name: value for name, value in document.items() if name != "recorded_at"}
+    return hashlib.sha256(bson.encode(content)).digest()
 
 
 class RejectStore:
@@ -75,25 +79,28 @@ class RejectStore:
     ) -> int:
         """Make the stored rejects of this file content exactly `rejected_rows`; returns how many.
 
-        Each row is {row: int, values: {column: raw value}, reasons: [str, ...]}. Idempotent: rows
-        already stored as given are not written again (their `recorded_at` stays); new rows are
-        inserted in bulk, changed ones replaced, rows no longer rejected removed. Rows are written
-        before stale ones go, so a reader never sees the file without its rejects.
+        Each row is {row: int, values: {column: raw value}, reasons: [str, ...]}. See `replacing`,
+        which takes the rows a chunk at a time.
         """
-        wanted = _reject_documents(file_name, sha256, partition, rejected_rows, stored_timestamp(now))
-        with translate_outage(self.target):
-            stored = {doc["_id"]: doc for doc in self.collection.find({"sha256": sha256})}
-            new = [doc for key, doc in wanted.items() if key not in stored]
-            changed = [doc for key, doc in wanted.items() if key in stored and _differs(stored[key], doc)]
-            changed += insert_new(self.collection, new)  # a concurrent run's rows come back to replace
-            if changed:
-                self.collection.bulk_write(
-                    [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in changed], ordered=False
-                )
-            stale = [key for key in stored if key not in wanted]
-            for start in range(0, len(stale), STALE_DELETE_KEYS):
-                self.collection.delete_many({"_id": {"$in": stale[start : start + STALE_DELETE_KEYS]}})
-        return len(wanted)
+        with self.replacing(file_name, sha256, partition, now) as replacement:
+            replacement.write(rejected_rows)
+        return replacement.written
+
+    @contextmanager
+    def replacing(
+        self, file_name: str, sha256: str, partition: str, now: datetime
+    ) -> Iterator[RejectReplacement]:
+        """Replace the stored rejects of this file content with the rows written, chunk by chunk.
+
+        Idempotent: rows already stored as given are not written again (their `recorded_at` stays);
+        new rows are inserted in bulk, changed ones replaced, and when the block ends without an
+        error, rows no longer rejected are removed. Rows are written before stale ones go, so a
+        reader never sees the file without its rejects; after an error the stale rows stay until
+        the next replacement.
+        """
+        replacement = RejectReplacement(self, file_name, sha256, partition, stored_timestamp(now))
+        yield replacement
+        replacement.remove_stale()
 
     def for_file(self, sha256: str) -> list[dict[str, Any]]:
         """The rejects of one file content, by row, with `values` as a {column: value} dict."""
@@ -106,3 +113,62 @@ class RejectStore:
     def count(self) -> int:
         with translate_outage(self.target):
             return self.collection.count_documents({})
+
+    def remove_for_file(self, sha256: str) -> None:
+        """Forget the rejects of one file content (a file refused as a whole has none)."""
+        with translate_outage(self.target):
+            self.collection.delete_many({"sha256": sha256})
+
+
+class RejectReplacement:
+    """One file content's rejects being replaced; see `RejectStore.replacing`.
+
+    It holds a digest of each row stored before (about 150 bytes a row) and nothing of the rows
+    written, so replacing the rejects of a large file does not hold them all.
+    """
+
+    def __init__(
+        self, store: RejectStore, file_name: str, sha256: str, partition: str, stamp: datetime
+    ) -> None:
+        self.store = store
+        self.file_name, self.sha256, self.partition, self.stamp = file_name, sha256, partition, stamp
+        with translate_outage(store.target):
+            # Rows stored earlier and not written again yet; what is left at the end is stale.
+            self.unwritten = {
+                doc["_id"]: _content_digest(doc) for doc in store.collection.find({"sha256": sha256})
+            }
+        self.written = 0
+        self._last_row: int | None = None
+
+    def write(self, rejected_rows: Iterable[Mapping[str, Any]]) -> None:
+        """Store these rejected rows (each row number once over the whole replacement)."""
+        wanted = _reject_documents(self.file_name, self.sha256, self.partition, rejected_rows, self.stamp)
+        if not wanted:
+            return
+        rows = [doc["row"] for doc in wanted.values()]
+        if self._last_row is not None and min(rows) <= self._last_row:
+            raise ValueError("rejected rows written in parts must come in row order")
+        self._last_row = max(rows)
+        collection = self.store.collection
+        new, changed = [], []
+        for key, doc in wanted.items():
+            stored = self.unwritten.pop(key, None)
+            if stored is None:
+                new.append(doc)
+            elif stored != _content_digest(doc):
+                changed.append(doc)
+        with translate_outage(self.store.target):
+            changed += insert_new(collection, new)  # a concurrent run's rows come back to replace
+            if changed:
+                collection.bulk_write(
+                    [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in changed], ordered=False
+                )
+        self.written += len(wanted)
+
+    def remove_stale(self) -> None:
+        """Remove the rows stored before and not written in this replacement."""
+        stale = list(self.unwritten)
+        with translate_outage(self.store.target):
+            for start in range(0, len(stale), STALE_DELETE_KEYS):
+                self.store.collection.delete_many({"_id": {"$in": stale[start : start + STALE_DELETE_KEYS]}})
+        self.unwritten = {}
