@@ -97,9 +97,14 @@ def stage_floor(ctx: BenchContext) -> StageResult:
     return result
 
 
+def _discard(_: object) -> None:
+    pass
+
+
 def stage_validation(ctx: BenchContext) -> StageResult:
     """(c) read + normalize + rules + records of the whole file, as the validated asset runs it:
-    chunk by chunk, each chunk's accepted records appended to the Parquet table on disk."""
+    chunk by chunk, each chunk's accepted records appended to the Parquet table on disk and its
+    rejected rows handed on (to the store in the asset; dropped here: (c) measures validation)."""
     from tm2_pipeline.accepted_table import AcceptedTableWriter
     from tm2_pipeline.validation import validate_tm2_file
 
@@ -107,7 +112,8 @@ def stage_validation(ctx: BenchContext) -> StageResult:
     table_path = Path(ctx.workdir) / "validated.parquet"
     result = StageResult("validation", rows=ctx.rows, note="validate_tm2_file -> Parquet table, chunked")
     with measured(result), AcceptedTableWriter(table_path) as writer:
-        outcome = validate_tm2_file(data_path, today=today(), sink=writer.write)
+        # Rejected rows leave chunk by chunk as in the asset, which sends them to the store.
+        outcome = validate_tm2_file(data_path, today=today(), sink=writer.write, reject_sink=_discard)
         writer.close({"file": table_path.name})
     result.extra = {
         "accepted": outcome.accepted,

@@ -25,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from tm2_pipeline.duplicate_rows import DuplicateRows
 from tm2_pipeline.identity import clean_token
 from tm2_pipeline.key_index import KeyIndex, key_digests
 from tm2_pipeline.normalize import explain, namaste_mismatch_message, namaste_mismatches, normalize_tm2_frame
@@ -51,7 +52,7 @@ class ValidationResult:
     accepted_records: pd.DataFrame | None
     # Empty when the rejected rows went to a reject sink chunk by chunk.
     rejected_rows: list[dict[str, Any]] = field(default_factory=list)
-    duplicate_rows: list[dict[str, int]] = field(default_factory=list)
+    duplicate_rows: DuplicateRows = field(default_factory=DuplicateRows)
     warnings: RowWarnings = field(default_factory=RowWarnings)
     encoding: str = "utf-8"
     delimiter: str = ","
@@ -162,7 +163,7 @@ class _Collector:
         self.rejection_reasons: Counter[tuple[str, str]] = Counter()
         self.rejected_codes: Counter[str] = Counter()
         self.first_rejected_rows: list[int] = []
-        self.duplicate_rows: list[dict[str, int]] = []
+        self.duplicate_rows = DuplicateRows()
         self.warnings = RowWarnings()
         # Every accepted key and its source row (compact: ~48 bytes a key; it grows with the file).
         self.accepted_keys = KeyIndex()
@@ -204,7 +205,7 @@ class _Collector:
         self.per_system.update(records["system_type"].value_counts().to_dict())
         self.per_block.update(records["who_block"].value_counts().to_dict())
         self._add_rejected(chunk.rejected_rows)
-        self.duplicate_rows += duplicates
+        self.duplicate_rows.add_chunk(duplicates)
         self.warnings.add_chunk(_warnings(records, filled))
         records = _in_record_columns(records)
         if self.sink is not None:

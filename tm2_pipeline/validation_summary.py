@@ -81,7 +81,7 @@ def summarize(
         encoding=result.encoding,
         delimiter=result.delimiter,
         ignored_columns=list(result.ignored_columns),
-        duplicate_rows=[d["row"] for d in result.duplicate_rows[:ROW_LIST_LIMIT]],
+        duplicate_rows=result.duplicate_rows.first(ROW_LIST_LIMIT),
         rejected_rows=result.first_rejected_rows,
         quality_report=quality_report_markdown(result, file),
         validated_on=today.isoformat(),

@@ -108,7 +108,10 @@ def test_sample_accounting() -> None:
         79: [("diagnosis_date", "future_date")],  # 2031-01-01
     }
     assert result.rejected_rows[1]["reasons"][0]["message"].endswith("did you mean SR5Z?")
-    assert result.duplicate_rows == [{"row": 22, "duplicate_of_row": 6}, {"row": 43, "duplicate_of_row": 32}]
+    assert list(result.duplicate_rows) == [
+        {"row": 22, "duplicate_of_row": 6},
+        {"row": 43, "duplicate_of_row": 32},
+    ]
     assert {w["check"] for w in result.warnings} == {"missing"}  # names filled; every NAMASTE pair matches
     assert len(result.warnings) == 11
     assert (result.encoding, result.delimiter, result.ignored_columns) == ("utf-8", ",", [])
@@ -132,7 +135,7 @@ def test_header_only_file_succeeds_with_zeros() -> None:
     result = validate_tm2_bytes(f"{HEADER}\r\n".encode(), today=TODAY)
     assert (result.rows, result.accepted, result.duplicates, result.rejected) == (0, 0, 0, 0)
     assert tuple(result.accepted_records.columns) == ACCEPTED_RECORD_COLUMNS
-    assert result.rejected_rows == result.duplicate_rows == list(result.warnings) == []
+    assert result.rejected_rows == list(result.duplicate_rows) == list(result.warnings) == []
 
 
 def test_refused_file_raises() -> None:
@@ -248,7 +251,7 @@ def _as_comparable(result: ValidationResult) -> dict:
         "counts": (result.rows, result.accepted, result.duplicates, result.rejected),
         "records": None if result.accepted_records is None else result.accepted_records.to_dict("records"),
         "rejected": result.rejected_rows,
-        "duplicates": result.duplicate_rows,
+        "duplicates": list(result.duplicate_rows),
         "warnings": list(result.warnings),
         "file": (result.encoding, result.delimiter, result.ignored_columns),
     }
@@ -317,7 +320,7 @@ def test_a_duplicate_in_a_later_chunk_points_at_the_first_row_of_the_file() -> N
         [HEADER, row, other, other, row, row, "mrn-1 ,sk00,Headache,ayurveda,,15/01/2024,HPR-1,"]
     )
     result = validate_tm2_bytes(data.encode(), today=TODAY, chunk_rows=2)
-    assert result.duplicate_rows == [
+    assert list(result.duplicate_rows) == [
         {"row": 3, "duplicate_of_row": 2},
         {"row": 4, "duplicate_of_row": 1},
         {"row": 5, "duplicate_of_row": 1},
