@@ -69,10 +69,10 @@ def _client(ctx: BenchContext) -> MongoClient:
 def stage_floor(ctx: BenchContext) -> StageResult:
     """(a) bare insert_many(ordered=False) of the pipeline's final documents into an empty collection."""
     from tm2_pipeline.store.records import record_documents
-    from tm2_pipeline.validation import validate_tm2_bytes
+    from tm2_pipeline.validation import validate_tm2_export
 
     data = Path(ctx.data_path).read_bytes()
-    accepted = validate_tm2_bytes(data, today=today()).accepted_records
+    accepted = validate_tm2_export(data, today=today()).accepted_records
     sha256 = hashlib.sha256(data).hexdigest()
     now = datetime.now(UTC)
     documents = list(record_documents(accepted, file_name=Path(ctx.data_path).name, sha256=sha256, now=now))
@@ -106,14 +106,14 @@ def stage_validation(ctx: BenchContext) -> StageResult:
     chunk by chunk, each chunk's accepted records appended to the Parquet table on disk and its
     rejected rows handed on (to the store in the asset; dropped here: (c) measures validation)."""
     from tm2_pipeline.accepted_table import AcceptedTableWriter
-    from tm2_pipeline.validation import validate_tm2_file
+    from tm2_pipeline.validation import validate_tm2_export
 
     data_path = Path(ctx.data_path)
     table_path = Path(ctx.workdir) / "validated.parquet"
-    result = StageResult("validation", rows=ctx.rows, note="validate_tm2_file -> Parquet table, chunked")
+    result = StageResult("validation", rows=ctx.rows, note="validate_tm2_export -> Parquet table, chunked")
     with measured(result), AcceptedTableWriter(table_path) as writer:
         # Rejected rows leave chunk by chunk as in the asset, which sends them to the store.
-        outcome = validate_tm2_file(data_path, today=today(), sink=writer.write, reject_sink=_discard)
+        outcome = validate_tm2_export(data_path, today=today(), sink=writer.write, reject_sink=_discard)
         writer.close({"file": table_path.name})
     result.extra = {
         "accepted": outcome.accepted,
@@ -230,12 +230,12 @@ def stage_openmrs(ctx: BenchContext) -> StageResult:
     from tm2_pipeline.store.indexes import ensure_indexes
     from tm2_pipeline.store.records import RecordStore
     from tm2_pipeline.store.submissions import SubmissionLog
-    from tm2_pipeline.validation import validate_tm2_bytes
+    from tm2_pipeline.validation import validate_tm2_export
 
     data = generate_tm2_csv(
         ctx.openmrs_records, seed=ctx.seed + 1, dirty_share=0, patient_ids=_sandbox_patient_ids()
     )
-    accepted = validate_tm2_bytes(data, today=today()).accepted_records
+    accepted = validate_tm2_export(data, today=today()).accepted_records
     with _client(ctx) as client:
         client.drop_database(OPENMRS_DB)
         db = client[OPENMRS_DB]

@@ -24,7 +24,7 @@ from tm2_pipeline.run_outcome import BLOCKED, FAILED, REFUSED, SUCCEEDED, classi
 from tm2_pipeline.sensors import ingest_run_request
 from tm2_pipeline.settings import Settings
 from tm2_pipeline.store.ingestions import COUNT_NAMES
-from tm2_pipeline.validation import validate_tm2_file
+from tm2_pipeline.validation import validate_tm2_export
 
 REPO_DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
 # Which asset's metadata holds which count (metadata name -> report field).
@@ -71,7 +71,7 @@ def dry_run(path: Path, settings: Settings, today) -> IngestReport:
     report = IngestReport(file=path.name, sha256=sha256_of_file(path), status=SUCCEEDED)
     try:
         # Counts only: records and rejects are not kept (flat memory whatever the file's size).
-        result = validate_tm2_file(
+        result = validate_tm2_export(
             path, today=today, day_first=settings.day_first, sink=_discard, reject_sink=_discard
         )
     except FileRefused as refusal:

@@ -48,7 +48,7 @@ class ValidationResult:
     accepted: int
     duplicates: int
     rejected: int
-    # None when the records went to a sink chunk by chunk (see validate_tm2_file).
+    # None when the records went to a sink chunk by chunk (see validate_tm2_export).
     accepted_records: pd.DataFrame | None
     # Empty when the rejected rows went to a reject sink chunk by chunk.
     rejected_rows: list[dict[str, Any]] = field(default_factory=list)
@@ -74,8 +74,8 @@ class ValidationResult:
             )
 
 
-def validate_tm2_file(
-    path: Path,
+def validate_tm2_export(
+    source: Path | bytes,
     *,
     today: datetime.date,
     day_first: bool = True,
@@ -83,30 +83,20 @@ def validate_tm2_file(
     sink: AcceptedSink | None = None,
     reject_sink: RejectSink | None = None,
 ) -> ValidationResult:
-    """Read and validate a clinic export; raises `reading.FileRefused` for an unreadable file.
+    """Read and validate a clinic export (a file, or its bytes); raises `reading.FileRefused` for an
+    unreadable one.
 
-    The file is read a block at a time, and its rows are validated `chunk_rows` csv records at a
+    A file is read a block at a time, and the rows are validated `chunk_rows` csv records at a
     time, so the working memory does not grow with the file. The accepted records of each chunk go
     to `sink` and its rejected rows to `reject_sink` when these are given (then `accepted_records`
     is None and `rejected_rows` empty, and what grows with the file is the index of accepted keys,
     the duplicates and the warnings); otherwise they are gathered into the result. A key seen in an
     earlier chunk makes a row a duplicate exactly as within one chunk.
     """
-    with path.open("rb") as stream:
+    if isinstance(source, bytes):
+        return _validate_rows(Tm2Rows(source), today, day_first, chunk_rows, sink, reject_sink)
+    with source.open("rb") as stream:
         return _validate_rows(Tm2Rows(stream), today, day_first, chunk_rows, sink, reject_sink)
-
-
-def validate_tm2_bytes(
-    data: bytes,
-    *,
-    today: datetime.date,
-    day_first: bool = True,
-    chunk_rows: int = CHUNK_ROWS,
-    sink: AcceptedSink | None = None,
-    reject_sink: RejectSink | None = None,
-) -> ValidationResult:
-    """`validate_tm2_file` for an export already in memory."""
-    return _validate_rows(Tm2Rows(data), today, day_first, chunk_rows, sink, reject_sink)
 
 
 def _validate_rows(

@@ -14,7 +14,7 @@ import pytest
 
 from bench.generate import generate_tm2_csv
 from tm2_pipeline.codes import tm2_code_list
-from tm2_pipeline.validation import validate_tm2_bytes
+from tm2_pipeline.validation import validate_tm2_export
 
 REPO = Path(__file__).resolve().parent.parent
 RATIOS = re.compile(
@@ -50,7 +50,7 @@ def test_generate_is_deterministic_across_processes(tmp_path: Path) -> None:
 
 
 def test_generated_file_is_mostly_clean_real_codes_with_some_dirt() -> None:
-    result = validate_tm2_bytes(generate_tm2_csv(3000), today=datetime.date(2026, 1, 1))
+    result = validate_tm2_export(generate_tm2_csv(3000), today=datetime.date(2026, 1, 1))
     dirty = result.rejected + result.duplicates
     assert result.rows == 3000
     assert 0.01 * 3000 <= dirty <= 0.03 * 3000

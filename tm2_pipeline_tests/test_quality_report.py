@@ -6,7 +6,7 @@ import datetime
 from pathlib import Path
 
 from tm2_pipeline.quality_report import quality_report_markdown
-from tm2_pipeline.validation import validate_tm2_bytes
+from tm2_pipeline.validation import validate_tm2_export
 
 TODAY = datetime.date(2026, 6, 1)
 ROOT = Path(__file__).resolve().parent
@@ -14,7 +14,7 @@ HEADER = "patient_id,tm2_code,condition_name,system_type,severity,diagnosis_date
 
 
 def test_sample_report_counts() -> None:
-    result = validate_tm2_bytes((ROOT.parent / "data" / "tm2_sample.csv").read_bytes(), today=TODAY)
+    result = validate_tm2_export((ROOT.parent / "data" / "tm2_sample.csv").read_bytes(), today=TODAY)
     report = quality_report_markdown(result, "tm2_sample.csv")
     assert report.startswith("## TM2 quality report: tm2_sample.csv\n")
     assert "| 102 | 96 | 2 | 4 | 11 |" in report
@@ -40,7 +40,7 @@ def test_sample_report_counts() -> None:
 
 
 def test_report_of_an_empty_file_with_ignored_columns() -> None:
-    result = validate_tm2_bytes(f"{HEADER},Remarks|x\n".encode(), today=TODAY)
+    result = validate_tm2_export(f"{HEADER},Remarks|x\n".encode(), today=TODAY)
     report = quality_report_markdown(result, "a|b.csv")
     assert report.startswith("## TM2 quality report: a\\|b.csv\n")
     assert "| 0 | 0 | 0 | 0 | 0 |" in report
@@ -50,6 +50,6 @@ def test_report_of_an_empty_file_with_ignored_columns() -> None:
 
 def test_long_junk_in_the_code_column_is_not_echoed() -> None:
     data = f"{HEADER}\nMRN-1,MRN-SECRET-12345,x,Unani,,2024-01-15,H,\n".encode()
-    report = quality_report_markdown(validate_tm2_bytes(data, today=TODAY), "f.csv")
+    report = quality_report_markdown(validate_tm2_export(data, today=TODAY), "f.csv")
     assert "MRN-SECRET" not in report
     assert "| (16 characters) | 1 |" in report

@@ -17,8 +17,7 @@ from tm2_pipeline.reading import FileRefused, read_tm2_bytes
 from tm2_pipeline.records import ACCEPTED_RECORD_COLUMNS
 from tm2_pipeline.validation import (
     ValidationResult,
-    validate_tm2_bytes,
-    validate_tm2_file,
+    validate_tm2_export,
     validate_tm2_table,
 )
 
@@ -32,7 +31,7 @@ SN3Z_TITLE = "Urinary and reproductive system disorders (TM2), unspecified"
 def catalogue() -> tuple[ValidationResult, list[dict[str, str]]]:
     data = (FIXTURES / "dirt_catalogue.csv").read_bytes()
     expectations = list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")))
-    return validate_tm2_bytes(data, today=TODAY), expectations
+    return validate_tm2_export(data, today=TODAY), expectations
 
 
 CATALOGUE_RESULT, CATALOGUE = catalogue()
@@ -96,7 +95,7 @@ def test_rejected_rows_keep_raw_values_and_messages_never_name_patients() -> Non
 
 
 def test_sample_accounting() -> None:
-    result = validate_tm2_bytes(SAMPLE.read_bytes(), today=TODAY)
+    result = validate_tm2_export(SAMPLE.read_bytes(), today=TODAY)
     assert (result.rows, result.accepted, result.duplicates, result.rejected) == (102, 96, 2, 4)
     reasons = {
         entry["row"]: [(r["column"], r["check"]) for r in entry["reasons"]] for entry in result.rejected_rows
@@ -132,7 +131,7 @@ def test_sample_accounting() -> None:
 
 
 def test_header_only_file_succeeds_with_zeros() -> None:
-    result = validate_tm2_bytes(f"{HEADER}\r\n".encode(), today=TODAY)
+    result = validate_tm2_export(f"{HEADER}\r\n".encode(), today=TODAY)
     assert (result.rows, result.accepted, result.duplicates, result.rejected) == (0, 0, 0, 0)
     assert tuple(result.accepted_records.columns) == ACCEPTED_RECORD_COLUMNS
     assert result.rejected_rows == list(result.duplicate_rows) == list(result.warnings) == []
@@ -140,13 +139,13 @@ def test_header_only_file_succeeds_with_zeros() -> None:
 
 def test_refused_file_raises() -> None:
     with pytest.raises(FileRefused) as caught:
-        validate_tm2_bytes(b"", today=TODAY)
+        validate_tm2_export(b"", today=TODAY)
     assert caught.value.reason == "empty"
 
 
 def test_day_first_switch() -> None:
     data = f"{HEADER}\nMRN-1,SK00,x,Unani,,05/01/2025,H,\n".encode()
-    assert validate_tm2_bytes(data, today=TODAY).accepted_records.at[0, "diagnosis_date"] == "2025-01-05"
+    assert validate_tm2_export(data, today=TODAY).accepted_records.at[0, "diagnosis_date"] == "2025-01-05"
     month_first = validate_tm2_table(read_tm2_bytes(data), today=TODAY, day_first=False)
     assert month_first.accepted_records.at[0, "diagnosis_date"] == "2025-05-01"
 
@@ -158,7 +157,7 @@ def test_accepted_records_round_trip_through_parquet(result_name: str) -> None:
         "sample": SAMPLE.read_bytes(),
         "empty": f"{HEADER}\n".encode(),
     }[result_name]
-    records = validate_tm2_bytes(data, today=TODAY).accepted_records
+    records = validate_tm2_export(data, today=TODAY).accepted_records
     assert tuple(records.columns) == ACCEPTED_RECORD_COLUMNS
     assert str(records["source_row"].dtype) == "int64"
     assert all(str(records[column].dtype) == "object" for column in ACCEPTED_RECORD_COLUMNS[:-1])
@@ -201,7 +200,7 @@ def test_every_generated_row_is_accepted_duplicate_or_rejected(rows: list[list[s
     writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
     writer.writerow(HEADER.split(","))
     writer.writerows(rows)
-    result = validate_tm2_bytes(out.getvalue().encode("utf-8"), today=TODAY)
+    result = validate_tm2_export(out.getvalue().encode("utf-8"), today=TODAY)
     data_rows = [row for row in rows if "".join(row).strip()]  # blank records are not rows
     assert result.rows == len(data_rows) == result.accepted + result.duplicates + result.rejected
     accepted = set(result.accepted_records["source_row"])
@@ -229,9 +228,9 @@ def test_utf16_and_cp1252_exports_validate_to_the_same_records() -> None:
         ["MRN-2", "SK00 ", "Névralgie’s crisis", "siddha", "2", "15-Jan-24", "H-2", ""],
     ]
     utf16 = "\r\n".join("\t".join(row) for row in [HEADER.split(","), *rows]) + "\r\n"
-    from_utf16 = validate_tm2_bytes(b"\xff\xfe" + utf16.encode("utf-16-le"), today=TODAY)
+    from_utf16 = validate_tm2_export(b"\xff\xfe" + utf16.encode("utf-16-le"), today=TODAY)
     cp1252 = "\r\n".join(";".join(row) for row in [HEADER.split(","), rows[1]]) + "\r\n"
-    from_cp1252 = validate_tm2_bytes(cp1252.encode("cp1252"), today=TODAY)
+    from_cp1252 = validate_tm2_export(cp1252.encode("cp1252"), today=TODAY)
     assert (from_utf16.encoding, from_utf16.delimiter, from_utf16.accepted) == ("utf-16-le", "\t", 2)
     assert (from_cp1252.encoding, from_cp1252.delimiter, from_cp1252.accepted) == ("cp1252", ";", 1)
     first, second = from_utf16.accepted_records.to_dict("records")
@@ -263,19 +262,19 @@ def test_validation_in_chunks_equals_validation_in_one_piece(source: str) -> Non
     header, _, body = data.partition(b"\n")
     # The file three times over: every key comes back in later chunks, duplicates of duplicates too.
     data = header + b"\n" + body + body + body
-    whole = validate_tm2_bytes(data, today=TODAY, chunk_rows=10**9)
+    whole = validate_tm2_export(data, today=TODAY, chunk_rows=10**9)
     assert whole.duplicates >= 2 * whole.accepted > 0  # each accepted key comes back twice
     for chunk_rows in (4, 29):
-        chunked = validate_tm2_bytes(data, today=TODAY, chunk_rows=chunk_rows)
+        chunked = validate_tm2_export(data, today=TODAY, chunk_rows=chunk_rows)
         assert _as_comparable(chunked) == _as_comparable(whole), chunk_rows
 
 
 def test_records_streamed_to_a_sink_are_the_records_gathered_in_memory() -> None:
     header, _, body = SAMPLE.read_bytes().partition(b"\n")
     data = header + b"\n" + body + body  # keys of early chunks come back in later ones
-    gathered = validate_tm2_bytes(data, today=TODAY, chunk_rows=29)
+    gathered = validate_tm2_export(data, today=TODAY, chunk_rows=29)
     chunks: list[pd.DataFrame] = []
-    streamed = validate_tm2_bytes(data, today=TODAY, chunk_rows=29, sink=chunks.append)
+    streamed = validate_tm2_export(data, today=TODAY, chunk_rows=29, sink=chunks.append)
     assert streamed.accepted_records is None
     assert len(chunks) > 3 and all(tuple(chunk.columns) == ACCEPTED_RECORD_COLUMNS for chunk in chunks)
     pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), gathered.accepted_records)
@@ -287,9 +286,9 @@ def test_records_streamed_to_a_sink_are_the_records_gathered_in_memory() -> None
 def test_rejected_rows_streamed_to_a_sink_are_the_rows_gathered_in_memory() -> None:
     header, _, body = (FIXTURES / "dirt_catalogue.csv").read_bytes().partition(b"\n")
     data = header + b"\n" + body + body
-    gathered = validate_tm2_bytes(data, today=TODAY, chunk_rows=5)
+    gathered = validate_tm2_export(data, today=TODAY, chunk_rows=5)
     chunks: list[list[dict]] = []
-    streamed = validate_tm2_bytes(data, today=TODAY, chunk_rows=5, reject_sink=chunks.append)
+    streamed = validate_tm2_export(data, today=TODAY, chunk_rows=5, reject_sink=chunks.append)
     assert streamed.rejected_rows == [] and streamed.rejected == gathered.rejected > 10
     assert len(chunks) > 3 and [row for chunk in chunks for row in chunk] == gathered.rejected_rows
     for tally in ("rejection_reasons", "rejected_codes", "first_rejected_rows"):
@@ -308,8 +307,8 @@ def test_a_file_validated_from_disk_equals_its_bytes_validated_in_memory(tmp_pat
     data = (FIXTURES / "dirt_catalogue.csv").read_bytes()
     path = tmp_path / "export.csv"
     path.write_bytes(data)
-    from_disk = validate_tm2_file(path, today=TODAY, chunk_rows=7)
-    assert _as_comparable(from_disk) == _as_comparable(validate_tm2_bytes(data, today=TODAY, chunk_rows=7))
+    from_disk = validate_tm2_export(path, today=TODAY, chunk_rows=7)
+    assert _as_comparable(from_disk) == _as_comparable(validate_tm2_export(data, today=TODAY, chunk_rows=7))
     assert len(from_disk.warnings) > 0 and from_disk.rejected > 0
 
 
@@ -319,7 +318,7 @@ def test_a_duplicate_in_a_later_chunk_points_at_the_first_row_of_the_file() -> N
     data = "\n".join(
         [HEADER, row, other, other, row, row, "mrn-1 ,sk00,Headache,ayurveda,,15/01/2024,HPR-1,"]
     )
-    result = validate_tm2_bytes(data.encode(), today=TODAY, chunk_rows=2)
+    result = validate_tm2_export(data.encode(), today=TODAY, chunk_rows=2)
     assert list(result.duplicate_rows) == [
         {"row": 3, "duplicate_of_row": 2},
         {"row": 4, "duplicate_of_row": 1},

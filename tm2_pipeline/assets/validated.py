@@ -11,7 +11,7 @@ from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.reading import FileRefused
 from tm2_pipeline.resources.mongo import MongoResource
-from tm2_pipeline.validation import validate_tm2_file
+from tm2_pipeline.validation import validate_tm2_export
 from tm2_pipeline.validation_summary import ValidationSummary, reusable, summarize
 
 ASSET_NAME = "validated_tm2_records"
@@ -86,7 +86,7 @@ def validated_tm2_records(
         )
         try:
             with AcceptedTableWriter(staging) as writer, rejects as quarantine:
-                result = validate_tm2_file(
+                result = validate_tm2_export(
                     copy, today=today, day_first=day_first, sink=writer.write, reject_sink=quarantine.write
                 )
                 summary = summarize(result, file=file_name, sha256=sha256, today=today, day_first=day_first)
