@@ -278,7 +278,6 @@ def _utf16_lines(data: bytes) -> tuple[str, Iterator[str]]:
         raise FileRefused(
             "encoding", "the file starts with a UTF-16 byte-order mark but is not UTF-16"
         ) from None
-    del data
     if "\x00" in text or _control_share(len(_CONTROL_TEXT.findall(text)), len(text)):
         raise FileRefused("binary", "the file is not text (NUL or control characters in UTF-16 data)")
     return encoding, text_lines(text.lstrip("\ufeff").rstrip("\x1a"))

@@ -80,10 +80,15 @@ def _copy_in(path: Path, files_dir: Path) -> str:
     """Copy `path` to `files_dir/<sha256 of the bytes copied>`, hashing as it copies; returns the hash."""
     files_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    with path.open("rb") as source, tempfile.NamedTemporaryFile(dir=files_dir, delete=False) as target:
-        while block := source.read(COPY_BLOCK):
-            digest.update(block)
-            target.write(block)
+    with tempfile.NamedTemporaryFile(dir=files_dir, prefix=".incoming-", delete=False) as target:
+        try:
+            with path.open("rb") as source:
+                while block := source.read(COPY_BLOCK):
+                    digest.update(block)
+                    target.write(block)
+        except BaseException:
+            os.unlink(target.name)
+            raise
     sha256 = digest.hexdigest()
     os.replace(target.name, files_dir / sha256)  # whole or absent under its final name
     return sha256
