@@ -324,7 +324,7 @@ def _warnings(records: pd.DataFrame, filled: pd.Series) -> list[tuple[tuple[str,
         (
             ("namaste_code", "namaste_mismatch"),
             mismatched["source_row"].tolist(),
-            list(map(pair_messages.get, pairs)),
+            [pair_messages[pair] for pair in pairs],
         ),
     ]
 

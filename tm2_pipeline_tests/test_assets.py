@@ -1,6 +1,7 @@
 """The four assets run by Dagster with swapped resources: a real test MongoDB server, the sandbox."""
 
 import hashlib
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -140,6 +141,11 @@ def test_a_runaway_quote_far_down_is_refused_by_validation_not_failed(pipeline_r
     broken.write_text(
         HEADER + good_row * 50 + 'P2,SK00,"never closed,Ayurveda,Mild,2024-01-01,D1\n' + "x" * 200_000
     )
+    sha256 = hashlib.sha256(broken.read_bytes()).hexdigest()
+    with pipeline_resources["mongo"].process_config_and_initialize_cm() as store:
+        # Rows quarantined from these very bytes earlier (say, under older rules).
+        quarantined = [{"row": 3, "values": {"patient_id": "P1"}, "reasons": []}]
+        store.rejects().replace_for_file("runaway.csv", sha256, "runaway.csv", quarantined, datetime.now(UTC))
     with dg.instance_for_test() as instance:
         result = materialize_file(broken, pipeline_resources, instance)
         outcome = classify_run(instance, result.run_id, result.success)
@@ -148,6 +154,7 @@ def test_a_runaway_quote_far_down_is_refused_by_validation_not_failed(pipeline_r
     assert "malformed" in (failed / "runaway.csv.error.txt").read_text()
     with pipeline_resources["mongo"].process_config_and_initialize_cm() as store:
         assert store.records().count() == 0
+        assert store.rejects().for_file(sha256) == []  # a file refused as a whole has no rejected rows
 
 
 def test_a_landed_file_is_copied_under_the_hash_of_the_bytes_copied(tmp_path: Path) -> None:
