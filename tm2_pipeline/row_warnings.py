@@ -1,8 +1,8 @@
 """Warnings on accepted rows, kept compact: a file can carry one on every row.
 
 A warning is a row number, what it is about (column, check) and a message. Messages repeat (one per
-code, or per NAMASTE/TM2 pair), so each is kept once and a warning costs 13 bytes instead of a dict
-of ~300: at a million rows with a warning on every one, 13 MB instead of 300.
+code, or per NAMASTE/TM2 pair), so each is kept once and a warning costs about 14 bytes (measured
+with tracemalloc) instead of a dict of ~300: a million warnings take 14 MB instead of 300.
 """
 
 from __future__ import annotations
