@@ -10,7 +10,7 @@ from tm2_pipeline.assets.submitted import openmrs_submissions, summary_metadata
 from tm2_pipeline.assets.validated import validated_tm2_records
 from tm2_pipeline.resources.mongo import MongoResource
 from tm2_pipeline.resources.openmrs import OpenMRSResource
-from tm2_pipeline.submission_run import submit_and_summarize
+from tm2_pipeline.submission_run import submit_stored_records
 
 TM2_ASSETS = [raw_tm2_file, validated_tm2_records, tm2_mongo_records, openmrs_submissions]
 
@@ -27,14 +27,13 @@ def retry_openmrs_submissions(
 ) -> None:
     now = datetime.now(UTC)
     keys = mongo.submissions().retryable_keys(now, openmrs.patient_retry_days)
-    records = mongo.records().find_by_keys(keys)
-    summary = submit_and_summarize(records, mongo=mongo, openmrs=openmrs, now=now)
+    summary = submit_stored_records(keys, mongo=mongo, openmrs=openmrs, now=now)
     # Shown on the openmrs_submissions asset in the UI, beside the per-file materializations.
     context.log_event(
         dg.AssetObservation(asset_key="openmrs_submissions", metadata=summary_metadata(summary))
     )
     context.log.info(
-        f"retried {len(records)} records: {summary.submitted} now in OpenMRS, {summary.failed} still waiting"
+        f"retried {summary.total} records: {summary.submitted} now in OpenMRS, {summary.failed} still waiting"
     )
 
 

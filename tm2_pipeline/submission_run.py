@@ -2,25 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 import dagster as dg
 
 from tm2_pipeline.openmrs.errors import OpenMRSNotRetryable
+from tm2_pipeline.openmrs.states import SubmissionSummary
 from tm2_pipeline.resources.mongo import MongoResource
 from tm2_pipeline.resources.openmrs import OpenMRSResource
 
+# Stored records read and submitted at a time: a file's records are never all in memory at once
+# (as dicts, a million of them would take about 2 GB).
+SUBMISSION_BATCH_RECORDS = 5_000
 
-def submit_and_summarize(
-    records: Sequence[dict[str, Any]], *, mongo: MongoResource, openmrs: OpenMRSResource, now: datetime
-):
-    """Submit records; bad credentials, missing privileges or config become a Failure no retry repeats.
+
+def submit_stored_records(
+    keys: Sequence[str], *, mongo: MongoResource, openmrs: OpenMRSResource, now: datetime
+) -> SubmissionSummary:
+    """Submit the stored records of these (distinct) keys, read from the store a batch at a time;
+    keys without a stored record are skipped. Bad credentials, missing privileges or config become
+    a Failure no retry repeats.
 
     Seven failed logins lock the OpenMRS account for five minutes, so one attempt per run is all.
     """
+    records = mongo.records()
+
+    def batches() -> Iterator[Sequence[dict[str, Any]]]:
+        for start in range(0, len(keys), SUBMISSION_BATCH_RECORDS):
+            yield records.find_by_keys(keys[start : start + SUBMISSION_BATCH_RECORDS])
+
     try:
-        return openmrs.submit(records, mongo.submissions(), now)
+        return openmrs.submit_batches(batches(), mongo.submissions(), now)
     except OpenMRSNotRetryable as error:
         raise dg.Failure(description=str(error), allow_retries=False) from None

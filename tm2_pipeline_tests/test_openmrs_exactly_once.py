@@ -59,7 +59,7 @@ def config_for(server: SandboxServer, **overrides) -> ClientConfig:
 
 
 def submit(server: SandboxServer, records, log: SubmissionLog, now: datetime = NOW, **overrides):
-    return run_submission(records, config=config_for(server, **overrides), log=log, now=now)
+    return run_submission([records], config=config_for(server, **overrides), log=log, now=now)
 
 
 def conditions_by_uuid(server: SandboxServer) -> dict[str, dict]:
@@ -283,7 +283,7 @@ def test_a_concept_is_required_when_noncoded_is_not_allowed(
     unmapped = make_record("MRN-01001", "SK01", "2024-01-15")  # SK01 has no concept in the seed
     mapped = make_record("MRN-01001", "SK00", "2024-01-15")
     summary = run_submission(
-        [unmapped, mapped],
+        [[unmapped, mapped]],
         config=config_for(server),
         log=SubmissionLog(mongo_db),
         now=NOW,

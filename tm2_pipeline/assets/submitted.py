@@ -17,7 +17,7 @@ from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.resources.mongo import MongoResource
 from tm2_pipeline.resources.openmrs import OpenMRSResource
-from tm2_pipeline.submission_run import submit_and_summarize
+from tm2_pipeline.submission_run import submit_stored_records
 
 SUBMISSION_HEALTH = "submission_health"
 
@@ -51,8 +51,8 @@ def openmrs_submissions(
 ):
     table = validated_tm2_records
     file_name, sha256 = table.attrs["file"], table.attrs["sha256"]
-    records = mongo.records().find_by_keys(table.column("record_key").to_pylist())
-    summary = submit_and_summarize(records, mongo=mongo, openmrs=openmrs, now=datetime.now(UTC))
+    keys = table.column("record_key").to_pylist()
+    summary = submit_stored_records(keys, mongo=mongo, openmrs=openmrs, now=datetime.now(UTC))
     metadata = summary_metadata(summary)
     mongo.ingestions().record_outcome(
         file=file_name,

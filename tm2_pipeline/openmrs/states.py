@@ -106,6 +106,16 @@ class SubmissionSummary:
     state_counts: dict[str, int] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)
 
+    def merge(self, other: SubmissionSummary) -> None:
+        """Add the records of another batch of the same run (`requests` is the client's to set)."""
+        self.total += other.total
+        self.submitted += other.submitted
+        self.corrected += other.corrected
+        self.unchanged += other.unchanged
+        self.failed += other.failed
+        for state, count in other.state_counts.items():
+            self.state_counts[state] = self.state_counts.get(state, 0) + count
+
     def add(self, state: SubmissionState) -> None:
         self.total += 1
         self.state_counts[state.value] = self.state_counts.get(state.value, 0) + 1

@@ -13,7 +13,7 @@ finished records are still written.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -357,7 +357,7 @@ async def submit_records(
 
 
 def run_submission(
-    records: Sequence[Record],
+    batches: Iterable[Sequence[Record]],
     *,
     config: ClientConfig,
     log: SubmissionLogLike,
@@ -366,11 +366,19 @@ def run_submission(
     transport: httpx.AsyncBaseTransport | None = None,
     sleep: Sleep = asyncio.sleep,
 ) -> SubmissionSummary:
-    """Synchronous entry point (the Dagster resource calls this): one event loop, one login."""
+    """Synchronous entry point (the Dagster resource calls this): one event loop, one login.
+
+    `batches` may be produced lazily (read from the store as they are needed): each is submitted
+    whole before the next is taken, so only one batch of records is in memory at a time. Keys must
+    be distinct across batches.
+    """
 
     async def main() -> SubmissionSummary:
         async with OpenMRSClient(config, transport=transport, sleep=sleep) as client:
-            summary = await submit_records(records, client=client, log=log, now=now, options=options)
+            summary = SubmissionSummary()
+            for records in batches:
+                summary.merge(await submit_records(records, client=client, log=log, now=now, options=options))
+            summary.requests = dict(client.requests)
             await client.logout()
             return summary
 

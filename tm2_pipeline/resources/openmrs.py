@@ -9,7 +9,7 @@ construction would not survive Dagster's resource initialisation).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,13 @@ class OpenMRSResource(dg.ConfigurableResource):
     ) -> SubmissionSummary:
         """Send what OpenMRS lacks. Raises `OpenMRSNotRetryable` (refused credentials, missing privilege,
         bad configuration: never retry) and `TransientOpenMRSError` when OpenMRS cannot be reached at all."""
+        return self.submit_batches([records], log, now)
+
+    def submit_batches(
+        self, batches: Iterable[Sequence[Mapping[str, Any]]], log: SubmissionLogLike, now: datetime
+    ) -> SubmissionSummary:
+        """`submit` for records that come a batch at a time (read lazily from the store), all in one
+        OpenMRS session; keys distinct across batches."""
         config = self.client_config()
         options = SubmitterOptions(
             allow_noncoded=self.allow_noncoded,
@@ -110,5 +117,5 @@ class OpenMRSResource(dg.ConfigurableResource):
         )
         with self._connection(config) as transport:
             return run_submission(
-                records, config=config, log=log, now=now, options=options, transport=transport
+                batches, config=config, log=log, now=now, options=options, transport=transport
             )

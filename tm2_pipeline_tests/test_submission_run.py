@@ -1,0 +1,67 @@
+"""submission_run.py: a file's stored records are read and submitted a batch at a time, in one session."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tm2_pipeline import submission_run
+from tm2_pipeline.openmrs.states import SubmissionState, SubmissionSummary
+from tm2_pipeline.resources.mongo import MongoResource
+from tm2_pipeline.resources.openmrs import OpenMRSResource
+from tm2_pipeline.store.records import RecordStore
+from tm2_pipeline_tests.openmrs_sample_records import sample_records
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def _submit_twice(home: Path, secantus_uri: str, records: list[dict]) -> list[SubmissionSummary]:
+    """The records stored in a fresh database, then submitted twice with a fresh sandbox."""
+    mongo = MongoResource(uri=secantus_uri, tm2_home=str(home), database_name=f"test_{uuid.uuid4().hex[:12]}")
+    openmrs = OpenMRSResource(tm2_home=str(home))
+    with mongo.process_config_and_initialize_cm() as store:
+        store.records().collection.insert_many([dict(record) for record in records])
+        keys = [record["_id"] for record in records] + ["f" * 64]  # one key with no stored record
+        first = submission_run.submit_stored_records(keys, mongo=store, openmrs=openmrs, now=NOW)
+        second = submission_run.submit_stored_records(keys, mongo=store, openmrs=openmrs, now=NOW)
+    return [first, second]
+
+
+@pytest.mark.integration
+def test_records_are_read_a_batch_at_a_time_in_one_session_and_each_submitted_once(
+    tmp_path: Path, secantus_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = sample_records()[:30]
+    whole, whole_again = _submit_twice(tmp_path / "whole", secantus_uri, records)
+
+    monkeypatch.setattr(submission_run, "SUBMISSION_BATCH_RECORDS", 7)
+    asked: list[int] = []
+    find_by_keys = RecordStore.find_by_keys
+
+    def counted(store: RecordStore, keys: list[str]) -> list[dict]:
+        asked.append(len(keys))
+        return find_by_keys(store, keys)
+
+    monkeypatch.setattr(RecordStore, "find_by_keys", counted)
+    batched, batched_again = _submit_twice(tmp_path / "batched", secantus_uri, records)
+    assert asked == [7, 7, 7, 7, 3] * 2
+    assert batched.total == 30 and batched.failed == 0
+    assert batched.submitted == batched.state_counts["submitted"] > 0
+    assert batched_again.submitted == 0 and batched_again.total == 30
+    # The same outcome and the same requests as in one batch: one login, concepts read once.
+    assert (batched, batched_again) == (whole, whole_again)
+
+
+def test_summaries_of_batches_add_up() -> None:
+    first, second = SubmissionSummary(), SubmissionSummary()
+    first.add(SubmissionState.SUBMITTED)
+    first.submitted = 1
+    second.add(SubmissionState.SUBMITTED)
+    second.add(SubmissionState.FAILED_RETRYABLE)
+    second.submitted, second.corrected, second.unchanged = 1, 1, 2
+    first.merge(second)
+    assert (first.total, first.submitted, first.corrected, first.unchanged, first.failed) == (3, 2, 1, 2, 1)
+    assert first.state_counts == {"submitted": 2, "failed_retryable": 1}
