@@ -14,7 +14,7 @@ from tm2_pipeline.resources.mongo import MongoResource
 from tm2_pipeline.resources.openmrs import OpenMRSResource
 
 # Stored records read and submitted at a time: a file's records are never all in memory at once
-# (as dicts, a million of them would take about 2 GB).
+# (a stored record decodes to a dict of about 3 KB: a million of them would take about 3 GB).
 SUBMISSION_BATCH_RECORDS = 5_000
 
 
