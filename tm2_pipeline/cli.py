@@ -156,19 +156,21 @@ def rejects(name: str, as_json: bool, with_values: bool) -> None:
     """The rejected rows of NAME's latest ingestion (NAME = the file's base name)."""
     with _mongo(_settings()) as mongo:
         latest = mongo.ingestions().latest_for_file(name)
-        quarantined = mongo.rejects().for_file(latest["sha256"]) if latest else []
-    if latest is None:
-        _say(f"{name} was never ingested")
-        sys.exit(1)
-    for reject in quarantined:
-        row = {"row": reject["row"], "reasons": reject["reasons"]}
-        if with_values:
-            row["values"] = reject["values"]
-        if as_json:
-            click.echo(json.dumps(row, ensure_ascii=False))
-        else:
-            reasons = "; ".join(f"{r['column']}: {r['check']} ({r['message']})" for r in reject["reasons"])
-            click.echo(f"row {reject['row']}: {reasons}")
+        if latest is None:
+            _say(f"{name} was never ingested")
+            sys.exit(1)
+        # Printed as they are read: a file can have hundreds of thousands of rejected rows.
+        for reject in mongo.rejects().iter_for_file(latest["sha256"]):
+            row = {"row": reject["row"], "reasons": reject["reasons"]}
+            if with_values:
+                row["values"] = reject["values"]
+            if as_json:
+                click.echo(json.dumps(row, ensure_ascii=False))
+            else:
+                reasons = "; ".join(
+                    f"{r['column']}: {r['check']} ({r['message']})" for r in reject["reasons"]
+                )
+                click.echo(f"row {reject['row']}: {reasons}")
 
 
 @main.group()

@@ -104,11 +104,14 @@ class RejectStore:
 
     def for_file(self, sha256: str) -> list[dict[str, Any]]:
         """The rejects of one file content, by row, with `values` as a {column: value} dict."""
+        return list(self.iter_for_file(sha256))
+
+    def iter_for_file(self, sha256: str) -> Iterator[dict[str, Any]]:
+        """`for_file` read as it is consumed (a file can have hundreds of thousands of rejects)."""
         with translate_outage(self.target):
-            documents = list(self.collection.find({"sha256": sha256}).sort("row", 1))
-        for document in documents:
-            document["values"] = {pair["column"]: pair["value"] for pair in document["values"]}
-        return documents
+            for document in self.collection.find({"sha256": sha256}).sort("row", 1):
+                document["values"] = {pair["column"]: pair["value"] for pair in document["values"]}
+                yield document
 
     def count(self) -> int:
         with translate_outage(self.target):
