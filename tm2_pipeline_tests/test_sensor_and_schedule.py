@@ -196,7 +196,10 @@ def test_nightly_schedule_targets_the_retry_job_once_per_night():
     assert schedule.execution_timezone == "Asia/Kolkata"
     assert schedule.job_name == "openmrs_retry"
     night = dt.datetime(2026, 3, 1, 2, 0, tzinfo=ZoneInfo("Asia/Kolkata"))
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=night)
+    with (
+        dg.instance_for_test() as instance,
+        # Closed as a context: else it leaves the instance's state storage set for later tests.
+        dg.build_schedule_context(instance=instance, scheduled_execution_time=night) as context,
+    ):
         request = schedule.evaluate_tick(context).run_requests[0]
     assert request.run_key == "openmrs_retry:2026-03-01"
