@@ -1,4 +1,5 @@
-"""Where a file goes once its fate is known: `processed/<date>/` or `failed/` with `<name>.error.txt`.
+"""Landed files on disk: hashed and copied by content (`copy_by_content`), and where a file goes once
+its fate is known: `processed/<date>/` or `failed/` with `<name>.error.txt`.
 
 Nothing is ever deleted: a name already taken by different content gets the content hash appended.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 CHUNK = 1 << 20
@@ -19,6 +21,25 @@ def sha256_of_file(path: Path) -> str:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def copy_by_content(source: Path, directory: Path) -> str:
+    """Copy `source` to `directory/<sha256 of the bytes copied>`, hashing as it copies; returns the
+    hash. The copy is whole or absent under its final name."""
+    directory.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".incoming-", delete=False) as target:
+        try:
+            with source.open("rb") as handle:
+                while chunk := handle.read(CHUNK):
+                    digest.update(chunk)
+                    target.write(chunk)
+        except BaseException:
+            os.unlink(target.name)
+            raise
+    sha256 = digest.hexdigest()
+    os.replace(target.name, directory / sha256)
+    return sha256
 
 
 def _free_target(directory: Path, name: str, sha256: str) -> Path:

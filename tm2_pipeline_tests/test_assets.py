@@ -8,7 +8,6 @@ import dagster as dg
 import pytest
 
 from tm2_pipeline.accepted_table import staged_tables, staging_path
-from tm2_pipeline.assets.raw import _copy_in
 from tm2_pipeline.run_outcome import BLOCKED, REFUSED, SUCCEEDED, classify_run
 from tm2_pipeline_tests.pipeline_runs import ALL_CHECKS, SAMPLE, materialize_file, metadata_of
 
@@ -155,16 +154,3 @@ def test_a_runaway_quote_far_down_is_refused_by_validation_not_failed(pipeline_r
     with pipeline_resources["mongo"].process_config_and_initialize_cm() as store:
         assert store.records().count() == 0
         assert store.rejects().for_file(sha256) == []  # a file refused as a whole has no rejected rows
-
-
-def test_a_landed_file_is_copied_under_the_hash_of_the_bytes_copied(tmp_path: Path) -> None:
-    source = tmp_path / "export.csv"
-    source.write_bytes(SAMPLE.read_bytes() * 200)  # more than one copy block
-    files_dir = tmp_path / "files"
-    sha256 = _copy_in(source, files_dir)
-    assert sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
-    assert [path.name for path in files_dir.iterdir()] == [sha256]
-    assert (files_dir / sha256).read_bytes() == source.read_bytes()
-    with pytest.raises(IsADirectoryError):
-        _copy_in(tmp_path, files_dir)  # unreadable: no half copy is left behind
-    assert [path.name for path in files_dir.iterdir()] == [sha256]

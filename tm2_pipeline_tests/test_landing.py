@@ -1,6 +1,10 @@
+import hashlib
 import os
+from pathlib import Path
 
-from tm2_pipeline.landing import archive, scan_landing_dir, sha256_of_file, stable_files
+import pytest
+
+from tm2_pipeline.landing import archive, copy_by_content, scan_landing_dir, sha256_of_file, stable_files
 
 
 def test_scan_ignores_dotfiles_partials_and_directories(tmp_path):
@@ -37,3 +41,16 @@ def test_archive_never_overwrites_different_content(tmp_path):
     assert second == target_dir / f"f.{sha[:12]}.csv"
     assert first.exists() and moved.read_text() == "one" and second.read_text() == "two"
     assert sorted(os.listdir(target_dir)) == sorted(["f.csv", f"f.{sha[:12]}.csv"])
+
+
+def test_a_landed_file_is_copied_under_the_hash_of_the_bytes_copied(tmp_path: Path) -> None:
+    source = tmp_path / "export.csv"
+    source.write_bytes(b"MRN-1,SK00,Headache\n" * 100_000)  # 2 MB: more than one copy block
+    files_dir = tmp_path / "files"
+    sha256 = copy_by_content(source, files_dir)
+    assert sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert [path.name for path in files_dir.iterdir()] == [sha256]
+    assert (files_dir / sha256).read_bytes() == source.read_bytes()
+    with pytest.raises(IsADirectoryError):
+        copy_by_content(tmp_path, files_dir)  # unreadable: no half copy is left behind
+    assert [path.name for path in files_dir.iterdir()] == [sha256]

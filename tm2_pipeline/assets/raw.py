@@ -1,15 +1,11 @@
 """raw_tm2_file: the file's bytes, copied to `$TM2_HOME/files/<sha256>`, and whether they are readable."""
 
-import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import dagster as dg
 
 from tm2_pipeline.assets.refusal import describe, record_refusal
-from tm2_pipeline.landing import CHUNK as COPY_BLOCK
-from tm2_pipeline.landing import sha256_of_file
+from tm2_pipeline.landing import copy_by_content, sha256_of_file
 from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.reading import FileRefused, inspect_tm2_file
@@ -43,7 +39,7 @@ def raw_tm2_file(
     sha256 = sha256_of_file(path)
     copy = home.file_copy(sha256)
     if not copy.exists():
-        sha256 = _copy_in(path, home.files_dir)  # the bytes copied, should the file change meanwhile
+        sha256 = copy_by_content(path, home.files_dir)  # the bytes copied, should the file change meanwhile
         copy = home.file_copy(sha256)
     size = copy.stat().st_size
 
@@ -74,21 +70,3 @@ def raw_tm2_file(
         metadata={"reason": refusal.reason if refusal else "readable"},
         description=describe(refusal) if refusal else "the file decodes and has every required column",
     )
-
-
-def _copy_in(path: Path, files_dir: Path) -> str:
-    """Copy `path` to `files_dir/<sha256 of the bytes copied>`, hashing as it copies; returns the hash."""
-    files_dir.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    with tempfile.NamedTemporaryFile(dir=files_dir, prefix=".incoming-", delete=False) as target:
-        try:
-            with path.open("rb") as source:
-                while block := source.read(COPY_BLOCK):
-                    digest.update(block)
-                    target.write(block)
-        except BaseException:
-            os.unlink(target.name)
-            raise
-    sha256 = digest.hexdigest()
-    os.replace(target.name, files_dir / sha256)  # whole or absent under its final name
-    return sha256
