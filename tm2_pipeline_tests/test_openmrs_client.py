@@ -16,6 +16,7 @@ from tm2_pipeline.openmrs.errors import (
     OpenMRSAccessError,
     OpenMRSAuthError,
     OpenMRSConfigError,
+    OpenMRSError,
     OpenMRSNotRetryable,
     TransientOpenMRSError,
 )
@@ -133,6 +134,29 @@ def test_a_missing_privilege_stops_the_run() -> None:
     with pytest.raises(OpenMRSAccessError, match="lacks a privilege for patient lookup"):
         run(scenario())
     assert issubclass(OpenMRSAccessError, OpenMRSNotRetryable)
+
+
+@pytest.mark.parametrize("status", [403, 400])
+@pytest.mark.parametrize("identifier", ["MRN-01001", "PHI CANARY/7"])
+def test_a_refusal_echoing_the_request_line_never_quotes_the_identifier(status: int, identifier: str) -> None:
+    # A gateway or WAF in front of OpenMRS that quotes the blocked request, query string included.
+    def route(request: httpx.Request) -> httpx.Response:
+        if answer := session_ok(request):
+            return answer
+        quoted = f"Request blocked by policy: GET {request.url.raw_path.decode()} ({identifier})"
+        return httpx.Response(status, text=f"<html><body><p>{quoted}</p></body></html>")
+
+    script = Script(route)
+
+    async def scenario() -> None:
+        async with script.client() as client:
+            await client.patient_uuids(identifier)
+
+    with pytest.raises(OpenMRSError) as caught:
+        run(scenario())
+    message = str(caught.value)
+    assert "Request blocked by policy: GET /openmrs/ws/rest/v1/patient?identifier=[redacted]" in message
+    assert "MRN" not in message and "CANARY" not in message and "01001" not in message
 
 
 def test_a_stale_session_gets_one_fresh_login_then_stops() -> None:

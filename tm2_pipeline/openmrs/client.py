@@ -209,9 +209,19 @@ class OpenMRSClient:
             )
 
     async def _get_json(
-        self, path: str, *, what: str, params: dict[str, str] | None = None, missing_ok: bool = False
+        self,
+        path: str,
+        *,
+        what: str,
+        params: dict[str, str] | None = None,
+        missing_ok: bool = False,
+        secrets: tuple[str, ...] = (),
     ) -> dict[str, Any] | None:
-        """GET and parse. Reads are idempotent, so any 5xx is transient; 403 stops the run."""
+        """GET and parse. Reads are idempotent, so any 5xx is transient; 403 stops the run.
+
+        `secrets` (a looked-up patient identifier) are cut out of any server message quoted in an
+        error: a proxy or gateway may echo the request line, query string included.
+        """
         response = await self._send("GET", path, what=what, params=params)
         self._raise_if_transient(response, "GET", what, server_error_is_transient=True)
         if response.status_code == 404 and missing_ok:
@@ -219,10 +229,10 @@ class OpenMRSClient:
         if response.status_code == 403:
             raise OpenMRSAccessError(
                 f"the OpenMRS user {self.config.username!r} lacks a privilege for {what}: "
-                f"{server_message(response.text)}"
+                f"{server_message(response.text, secrets=secrets)}"
             )
         if response.status_code != 200:
-            message = server_message(response.text)
+            message = server_message(response.text, secrets=secrets)
             raise OpenMRSError(f"{what}: OpenMRS answered {response.status_code}: {message}")
         try:
             return response.json()
@@ -248,7 +258,10 @@ class OpenMRSClient:
 
         async def fetch() -> list[str]:
             body = await self._get_json(
-                "/patient", what="patient lookup", params={"identifier": identifier, "v": "default"}
+                "/patient",
+                what="patient lookup",
+                params={"identifier": identifier, "v": "default"},
+                secrets=(identifier,),
             )
             results = (body or {}).get("results") or []
             return [patient["uuid"] for patient in results if not patient.get("voided")]

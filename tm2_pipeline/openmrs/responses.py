@@ -9,6 +9,7 @@ import json
 import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from urllib.parse import quote, quote_plus
 
 MAX_MESSAGE = 200
 _DUPLICATE = re.compile(r"duplicate|constraint|unique", re.IGNORECASE)
@@ -38,11 +39,13 @@ def error_message(body_text: str) -> str:
 
 
 def sanitize(message: str, *, secrets: tuple[str, ...] = ()) -> str:
-    """One short line without identifiers: known secrets removed, digit runs and e-mails masked."""
+    """One short line without identifiers: known secrets removed (as written or URL-encoded, since an
+    echoed request line carries them encoded), digit runs and e-mails masked."""
     text = message
     for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
+        forms = {secret, quote(secret, safe=""), quote_plus(secret)} - {""}
+        for form in sorted(forms, key=len, reverse=True):  # a shorter form never cuts into a longer one
+            text = text.replace(form, "[redacted]")
     text = _EMAIL.sub("[redacted]", text)
     text = _DIGIT_RUN.sub("[redacted]", text)
     text = " ".join(text.split())
