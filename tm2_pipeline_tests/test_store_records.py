@@ -8,9 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from bson.codec_options import CodecOptions
+from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError
 
 from tm2_pipeline.identity import KEY_VERSION
-from tm2_pipeline.store.errors import RecordFrameError
+from tm2_pipeline.store.errors import MongoRefused, RecordFrameError
 from tm2_pipeline.store.lookups import SECANTUS_LOOKUP_KEYS
 from tm2_pipeline.store.records import RecordStore, StoreCounts, record_documents
 from tm2_pipeline_tests.accepted_frames import accepted_frame, with_severity
@@ -273,3 +275,34 @@ def test_the_store_generation_moves_only_when_a_record_is_written(mongo_db):
     assert (again.unchanged, again.generation, store.generation()) == (3, 1, 1)  # nothing written
     changed = with_severity(frame, 0, "Severe")
     assert store.store(changed, file_name="b.csv", sha256="b" * 64, now=now).generation == 2
+
+
+@pytest.mark.integration
+def test_a_refused_write_is_reported_by_codes_never_quoting_the_documents(db, monkeypatch):
+    # The reply a failover can give: some keys were already there (their documents come back in
+    # pymongo's error) and the write concern was not met. Nothing of the documents may surface.
+    real_insert_many = Collection.insert_many
+
+    def refused(collection, documents, *args, **kwargs):
+        collection.insert_one(dict(documents[0]))  # a concurrent writer got there first
+        try:
+            real_insert_many(collection, documents, *args, **kwargs)
+        except BulkWriteError as error:
+            assert error.details["writeErrors"][0]["op"]["patient_id"] == "P0000000"  # pymongo's text has it
+            error.details["writeConcernErrors"] = [
+                {"code": 64, "codeName": "WriteConcernFailed", "errmsg": "waiting for replication timed out"}
+            ]
+            raise
+        raise AssertionError("the first document was stored twice")
+
+    monkeypatch.setattr(Collection, "insert_many", refused)
+    with pytest.raises(MongoRefused) as caught:
+        RecordStore(db, target="db.example.org:27017").store(
+            accepted_frame(3), file_name="a.csv", sha256=SHA_A, now=T0
+        )
+    message = str(caught.value)
+    assert message == (
+        "MongoDB at db.example.org:27017 refused the operation: BulkWriteError: 2 inserted, 0 modified; "
+        "write errors: code 11000 x1; write concern errors: code 64 (WriteConcernFailed)"
+    )
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__  # no chained pymongo text

@@ -19,14 +19,14 @@ from pymongo.database import Database
 from pymongo.errors import ConfigurationError, PyMongoError
 
 from tm2_pipeline.embedded.secantus import EmbeddedSecantus
-from tm2_pipeline.store.errors import MongoUnavailable, translate_outage
+from tm2_pipeline.store.errors import MongoRefused, MongoUnavailable, translate_mongo_errors
 from tm2_pipeline.store.indexes import ensure_indexes
 from tm2_pipeline.store.ingestions import IngestionLedger
 from tm2_pipeline.store.records import RecordStore
 from tm2_pipeline.store.rejects import RejectStore
 from tm2_pipeline.store.submissions import SubmissionLog
 
-__all__ = ["MongoResource", "MongoSettingsError", "MongoUnavailable", "describe_mongo_target"]
+__all__ = ["MongoRefused", "MongoResource", "MongoSettingsError", "MongoUnavailable", "describe_mongo_target"]
 
 DEFAULT_PORT = 27017
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._%-]+)(:\d{1,5})?$")
@@ -130,7 +130,7 @@ class MongoResource(dg.ConfigurableResource):
         marker = (self._client_uri, self.database_name)
         with _indexed_lock:
             if marker not in _indexed:
-                with translate_outage(self.target):
+                with translate_mongo_errors(self.target):
                     ensure_indexes(db)
                 _indexed.add(marker)
         return db
@@ -151,7 +151,7 @@ class MongoResource(dg.ConfigurableResource):
     def ping(self) -> None:
         """Raise `MongoUnavailable` unless the server answers."""
         client = self._mongo_client()
-        with translate_outage(self.target):
+        with translate_mongo_errors(self.target):
             client.admin.command("ping")
 
     def close(self) -> None:

@@ -3,7 +3,7 @@
 Plain pymongo on a `Database` handed in by `tm2_pipeline.resources.mongo.MongoResource`.
 """
 
-from tm2_pipeline.store.errors import MongoUnavailable, RecordFrameError
+from tm2_pipeline.store.errors import MongoRefused, MongoUnavailable, RecordFrameError
 from tm2_pipeline.store.ingestions import IngestionLedger, IngestionStatus
 from tm2_pipeline.store.records import RecordStore, StoreCounts
 from tm2_pipeline.store.rejects import RejectStore
@@ -11,6 +11,7 @@ from tm2_pipeline.store.rejects import RejectStore
 __all__ = [
     "IngestionLedger",
     "IngestionStatus",
+    "MongoRefused",
     "MongoUnavailable",
     "RecordFrameError",
     "RecordStore",

@@ -14,7 +14,7 @@ from pymongo import DESCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from tm2_pipeline.store.errors import client_target, translate_outage
+from tm2_pipeline.store.errors import client_target, translate_mongo_errors
 from tm2_pipeline.store.indexes import INGESTIONS_COLLECTION
 from tm2_pipeline.store.timestamps import stored_timestamp
 
@@ -96,7 +96,7 @@ class IngestionLedger:
         if status == IngestionStatus.STORED:
             # None clears a generation an earlier run left: the store must be compared again.
             changes["store_generation"] = store_generation
-        with translate_outage(self.target):
+        with translate_mongo_errors(self.target):
             self.collection.update_one(
                 {"_id": ingestion_id(file, sha256)},
                 # `counts` exists even before a stage reports any, so readers need no special case.
@@ -106,15 +106,15 @@ class IngestionLedger:
 
     def entry(self, file: str, sha256: str) -> dict[str, Any] | None:
         """The ledger entry of this very content under this name, or None."""
-        with translate_outage(self.target):
+        with translate_mongo_errors(self.target):
             return self.collection.find_one({"_id": ingestion_id(file, sha256)})
 
     def latest_for_file(self, file_name: str) -> dict[str, Any] | None:
         """The most recent ingestion of any content under this file name."""
-        with translate_outage(self.target):
+        with translate_mongo_errors(self.target):
             return self.collection.find_one({"file": file_name}, sort=[("at", DESCENDING)])
 
     def recent(self, limit: int = 10) -> list[dict[str, Any]]:
         """The latest ingestions of any file, newest first."""
-        with translate_outage(self.target):
+        with translate_mongo_errors(self.target):
             return list(self.collection.find().sort([("at", DESCENDING), ("_id", DESCENDING)]).limit(limit))

@@ -22,7 +22,7 @@ from pymongo.database import Database
 from tm2_pipeline.gc_paused import gc_paused
 from tm2_pipeline.identity import KEY_VERSION
 from tm2_pipeline.records import ACCEPTED_RECORD_COLUMNS
-from tm2_pipeline.store.errors import RecordFrameError, client_target, insert_new, translate_outage
+from tm2_pipeline.store.errors import RecordFrameError, client_target, insert_new, translate_mongo_errors
 from tm2_pipeline.store.indexes import META_COLLECTION, RECORDS_COLLECTION
 from tm2_pipeline.store.lookups import chunked, lookup_chunk_size
 from tm2_pipeline.store.timestamps import stored_timestamp
@@ -159,7 +159,7 @@ class RecordStore:
     @property
     def lookup_keys(self) -> int:
         if self._lookup_keys is None:
-            with translate_outage(self.target):
+            with translate_mongo_errors(self.target):
                 self._lookup_keys = lookup_chunk_size(self.db, self.batch_size)
         return self._lookup_keys
 
@@ -179,7 +179,7 @@ class RecordStore:
             accepted, file_name=file_name, sha256=sha256, now=now, batch_size=self.batch_size
         )
         counts = StoreCounts()
-        with translate_outage(self.target):
+        with translate_mongo_errors(self.target):
             before = self.generation()
             for batch in batches:
                 counts += self._store_batch(batch)
@@ -194,7 +194,7 @@ class RecordStore:
         A file stored at generation g is still exactly what the store holds while the counter is g:
         re-ingesting the same bytes can then skip the store entirely.
         """
-        with translate_outage(self.target):
+        with translate_mongo_errors(self.target):
             state = self.db[META_COLLECTION].find_one({"_id": RECORDS_COLLECTION}, {"generation": 1})
         return int(state["generation"]) if state else 0
 
@@ -211,7 +211,7 @@ class RecordStore:
         """The stored documents of these keys, in the order given (unknown keys are skipped)."""
         wanted = list(dict.fromkeys(keys))
         found: dict[str, dict[str, Any]] = {}
-        with translate_outage(self.target):
+        with translate_mongo_errors(self.target):
             for chunk in chunked(wanted, self.lookup_keys):
                 found.update((doc["_id"], doc) for doc in self.collection.find({"_id": {"$in": chunk}}))
         return [found[key] for key in wanted if key in found]
@@ -219,14 +219,14 @@ class RecordStore:
     def count_keys(self, keys: Iterable[str]) -> int:
         """How many of these (distinct) keys have a stored document."""
         wanted = list(dict.fromkeys(keys))
-        with translate_outage(self.target):
+        with translate_mongo_errors(self.target):
             return sum(
                 self.collection.count_documents({"_id": {"$in": chunk}})
                 for chunk in chunked(wanted, self.lookup_keys)
             )
 
     def count(self) -> int:
-        with translate_outage(self.target):
+        with translate_mongo_errors(self.target):
             return self.collection.count_documents({})
 
     def _existing_hashes(self, keys: list[str]) -> dict[str, str]:

@@ -18,7 +18,7 @@ from pymongo import ReplaceOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from tm2_pipeline.store.errors import client_target, insert_new, translate_outage
+from tm2_pipeline.store.errors import client_target, insert_new, translate_mongo_errors
 from tm2_pipeline.store.indexes import REJECTS_COLLECTION
 from tm2_pipeline.store.timestamps import stored_timestamp
 
@@ -108,18 +108,18 @@ class RejectStore:
 
     def iter_for_file(self, sha256: str) -> Iterator[dict[str, Any]]:
         """`for_file` read as it is consumed (a file can have hundreds of thousands of rejects)."""
-        with translate_outage(self.target):
+        with translate_mongo_errors(self.target):
             for document in self.collection.find({"sha256": sha256}).sort("row", 1):
                 document["values"] = {pair["column"]: pair["value"] for pair in document["values"]}
                 yield document
 
     def count(self) -> int:
-        with translate_outage(self.target):
+        with translate_mongo_errors(self.target):
             return self.collection.count_documents({})
 
     def remove_for_file(self, sha256: str) -> None:
         """Forget the rejects of one file content (a file refused as a whole has none)."""
-        with translate_outage(self.target):
+        with translate_mongo_errors(self.target):
             self.collection.delete_many({"sha256": sha256})
 
 
@@ -135,7 +135,7 @@ class RejectReplacement:
     ) -> None:
         self.store = store
         self.file_name, self.sha256, self.partition, self.stamp = file_name, sha256, partition, stamp
-        with translate_outage(store.target):
+        with translate_mongo_errors(store.target):
             # Rows stored earlier and not written again yet; what is left at the end is stale.
             self.unwritten = {
                 doc["_id"]: _content_digest(doc) for doc in store.collection.find({"sha256": sha256})
@@ -160,7 +160,7 @@ class RejectReplacement:
                 new.append(doc)
             elif stored != _content_digest(doc):
                 changed.append(doc)
-        with translate_outage(self.store.target):
+        with translate_mongo_errors(self.store.target):
             changed += insert_new(collection, new)  # a concurrent run's rows come back to replace
             if changed:
                 collection.bulk_write(
@@ -171,7 +171,7 @@ class RejectReplacement:
     def remove_stale(self) -> None:
         """Remove the rows stored before and not written in this replacement."""
         stale = list(self.unwritten)
-        with translate_outage(self.store.target):
+        with translate_mongo_errors(self.store.target):
             for start in range(0, len(stale), STALE_DELETE_KEYS):
                 self.store.collection.delete_many({"_id": {"$in": stale[start : start + STALE_DELETE_KEYS]}})
         self.unwritten = {}
