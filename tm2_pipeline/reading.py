@@ -22,8 +22,9 @@ Decisions, in the order they are taken:
   (the first of a repeated name wins) and listed in `ignored_columns`.
 
 Messages never contain cell values (they are PHI). Column names are echoed only from a line that
-is recognisably a header (at least one required column found); a first line that is data is
-described by its field count alone.
+is recognisably a header (at least one required column found), and only names that read like
+column names (no digits; a data row run into the header line puts ids and dates there); others are
+named by position. A first line that is data is described by its field count alone.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ _COMPRESSED_MAGIC = (
     (b"\x28\xb5\x2f\xfd", "a zstd archive"),
 )
 _BZIP2_MAGIC = re.compile(rb"BZh[1-9]1AY&SY")
+_NAME_PUNCTUATION = frozenset(" _.()/-")
+_MARKS = ("Mn", "Mc")  # combining marks: Devanagari and Tamil vowel signs
 _BINARY_MAGIC = (
     (
         b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
@@ -369,8 +372,10 @@ def _map_header(header: list[str]) -> tuple[dict[str, int], list[str]]:
             column_index[name] = i
         elif not name:
             ignored.append(f"(unnamed column {i + 1})")
-        else:
+        elif _nameable(field, name):
             ignored.append(field.strip())
+        else:
+            ignored.append(f"(column {i + 1}: name not shown)")
     missing = [name for name in REQUIRED_COLUMNS if name not in column_index]
     if missing:
         if len(missing) == len(REQUIRED_COLUMNS):
@@ -380,9 +385,27 @@ def _map_header(header: list[str]) -> tuple[dict[str, int], list[str]]:
                 f"no TM2 header row: the first line has {len(header)} field(s) and none is a required "
                 f"column; required columns: {', '.join(REQUIRED_COLUMNS)}",
             )
-        found = ", ".join(name[:40] or "(unnamed)" for name in names)
+        found = ", ".join(
+            (name if _nameable(field, name) else f"(column {i + 1})") if name else "(unnamed)"
+            for i, (field, name) in enumerate(zip(header, names, strict=True))
+        )
         raise FileRefused(
             "missing_columns",
             f"missing required column(s): {', '.join(missing)}; found columns: {found}",
         )
     return column_index, ignored
+
+
+def _nameable(field: str, name: str) -> bool:
+    """Whether a header field may be named in messages: a TM2 column, or text that reads like a
+    column name (no digits, at most 40 characters). A data row run into the header line (its line
+    break lost) puts ids, dates and codes among the names, and those must never be echoed."""
+    if name in TM2_COLUMNS:
+        return True
+    text = field.strip()
+    return (
+        0 < len(text) <= 40
+        and text[0].isalpha()
+        # Letters (and their combining marks), spaces and a little punctuation: no digits.
+        and all(c.isalpha() or c in _NAME_PUNCTUATION or unicodedata.category(c) in _MARKS for c in text)
+    )

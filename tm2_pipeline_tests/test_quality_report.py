@@ -40,11 +40,12 @@ def test_sample_report_counts() -> None:
 
 
 def test_report_of_an_empty_file_with_ignored_columns() -> None:
-    result = validate_tm2_export(f"{HEADER},Remarks|x\n".encode(), today=TODAY)
+    result = validate_tm2_export(f"{HEADER},Remarks,Remarks|x\n".encode(), today=TODAY)
     report = quality_report_markdown(result, "a|b.csv")
     assert report.startswith("## TM2 quality report: a\\|b.csv\n")
     assert "| 0 | 0 | 0 | 0 | 0 |" in report
-    assert "Ignored columns: `Remarks\\|x`." in report
+    # Only names that read like names are shown (reading._nameable); others by their position.
+    assert "Ignored columns: `Remarks`, `(column 10: name not shown)`." in report
     assert report.count("none") == 5  # reasons, warnings, systems, blocks, rejected codes
 
 

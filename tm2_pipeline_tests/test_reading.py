@@ -219,6 +219,31 @@ def test_headerless_file_does_not_echo_its_first_row() -> None:
     assert "MRN-4711" not in refused.message and "HPR-1" not in refused.message
 
 
+def test_a_data_row_run_into_the_header_line_is_not_echoed_as_column_names() -> None:
+    # The header's line break lost (files concatenated): the first row's cells become "columns".
+    row = "MRN-4711,SK00,Headache,Ayurveda,Mild,2024-01-15,HPR-1,AAA-1"
+    raw = read_tm2_bytes(f"{HEADER},Remarks,रोगी का नाम{row}\n{ROW}\n".encode())
+    assert raw.ignored_columns == (
+        "Remarks",
+        "(column 10: name not shown)",  # "रोगी का नामMRN-4711"
+        "(column 11: name not shown)",  # SK00
+        "Headache",  # no digits: reads like a name
+        "Ayurveda",
+        "Mild",
+        "(column 15: name not shown)",
+        "(column 16: name not shown)",
+        "(column 17: name not shown)",
+    )
+    first_six = HEADER.removesuffix(",practitioner_id,namaste_code")
+    refused = refusal(f"{first_six},practitioner_id{row}\n".encode())
+    assert refused.reason == "missing_columns"
+    assert refused.message.endswith(
+        "found columns: patient_id, tm2_code, condition_name, system_type, severity, diagnosis_date, "
+        "(column 7), (column 8), headache, ayurveda, mild, (column 12), (column 13), (column 14)"
+    )
+    assert "4711" not in refused.message and "HPR" not in refused.message
+
+
 def test_runaway_quote_beyond_the_csv_field_limit_is_refused_as_malformed() -> None:
     data = f'{HEADER}\n{ROW}\nMRN-9,SK00,"never closed,Unani\n'.encode() + b"x" * 200_000
     refused = refusal(data)
