@@ -20,6 +20,11 @@ CROSSWALK_PATH = DATA_DIR / "namaste_tm2_crosswalk.csv"
 TM2_CODE_SHAPE = re.compile(r"^S[K-NP-T][0-9][0-9A-HJ-NP-Z]$")
 TM1_CODE_SHAPE = re.compile(r"^S[A-HJ][0-9][0-9A-HJ-NP-Z]$")
 _CODE_ALPHABET = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+# Any ICD-11 MMS stem code (with an optional subcategory) or extension code.
+ICD11_CODE_SHAPE = re.compile(
+    r"^(?:[1-9A-HJ-NP-SV][A-HJ-NP-Z][0-9][0-9A-HJ-NP-Z](?:\.[0-9A-HJ-NP-Z]{1,2})?|X[A-HJ-NP-Z][0-9A-HJ-NP-Z]{2,4})$"
+)
+_NOT_CODE_CHARACTERS = re.compile(r"[^0-9A-Z.]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +83,13 @@ class TM2CodeList:
                 candidates.add(code[:i] + code[i + 1] + code[i] + code[i + 2 :])
         candidates.discard(code)
         return sorted(candidates & self._codes.keys())
+
+
+def is_code_shaped(value: str) -> bool:
+    """Whether a (canonical, upper-cased) tm2_code cell looks like an ICD-11 code, stray junk
+    characters aside ("SR5Z€"): only such values are echoed in messages and reports. Anything else in
+    the code column (an MRN from a swapped column, free text) may be PHI."""
+    return len(value) <= 8 and ICD11_CODE_SHAPE.match(_NOT_CODE_CHARACTERS.sub("", value)) is not None
 
 
 def is_tm1_code(code: str) -> bool:

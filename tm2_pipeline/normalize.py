@@ -33,7 +33,7 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from tm2_pipeline.codes import ICD_RELEASE, namaste_crosswalk, tm2_code_list
+from tm2_pipeline.codes import ICD_RELEASE, is_code_shaped, namaste_crosswalk, tm2_code_list
 from tm2_pipeline.identity import clean_token, normalize_patient_id
 
 CHECKS = (
@@ -96,6 +96,7 @@ _EXCEL_SERIAL = re.compile(r"(\d{5})(?:\.0+)?")
 _EXCEL_EPOCH = datetime.date(1899, 12, 30)  # serial 61 and up; Excel counts a fictitious 1900-02-29
 _DATE_FORMATS = "yyyy-mm-dd, {numeric}, dd-Mon-yy, dd-Mon-yyyy or an Excel day number"
 _ECHO_LIMIT = 20
+_ECHO_DIGITS = 2
 
 
 # --- single values ------------------------------------------------------------------------------
@@ -277,8 +278,11 @@ def namaste_mismatch_message(namaste_code: str, tm2_code: str) -> str:
 
 
 def _unknown_code_message(code: str) -> str:
-    if len(code) > 8:
-        return f"tm2_code ({len(code)} characters) is not a TM2 code: TM2 codes have 4 characters (SK00-ST2Z)"
+    if not is_code_shaped(code):
+        return (
+            f"tm2_code ({len(code)} characters, not shaped like an ICD-11 code) is not a TM2 code: "
+            "TM2 codes are 4 characters, SK00-ST2Z"
+        )
     message = f"{code} is not a code of ICD-11 TM2 {ICD_RELEASE}"
     suggestions = tm2_code_list().suggest(code)
     if suggestions:
@@ -288,4 +292,6 @@ def _unknown_code_message(code: str) -> str:
 
 def _echo(value: object) -> str:
     text = str(value)
-    return f"'{text}' " if text and len(text) <= _ECHO_LIMIT else ""
+    # Short words only: a value with several digits may be an identifier from a swapped column.
+    digits = sum(map(str.isdigit, text))
+    return f"'{text}' " if text and len(text) <= _ECHO_LIMIT and digits <= _ECHO_DIGITS else ""

@@ -2,7 +2,7 @@
 
 It holds counts only, plus TM2 codes (not PHI) and column names: never a patient or practitioner
 identifier, never a cell value of another column. Rejected codes are shown in canonical form and
-only when they are code-shaped (at most 8 characters), like the reason messages.
+only when they are shaped like an ICD-11 code (`codes.is_code_shaped`), like the reason messages.
 """
 
 from __future__ import annotations

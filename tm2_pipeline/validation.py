@@ -25,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from tm2_pipeline.codes import is_code_shaped
 from tm2_pipeline.duplicate_rows import DuplicateRows
 from tm2_pipeline.identity import clean_token
 from tm2_pipeline.key_index import KeyIndex, key_digests
@@ -210,7 +211,7 @@ class _Collector:
             self.rejection_reasons.update(reasons)
             if any(check in _CODE_CHECKS for _, check in reasons):
                 code = clean_token(rejected["values"]["tm2_code"]).upper()
-                self.rejected_codes[code if len(code) <= 8 else f"({len(code)} characters)"] += 1
+                self.rejected_codes[code if is_code_shaped(code) else f"({len(code)} characters)"] += 1
         wanted = ROW_LIST_LIMIT - len(self.first_rejected_rows)
         self.first_rejected_rows += [rejected["row"] for rejected in rejected_rows[:wanted]]
         if self.reject_sink is not None:

@@ -281,6 +281,23 @@ def test_explain_never_echoes_identifiers() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("column", "check", "value"),
+    [
+        ("tm2_code", "unknown_code", "MRN4711"),  # short MRNs from a swapped column are not code-shaped
+        ("tm2_code", "unknown_code", "P00471"),
+        ("system_type", "bad_system", "MRN4711"),
+        ("severity", "bad_severity", "4711"),
+    ],
+)
+def test_explain_does_not_echo_a_short_identifier_from_a_swapped_column(
+    column: str, check: str, value: str
+) -> None:
+    message = explain(column, check, value, value, today=TODAY, day_first=True)
+    assert "4711" not in message and "471" not in message
+    assert message.startswith(column)
+
+
 # --- properties ---------------------------------------------------------------------------------
 
 dirty_text = st.text(

@@ -54,3 +54,12 @@ def test_long_junk_in_the_code_column_is_not_echoed() -> None:
     report = quality_report_markdown(validate_tm2_export(data, today=TODAY), "f.csv")
     assert "MRN-SECRET" not in report
     assert "| (16 characters) | 1 |" in report
+
+
+def test_a_short_identifier_in_the_code_column_is_not_echoed_but_a_junk_code_is() -> None:
+    data = f"{HEADER}\nMRN-1,MRN4711,x,Unani,,2024-01-15,H,\nMRN-2,SR5Z€,x,Unani,,2024-01-15,H,\n".encode()
+    result = validate_tm2_export(data, today=TODAY)
+    report = quality_report_markdown(result, "f.csv")
+    assert "MRN4711" not in report and "4711" not in str(result.rejected_rows[0]["reasons"])
+    assert "| (7 characters) | 1 |" in report
+    assert "| SR5Z€ | 1 |" in report
