@@ -6,12 +6,16 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tm2_pipeline import submission_run
-from tm2_pipeline.openmrs.states import SubmissionState, SubmissionSummary
+from tm2_pipeline.identity import condition_uuid
+from tm2_pipeline.openmrs.errors import TransientOpenMRSError
+from tm2_pipeline.openmrs.states import PendingSubmission, SubmissionState, SubmissionSummary
 from tm2_pipeline.resources.mongo import MongoResource
-from tm2_pipeline.resources.openmrs import OpenMRSResource
+from tm2_pipeline.resources.openmrs import SANDBOX_BASE_URL, OpenMRSResource
+from tm2_pipeline.settings import SANDBOX_PASSWORD, SANDBOX_USERNAME
 from tm2_pipeline.store.records import RecordStore
 from tm2_pipeline_tests.openmrs_sample_records import sample_records
 
@@ -65,3 +69,63 @@ def test_summaries_of_batches_add_up() -> None:
     first.merge(second)
     assert (first.total, first.submitted, first.corrected, first.unchanged, first.failed) == (3, 2, 1, 2, 1)
     assert first.state_counts == {"submitted": 2, "failed_retryable": 1}
+
+
+class UnreachableOpenMRS(OpenMRSResource):
+    """The sandbox's address, but every answer a 503: OpenMRS is down when the run logs in."""
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        return httpx.MockTransport(lambda request: httpx.Response(503))
+
+
+@pytest.mark.integration
+def test_records_a_failed_login_never_marked_are_left_for_the_nightly_retry(
+    tmp_path: Path, secantus_uri: str
+) -> None:
+    records = sample_records()[:12]
+    keys = [record["_id"] for record in records]
+    mongo = MongoResource(
+        uri=secantus_uri, tm2_home=str(tmp_path), database_name=f"test_{uuid.uuid4().hex[:12]}"
+    )
+    down = UnreachableOpenMRS(
+        tm2_home=str(tmp_path),
+        base_url=SANDBOX_BASE_URL,
+        username=SANDBOX_USERNAME,
+        password=SANDBOX_PASSWORD,
+        allow_insecure=True,
+        max_attempts=1,
+    )
+    with mongo.process_config_and_initialize_cm() as store:
+        store.records().collection.insert_many([dict(record) for record in records])
+        log = store.submissions()
+        log.mark_in_flight(
+            [
+                PendingSubmission(
+                    keys[0], condition_uuid(keys[0]), records[0]["content_hash"], False, new=True
+                )
+            ],
+            down.client_config().server,
+            NOW,
+        )  # an earlier run's entry: left as it is
+        with pytest.raises(TransientOpenMRSError):
+            submission_run.submit_stored_records(keys, mongo=store, openmrs=down, now=NOW)
+        entries = log.entries_for(keys)
+        assert entries[keys[0]].state is SubmissionState.IN_FLIGHT
+        unsent = [entries[key] for key in keys[1:]]
+        assert {entry.state for entry in unsent} == {SubmissionState.FAILED_RETRYABLE}
+        assert [entry.condition_uuid for entry in unsent] == [condition_uuid(key) for key in keys[1:]]
+        assert unsent[0].attempts[0].message == "not sent: login: server answered 503"
+        assert sorted(log.retryable_keys(NOW, 30)) == sorted(keys)
+
+        # The nightly retry, OpenMRS back: each record created once; nothing left to retry.
+        up = OpenMRSResource(tm2_home=str(tmp_path))
+        retried = submission_run.submit_stored_records(
+            log.retryable_keys(NOW, 30), mongo=store, openmrs=up, now=NOW
+        )
+        assert retried.total == len(keys) and retried.submitted >= len(keys) - 2
+        assert set(retried.state_counts) <= {"submitted", "patient_not_found"}  # the sample has one unknown
+        entries = log.entries_for(keys)
+        waiting = {key for key, entry in entries.items() if entry.state is SubmissionState.PATIENT_NOT_FOUND}
+        assert set(log.retryable_keys(NOW, 30)) == waiting  # still inside its retry window
+        again = submission_run.submit_stored_records(keys, mongo=store, openmrs=up, now=NOW)
+        assert again.submitted == 0 and again.state_counts == retried.state_counts

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pymongo import UpdateOne
 from pymongo.database import Database
 
+from tm2_pipeline.identity import condition_uuid
 from tm2_pipeline.openmrs.states import (
     UNSETTLED_STATES,
     WAITING_STATES,
@@ -31,6 +32,7 @@ from tm2_pipeline.store.timestamps import stored_timestamp
 
 KEEP_ATTEMPTS = 20
 _READ_CHUNK = 1000
+_UNSENT_CHUNK = 5000
 
 
 def _entry(document: dict) -> SubmissionEntry:
@@ -152,6 +154,32 @@ class SubmissionLog:
             [SubmissionOutcome(key, state, condition_uuid, tuple(attempts), confirmed_hash=confirmed_hash)],
             now,
         )
+
+    def mark_unsent(self, keys: Sequence[str], server: str, message: str, now: datetime) -> int:
+        """A run that failed before these keys were marked (OpenMRS unreachable at login, refused
+        credentials): keys the log does not hold yet get a `failed_retryable` entry, so the nightly
+        retry sends them even if the file is never ingested again. Their uuid is the one a create
+        uses, and a retry looks in OpenMRS before it sends. Entries already there are left alone;
+        returns how many were added."""
+        at = stored_timestamp(now)
+        attempt = {"at": at, "method": "-", "status": None, "message": message}
+        added = 0
+        for start in range(0, len(keys), _UNSENT_CHUNK):
+            documents = [
+                {
+                    "_id": key,
+                    "state": SubmissionState.FAILED_RETRYABLE.value,
+                    "condition_uuid": condition_uuid(key),
+                    "content_hash": None,
+                    "server": server,
+                    "updated_at": at,
+                    **_first_mark(at),
+                    "attempts": [attempt],
+                }
+                for key in keys[start : start + _UNSENT_CHUNK]
+            ]
+            added += len(documents) - len(insert_new(self._collection, documents))
+        return added
 
     def rebase(self, key: str, condition_uuid: str, now: datetime) -> None:
         """A newer version was found in OpenMRS: remember it before anything replaces it."""
