@@ -219,6 +219,25 @@ def test_503_with_retry_after_is_honoured_and_retried() -> None:
     assert script.waits == [7.0]
 
 
+def test_a_rate_limiter_429_on_a_lookup_is_waited_out_not_a_rejection() -> None:
+    answers = iter([httpx.Response(429, headers={"Retry-After": "2"}, text="Too Many Requests")])
+
+    def route(request: httpx.Request) -> httpx.Response:
+        return session_ok(request) or next(answers, None) or httpx.Response(200, json={"results": []})
+
+    script = Script(route)
+
+    async def scenario() -> list[str]:
+        async with script.client() as client:
+            async for attempt in client.retrying():
+                with attempt:
+                    return await client.patient_uuids(IDENTIFIER)
+        return ["unreachable"]
+
+    assert run(scenario()) == []
+    assert script.waits == [2.0]
+
+
 def test_retry_after_is_capped_and_attempts_are_bounded() -> None:
     def route(request: httpx.Request) -> httpx.Response:
         return session_ok(request) or httpx.Response(503, headers={"Retry-After": "3600"})
@@ -266,7 +285,7 @@ def test_a_400_on_post_is_returned_not_retried() -> None:
     assert len(script.paths("/condition")) == 1 and script.waits == []
 
 
-@pytest.mark.parametrize("status", [502, 503, 504])
+@pytest.mark.parametrize("status", [408, 429, 502, 503, 504])
 def test_gateway_errors_on_post_are_transient(status: int) -> None:
     script = Script(lambda r: session_ok(r) or httpx.Response(status, html="<h1>gateway</h1>"))
 

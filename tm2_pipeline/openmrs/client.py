@@ -26,7 +26,9 @@ from tm2_pipeline.openmrs.errors import (
 )
 from tm2_pipeline.openmrs.responses import retry_after_seconds, server_message
 
-GATEWAY_STATUSES = frozenset({502, 503, 504})
+# Answers that say "not processed, try later", on any method: a gateway's 502/503/504, and the 408
+# and 429 that a gateway or rate limiter in front of OpenMRS sends (OpenMRS itself sends neither).
+RETRY_LATER_STATUSES = frozenset({408, 429, 502, 503, 504})
 PAGE_LIMIT = 100  # OpenMRS answers 500 above this
 # What the concept index needs of each concept listed for the source, and no more.
 CONCEPT_INDEX_VIEW = "custom:(uuid,retired,mappings:(conceptReferenceTerm:(code,conceptSource:(uuid))))"
@@ -200,7 +202,7 @@ class OpenMRSClient:
         self, response: httpx.Response, method: str, what: str, *, server_error_is_transient: bool = False
     ) -> None:
         status = response.status_code
-        if status in GATEWAY_STATUSES or (server_error_is_transient and status >= 500):
+        if status in RETRY_LATER_STATUSES or (server_error_is_transient and status >= 500):
             raise TransientOpenMRSError(
                 f"{what}: server answered {status}",
                 method=method,
