@@ -196,6 +196,34 @@ def test_a_session_timeout_is_recovered_transparently() -> None:
     assert len(script.paths("/session")) == 2
 
 
+def test_a_re_login_that_meets_an_outage_does_not_use_up_the_runs_re_login() -> None:
+    state = {"valid": False, "expired": False, "failing_logins": 0}
+
+    def route(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/session"):
+            if state["failing_logins"]:
+                state["failing_logins"] -= 1
+                return httpx.Response(503)
+            state["valid"] = True
+            return session_ok(request)
+        if not state["expired"]:  # the session expires, and OpenMRS is down for a while
+            state.update(expired=True, valid=False, failing_logins=4)
+        if not state["valid"]:
+            return httpx.Response(401)
+        return httpx.Response(200, json={"results": [{"uuid": "p"}]})
+
+    script = Script(route)
+
+    async def scenario() -> list[str]:
+        async with script.client() as client:
+            with pytest.raises(TransientOpenMRSError):  # four logins answered 503: this record waits
+                await client.patient_uuids("MRN-1")
+            return await client.patient_uuids("MRN-2")  # OpenMRS is back: one fresh login, no stop
+
+    assert run(scenario()) == ["p"]
+    assert len(script.paths("/session")) == 1 + 4 + 1
+
+
 def test_503_with_retry_after_is_honoured_and_retried() -> None:
     answers = iter([httpx.Response(503, headers={"Retry-After": "7"}, html="<h1>starting</h1>")])
 

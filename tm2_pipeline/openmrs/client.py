@@ -149,7 +149,10 @@ class OpenMRSClient:
         self._session_generation += 1
 
     async def _relogin(self, generation: int) -> None:
-        """A stale session (401): drop the cookie and log in again, once per run."""
+        """A stale session (401): drop the cookie and log in again, once per run.
+
+        Only a re-login that succeeded counts: one that met an outage proved nothing about sessions.
+        """
         async with self._login_lock:
             if self._session_generation != generation:
                 return
@@ -159,8 +162,8 @@ class OpenMRSClient:
                     "login; stopping"
                 )
                 raise self._auth_failure
-            self._relogin_used = True
         await self._login_once(expected_generation=generation)
+        self._relogin_used = True
 
     async def logout(self) -> None:
         if self._http is not None and self._session_generation:
