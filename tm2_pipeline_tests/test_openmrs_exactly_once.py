@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from tm2_pipeline.openmrs.emulator.server import SandboxServer, open_sandbox
 from tm2_pipeline.openmrs.errors import OpenMRSAuthError, TransientOpenMRSError
 from tm2_pipeline.openmrs.states import SubmissionOutcome, SubmissionState
 from tm2_pipeline.openmrs.submitter import run_submission
+from tm2_pipeline.store import submissions
 from tm2_pipeline.store.submissions import SubmissionLog
 from tm2_pipeline_tests.openmrs_sample_records import make_record, sample_records, with_changes
 
@@ -188,7 +190,7 @@ def test_a_corrected_severity_becomes_one_new_version(server: SandboxServer, mon
 
 
 def test_a_correction_whose_answer_was_lost_is_found_not_resent(
-    server: SandboxServer, mongo_db: Database
+    server: SandboxServer, mongo_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     record = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
     submit(server, [record], SubmissionLog(mongo_db))
@@ -197,6 +199,12 @@ def test_a_correction_whose_answer_was_lost_is_found_not_resent(
         submit(server, [corrected], CrashingLog(mongo_db), now=NOW + timedelta(days=1))
     assert len(conditions_by_uuid(server)) == 2
 
+    # Within the crashed run's lease another run leaves the correction alone: it cannot tell a dead
+    # run from a slow one, and a second correction of the same version would fork the condition.
+    waiting = submit(server, [corrected], SubmissionLog(mongo_db), now=NOW + timedelta(days=1))
+    assert waiting.requests.get("POST", 0) == 0 and waiting.state_counts == {"in_flight": 1}
+
+    monkeypatch.setattr(submissions, "CORRECTION_LEASE", timedelta(0))  # the lease has run out
     log = SubmissionLog(mongo_db)
     summary = submit(server, [corrected], log, now=NOW + timedelta(days=2))
     assert "POST" not in summary.requests and summary.state_counts == {"already_present": 1}
@@ -208,6 +216,34 @@ def test_a_correction_whose_answer_was_lost_is_found_not_resent(
     assert summary.corrected == 1
     (latest,) = [c for c in conditions_by_uuid(server).values() if not c["voided"]]
     assert latest["previousVersion"] == current["uuid"]
+
+
+def test_two_runs_correcting_the_same_records_at_once_make_one_new_version_each(
+    server: SandboxServer, mongo_db: Database
+) -> None:
+    records = [r for r in sample_records() if len(server.sandbox.state.find_patients(r["patient_id"])) == 1][
+        :40
+    ]
+    submit(server, records, SubmissionLog(mongo_db))
+    corrected = [with_changes(r, severity="Severe" if r["severity"] != "Severe" else "Mild") for r in records]
+    later = NOW + timedelta(days=1)
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(submit, server, corrected, SubmissionLog(mongo_db), later) for _ in range(2)]
+        summaries = [run.result() for run in runs]
+    # Each record corrected by exactly one of the runs; the other left it alone or found it done.
+    assert sum(summary.corrected for summary in summaries) == len(records)
+    conditions = conditions_by_uuid(server)
+
+    def first_version(uuid: str) -> str:
+        while conditions[uuid].get("previousVersion"):
+            uuid = conditions[uuid]["previousVersion"]
+        return uuid
+
+    live = Counter(first_version(uuid) for uuid, c in conditions.items() if not c["voided"])
+    assert live == Counter(condition_uuid(record["_id"]) for record in records)  # no forks
+    assert len(conditions) == 2 * len(records)
+    again = submit(server, corrected, SubmissionLog(mongo_db), NOW + timedelta(days=2))
+    assert again.submitted == 0 and set(again.state_counts) <= {"submitted", "already_present"}
 
 
 def test_a_correction_raced_by_another_run_converges_on_its_version(

@@ -39,11 +39,12 @@ class MemoryLog:
     def entries_for(self, keys: Sequence[str]) -> dict[str, SubmissionEntry]:
         return {}
 
-    def mark_in_flight(self, pending: Sequence[PendingSubmission], server: str, now: datetime) -> None:
+    def mark_in_flight(self, pending: Sequence[PendingSubmission], server: str, now: datetime) -> set[str]:
         self.requests_in_flight_at_mark.append(self.in_flight)
         time.sleep(self.mark_delay_s)
         with self.lock:
             self.marked.update(item.condition_uuid for item in pending)
+        return {item.key for item in pending}
 
     def record_outcomes(self, outcomes: Sequence[SubmissionOutcome], now: datetime) -> None:
         time.sleep(self.write_delay_s)

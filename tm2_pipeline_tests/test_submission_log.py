@@ -8,6 +8,7 @@ import pytest
 from pymongo.database import Database
 
 from tm2_pipeline.openmrs.states import Attempt, PendingSubmission, SubmissionOutcome, SubmissionState
+from tm2_pipeline.store import submissions
 from tm2_pipeline.store.submissions import KEEP_ATTEMPTS, SubmissionLog
 
 pytestmark = pytest.mark.integration
@@ -169,3 +170,42 @@ def test_entries_for_reads_in_chunks(mongo_db: Database) -> None:
     keys = [f"k{n:05d}" for n in range(1001)]
     log.mark_in_flight([PendingSubmission(k, "u", "h", fresh=False) for k in keys], SERVER, NOW)
     assert len(log.entries_for(keys)) == 1001
+
+
+def _confirmed(log: SubmissionLog, key: str) -> None:
+    log.mark_in_flight([PendingSubmission(key, "v1", "h1", fresh=False)], SERVER, NOW)
+    log.record_outcome(key, SubmissionState.SUBMITTED, [], condition_uuid="v1", now=NOW, confirmed_hash="h1")
+
+
+def _correction(log: SubmissionLog, key: str) -> PendingSubmission:
+    claim = log.entries_for([key])[key].claim  # what the run read when it planned the batch
+    return PendingSubmission(key, "v1", "h2", fresh=False, correction=True, claim=claim)
+
+
+def test_a_correction_is_marked_by_one_run_only(mongo_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = SubmissionLog(mongo_db), SubmissionLog(mongo_db)
+    _confirmed(first, "k")
+    planned_by_first, planned_by_second = _correction(first, "k"), _correction(second, "k")
+    assert first.mark_in_flight([planned_by_first], SERVER, NOW) == {"k"}
+    # Planned from the same read: the claim moved since, so the second run does not send it.
+    assert second.mark_in_flight([planned_by_second], SERVER, NOW) == set()
+    # Planned after the first run's mark: in flight under a live claim, still not the second's.
+    assert second.mark_in_flight([_correction(second, "k")], SERVER, NOW) == set()
+    # The first run itself may mark it again (a step retried inside the same run).
+    assert first.mark_in_flight([_correction(first, "k")], SERVER, NOW) == {"k"}
+    # A claim older than the lease belongs to a run that died: anyone may take it over.
+    monkeypatch.setattr(submissions, "CORRECTION_LEASE", timedelta(0))
+    assert second.mark_in_flight([_correction(second, "k")], SERVER, NOW) == {"k"}
+    entry = second.entries_for(["k"])["k"]
+    assert (entry.state, entry.content_hash, entry.confirmed_hash) == (SubmissionState.IN_FLIGHT, "h2", "h1")
+
+
+def test_creates_are_marked_whoever_else_marks_them(mongo_db: Database) -> None:
+    # A create is safe to race (one uuid, OpenMRS keeps one condition): no claim is needed.
+    first, second = SubmissionLog(mongo_db), SubmissionLog(mongo_db)
+    assert first.mark_in_flight([PendingSubmission("k", "u", "h", fresh=False, new=True)], SERVER, NOW) == {
+        "k"
+    }
+    assert second.mark_in_flight([PendingSubmission("k", "u", "h", fresh=False, new=True)], SERVER, NOW) == {
+        "k"
+    }

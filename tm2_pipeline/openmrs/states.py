@@ -63,6 +63,7 @@ class SubmissionEntry:
     first_attempt_at: datetime | None
     updated_at: datetime | None
     attempts: tuple[Attempt, ...] = ()
+    claim: str | None = None  # the token of the last run that claimed a correction of this record
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,9 @@ class PendingSubmission:
 
     `fresh` means: forget what the log knew (never sent to this server), start from the record's own uuid.
     `new` means: the log had no entry for this key when the batch was planned (it can be inserted).
+    `correction` means: a new version of a condition in OpenMRS will be posted. Two runs posting one
+    at the same time would fork it, so a correction is marked only if the entry still holds the
+    `claim` read when the batch was planned, and no other live run holds it (`SubmissionLog`).
     """
 
     key: str
@@ -78,6 +82,8 @@ class PendingSubmission:
     content_hash: str
     fresh: bool
     new: bool = False
+    correction: bool = False
+    claim: str | None = None
 
 
 @dataclass(frozen=True)

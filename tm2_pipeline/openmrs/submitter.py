@@ -46,9 +46,14 @@ _Task = asyncio.Task[SubmissionOutcome]
 
 class SubmissionLogLike(Protocol):
     def entries_for(self, keys: Sequence[str]) -> dict[str, SubmissionEntry]: ...
-    def mark_in_flight(self, pending: Sequence[PendingSubmission], server: str, now: datetime) -> None: ...
+    def mark_in_flight(
+        self, pending: Sequence[PendingSubmission], server: str, now: datetime
+    ) -> set[str]: ...
     def record_outcomes(self, outcomes: Sequence[SubmissionOutcome], now: datetime) -> None: ...
     def rebase(self, key: str, condition_uuid: str, now: datetime) -> None: ...
+
+
+_CORRECTIONS = (Action.CORRECT, Action.VERIFY_CORRECT)
 
 
 @dataclass(frozen=True)
@@ -158,12 +163,22 @@ class _Submitter:
             await self.client.ensure_session()  # before the write-ahead: a refused login marks nothing
             pending = [
                 PendingSubmission(
-                    w.key, w.plan.condition_uuid, w.plan.content_hash, w.plan.fresh, new=w.key not in entries
+                    w.key,
+                    w.plan.condition_uuid,
+                    w.plan.content_hash,
+                    w.plan.fresh,
+                    new=w.key not in entries,
+                    correction=w.plan.action in _CORRECTIONS,
+                    claim=entries[w.key].claim if w.key in entries else None,
                 )
                 for w in works
             ]
             # Awaited before the chunk's tasks exist: no request can precede its record's mark.
-            await asyncio.to_thread(self.log.mark_in_flight, pending, self.client.server, self.now)
+            marked = await asyncio.to_thread(self.log.mark_in_flight, pending, self.client.server, self.now)
+            for work in works:
+                if work.key not in marked:  # another run is correcting it: that run's to finish
+                    summary.add(SubmissionState.IN_FLIGHT)
+            works = [work for work in works if work.key in marked]
         return works
 
     def launch(self, works: Sequence[_Work]) -> None:

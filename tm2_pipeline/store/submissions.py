@@ -8,9 +8,10 @@ Document: `_id` (record key), `state`, `condition_uuid` (newest version in OpenM
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from pymongo import UpdateOne
 from pymongo.database import Database
@@ -31,6 +32,10 @@ from tm2_pipeline.store.lookups import chunked, lookup_chunk_size
 from tm2_pipeline.store.timestamps import stored_timestamp
 
 KEEP_ATTEMPTS = 20
+# How long a correction claimed by a run is left to that run. Its requests, retries and backoff
+# included, a record is in flight for minutes at most; a run that died holding claims leaves them to
+# the nightly retry (or to any run after this long).
+CORRECTION_LEASE = timedelta(minutes=15)
 _READ_CHUNK = 1000
 _UNSENT_CHUNK = 5000
 
@@ -49,6 +54,7 @@ def _entry(document: dict) -> SubmissionEntry:
             Attempt(at=a["at"], method=a["method"], status=a.get("status"), message=a.get("message", ""))
             for a in document.get("attempts") or []
         ),
+        claim=document.get("claim"),
     )
 
 
@@ -68,6 +74,7 @@ class SubmissionLog:
         self._db = db
         self._collection = db[SUBMISSIONS_COLLECTION]
         self._lookup_keys: int | None = None
+        self.owner = uuid.uuid4().hex  # this run's name on the corrections it claims
 
     def _key_chunks(self, keys: Sequence[str]) -> Iterator[list[str]]:
         if self._lookup_keys is None:
@@ -81,20 +88,51 @@ class SubmissionLog:
                 entries[document["_id"]] = _entry(document)
         return entries
 
-    def mark_in_flight(self, pending: Sequence[PendingSubmission], server: str, now: datetime) -> None:
-        """Write-ahead: these records are about to be sent (state in_flight).
+    def mark_in_flight(self, pending: Sequence[PendingSubmission], server: str, now: datetime) -> set[str]:
+        """Write-ahead: these records are about to be sent (state in_flight); returns the keys marked.
 
         Keys the log did not hold are inserted (on SecantusDB an insert costs a quarter of an upsert);
-        one another run inserted meanwhile comes back as a duplicate key and is upserted instead.
+        one another run inserted meanwhile comes back as a duplicate key and is upserted instead
+        (creates are safe to race: both runs use the record's own uuid, and OpenMRS keeps one).
+        Corrections are claimed instead (`_claim_corrections`): one another run claimed since the
+        batch was planned, or still holds, is not marked, and this run does not send it.
         """
         if not pending:
-            return
+            return set()
         at = stored_timestamp(now)
-        new = [item for item in pending if item.new]
+        corrections = [item for item in pending if item.correction and not item.new]
+        creates = [item for item in pending if not (item.correction and not item.new)]
+        new = [item for item in creates if item.new]
         raced = self._insert_marks(new, server, at)
-        operations = [self._mark(item, server, at) for item in pending if not item.new or item.key in raced]
+        operations = [self._mark(item, server, at) for item in creates if not item.new or item.key in raced]
         if operations:
             self._collection.bulk_write(operations, ordered=False)
+        return {item.key for item in creates} | self._claim_corrections(corrections, server, at)
+
+    def _claim_corrections(self, pending: Sequence[PendingSubmission], server: str, at: datetime) -> set[str]:
+        """Mark each correction only if its entry still holds the claim read at planning time, and is
+        not in flight under another live run's claim (younger than CORRECTION_LEASE)."""
+        if not pending:
+            return set()
+        token = uuid.uuid4().hex
+        wall = stored_timestamp(datetime.now(UTC))  # the lease is real time, whatever `now` the run uses
+        free = [
+            {"state": {"$ne": SubmissionState.IN_FLIGHT.value}},
+            {"claimed_by": self.owner},
+            {"claimed_at": None},
+            {"claimed_at": {"$lt": wall - CORRECTION_LEASE}},
+        ]
+        claim = {"claim": token, "claimed_by": self.owner, "claimed_at": wall}
+        operations = [
+            UpdateOne(
+                {"_id": item.key, "claim": item.claim, "$or": free},
+                {"$set": {**self._mark_fields(item, server, at), **claim}},
+            )
+            for item in pending
+        ]
+        self._collection.bulk_write(operations, ordered=False)
+        keys = [item.key for item in pending]
+        return {document["_id"] for document in self._collection.find({"_id": {"$in": keys}, "claim": token})}
 
     def _insert_marks(self, pending: Sequence[PendingSubmission], server: str, at: datetime) -> set[str]:
         """Insert whole in_flight entries; the keys that turned out to exist already."""
