@@ -12,7 +12,7 @@ from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
 from tm2_pipeline.identity import KEY_VERSION
-from tm2_pipeline.store.errors import MongoRefused, RecordFrameError
+from tm2_pipeline.store.errors import MongoRefused, MongoUnavailable, RecordFrameError
 from tm2_pipeline.store.lookups import SECANTUS_LOOKUP_KEYS
 from tm2_pipeline.store.records import RecordStore, StoreCounts, record_documents
 from tm2_pipeline_tests.accepted_frames import accepted_frame, with_severity
@@ -306,3 +306,28 @@ def test_a_refused_write_is_reported_by_codes_never_quoting_the_documents(db, mo
         "write errors: code 11000 x1; write concern errors: code 64 (WriteConcernFailed)"
     )
     assert caught.value.__cause__ is None and caught.value.__suppress_context__  # no chained pymongo text
+
+
+@pytest.mark.integration
+def test_a_store_that_fails_midway_has_already_moved_the_generation(mongo_db, monkeypatch):
+    # File b changes a's records, then fails at its second batch: a must not look unchanged.
+    store = RecordStore(mongo_db, batch_size=2)
+    frame = accepted_frame(4)
+    stored_a = store.store(frame, file_name="a.csv", sha256=SHA_A, now=T0).generation
+    update = RecordStore._update
+    calls = []
+
+    def fails_the_second_time(self, documents):
+        calls.append(len(documents))
+        if len(calls) == 2:
+            raise MongoUnavailable("cannot reach MongoDB (a test)")
+        return update(self, documents)
+
+    monkeypatch.setattr(RecordStore, "_update", fails_the_second_time)
+    changed = frame
+    for row in range(4):
+        changed = with_severity(changed, row, "x")
+    with pytest.raises(MongoUnavailable):
+        store.store(changed, file_name="b.csv", sha256=SHA_B, now=T1)
+    assert [doc["severity"] for doc in dump(store)].count("x") == 2  # the first batch went through
+    assert store.generation() != stored_a

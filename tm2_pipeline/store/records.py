@@ -155,6 +155,7 @@ class RecordStore:
         self.batch_size = batch_size
         self.target = target or client_target(db.client)
         self._lookup_keys = lookup_keys
+        self._moved = False  # whether the current `store` call has moved the generation yet
 
     @property
     def lookup_keys(self) -> int:
@@ -181,11 +182,11 @@ class RecordStore:
         counts = StoreCounts()
         with translate_mongo_errors(self.target):
             before = self.generation()
+            self._moved = False
             for batch in batches:
                 counts += self._store_batch(batch)
-            wrote = bool(counts.inserted or counts.updated)
-            after = self._next_generation() if wrote else self.generation()
-        current = after == before + (1 if wrote else 0)
+            after = self.generation()
+        current = after == before + (1 if self._moved else 0)
         return replace(counts, generation=after if current else None)
 
     def generation(self) -> int:
@@ -261,9 +262,19 @@ class RecordStore:
         updated = self._update(changed + raced)
         return StoreCounts(inserted=inserted, updated=updated, unchanged=len(batch) - inserted - updated)
 
+    def _before_writing(self) -> None:
+        """Move the generation before the first write of a `store` call, not after the last: a store
+        that fails midway has still changed records, and no file stored earlier may be skipped."""
+        if not self._moved:
+            self._next_generation()
+            self._moved = True
+
     def _insert(self, documents: list[dict[str, Any]]) -> tuple[int, list[dict[str, Any]]]:
         """Insert; documents whose key is already stored (by an earlier file, or by another writer
         since our read) come back to be compared instead."""
+        if not documents:
+            return 0, []
+        self._before_writing()
         present = insert_new(self.collection, documents)
         return len(documents) - len(present), present
 
@@ -271,6 +282,7 @@ class RecordStore:
         """Apply content updates; the count is of documents whose stored hash really differed."""
         if not documents:
             return 0
+        self._before_writing()
         result = self.collection.bulk_write([_content_update(doc) for doc in documents], ordered=False)
         return result.matched_count
 
