@@ -8,6 +8,7 @@ again (`reusable`).
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict, dataclass
 from datetime import date
 from functools import cache
@@ -100,6 +101,16 @@ def summarize(
         day_first=day_first,
         rules=rules_fingerprint(),
     )
+
+
+def table_identity(attrs: dict[str, Any]) -> str | None:
+    """Which validation a validated table holds: the bytes, the day, the date order and the rules.
+    The same bytes validated another day (future dates), or under other rules, can accept other rows."""
+    validation = attrs.get("validation") or {}
+    if not validation:
+        return None
+    fields = ("sha256", "validated_on", "day_first", "rules")
+    return json.dumps([validation.get(name) for name in fields])
 
 
 def reusable(

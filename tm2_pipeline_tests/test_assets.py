@@ -1,13 +1,14 @@
 """The four assets run by Dagster with swapped resources: a real test MongoDB server, the sandbox."""
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from tm2_pipeline.accepted_table import staged_tables, staging_path
+from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.run_outcome import BLOCKED, REFUSED, SUCCEEDED, classify_run
 from tm2_pipeline_tests.pipeline_runs import ALL_CHECKS, SAMPLE, materialize_file, metadata_of
 
@@ -154,3 +155,28 @@ def test_a_runaway_quote_far_down_is_refused_by_validation_not_failed(pipeline_r
     with pipeline_resources["mongo"].process_config_and_initialize_cm() as store:
         assert store.records().count() == 0
         assert store.rejects().for_file(sha256) == []  # a file refused as a whole has no rejected rows
+
+
+def test_the_same_bytes_validated_on_a_later_day_are_stored_again(pipeline_resources, tmp_path, monkeypatch):
+    # Tomorrow's row is rejected today (future date) and accepted tomorrow: tomorrow's run must
+    # store it, although neither the bytes nor the store have changed since today's run.
+    today = pipeline_resources["pipeline"].today()
+    tomorrow = today + timedelta(days=1)
+    export = tmp_path / "export.csv"
+    export.write_text(
+        HEADER
+        + "MRN-01001,SK01,Headache,Ayurveda,Mild,2024-01-15,HPR-1\n"
+        + f"MRN-01002,SK01,Headache,Ayurveda,Mild,{tomorrow.isoformat()},HPR-1\n",
+        encoding="utf-8",
+    )
+    assets = ["validated_tm2_records", "tm2_mongo_records"]
+    with dg.instance_for_test() as instance:
+        first = materialize_file(export, pipeline_resources, instance)
+        assert [metadata_of(first, asset)["dagster/row_count"] for asset in assets] == [1, 1]
+        monkeypatch.setattr(PipelineConfig, "today", lambda self: tomorrow)
+        second = materialize_file(export, pipeline_resources, instance)
+    assert second.success
+    stored = metadata_of(second, "tm2_mongo_records")
+    assert (stored["skipped_unchanged_file"], stored["inserted"], stored["unchanged"]) == (False, 1, 1)
+    with pipeline_resources["mongo"].process_config_and_initialize_cm() as store:
+        assert store.records().count() == 2 and store.rejects().count() == 0

@@ -11,6 +11,7 @@ from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.resources.mongo import MongoResource
 from tm2_pipeline.store.records import StoreCounts
+from tm2_pipeline.validation_summary import table_identity
 
 STORED_ONCE = "stored_once"
 CODES_VALID = "codes_valid"
@@ -59,11 +60,16 @@ def tm2_mongo_records(
     file_name, sha256 = table.attrs["file"], table.attrs["sha256"]
     accepted = table.num_rows
     store = mongo.records()
-    earlier = mongo.ingestions().entry(file_name, sha256)
-    generation = earlier.get("store_generation") if earlier else None
-    skipped = generation is not None and generation == store.generation()
+    earlier = mongo.ingestions().entry(file_name, sha256) or {}
+    generation = earlier.get("store_generation")
+    validation = table_identity(table.attrs)
+    skipped = (
+        generation is not None
+        and earlier.get("stored_table") == validation
+        and generation == store.generation()
+    )
     if skipped:
-        # These bytes were stored and no file has written a record since: nothing can differ.
+        # This very validation of these bytes was stored, and no file has written a record since.
         context.log.info("unchanged file, store unchanged since it was stored: skipping the writes")
         counts = StoreCounts(unchanged=accepted, generation=generation)
     else:
@@ -79,6 +85,7 @@ def tm2_mongo_records(
         at=datetime.now(UTC),
         run_id=context.run.run_id,
         store_generation=counts.generation,
+        stored_table=validation,
     )
     yield dg.MaterializeResult(
         metadata={"dagster/row_count": accepted, **stored_counts, "skipped_unchanged_file": skipped}

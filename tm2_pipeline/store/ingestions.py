@@ -70,6 +70,7 @@ class IngestionLedger:
         error: str | None = None,
         run_id: str | None = None,
         store_generation: int | None = None,
+        stored_table: str | None = None,
     ) -> None:
         """Upsert the outcome of ingesting this file content.
 
@@ -96,6 +97,8 @@ class IngestionLedger:
         if status == IngestionStatus.STORED:
             # None clears a generation an earlier run left: the store must be compared again.
             changes["store_generation"] = store_generation
+            # Which validation of the bytes was stored: another day or other rules may accept other rows.
+            changes["stored_table"] = stored_table
         with translate_mongo_errors(self.target):
             self.collection.update_one(
                 {"_id": ingestion_id(file, sha256)},
