@@ -70,6 +70,9 @@ _COMPRESSED_MAGIC = (
 )
 _BZIP2_MAGIC = re.compile(rb"BZh[1-9]1AY&SY")
 _NAME_PUNCTUATION = frozenset(" _.()/-")
+# A NUL never reaches the reader from a file (refused before decoding), so it marks the end.
+_END = "\x00"
+_END_MARK = _END + "\n"
 _MARKS = ("Mn", "Mc")  # combining marks: Devanagari and Tamil vowel signs
 _BINARY_MAGIC = (
     (
@@ -204,7 +207,8 @@ class Tm2Rows:
             delimiter = directive.group(1)
         else:
             delimiter = _detect_delimiter(leading[-1] if leading[-1].strip(" \t\r\n,;") else "")
-        self._reader = csv.reader(itertools.chain(leading, lines), delimiter=delimiter)
+        # The end marker comes out as a record of its own, unless a quote left open swallowed it.
+        self._reader = csv.reader(itertools.chain(leading, lines, [_END_MARK]), delimiter=delimiter)
         header = _read_header(self._reader)
         self._column_index, ignored = _map_header(header)
         self.info = Tm2FileInfo(
@@ -228,6 +232,8 @@ class Tm2Rows:
                             "malformed",
                             f"the CSV structure breaks at data row {position + len(records) + 1}: {error}",
                         ) from None
+                    if records and records[-1] and _END in records[-1][-1]:
+                        _drop_end_mark(records, first_position=position + 1)
                     if not records:
                         break
                     columns.add(records, first_position=position + 1)
@@ -248,10 +254,30 @@ class Tm2Rows:
                 return
 
 
+def _drop_end_mark(records: list[list[str]], *, first_position: int) -> None:
+    """Remove the end marker (the reader's last record); refuse the file if a quote swallowed it.
+
+    Python's csv module, when not strict, reads a quote that is never closed to the end of the
+    file: every row after it would vanish into one cell (and the strict mode refuses too much)."""
+    last = records[-1]
+    if last == [_END]:
+        records.pop()
+        return
+    raise FileRefused(
+        "malformed",
+        f"a quoted field opened in data row {first_position + len(records) - 1} is never closed: "
+        "the rest of the file would be read as one cell",
+    )
+
+
 def _read_header(reader: Iterator[list[str]]) -> list[str]:
     """The first non-blank record (blank records before it do not count as data rows)."""
     try:
         for fields in reader:
+            if fields and _END in fields[-1]:
+                if fields == [_END]:
+                    break  # the end of the file: no header
+                raise FileRefused("malformed", "a quoted field opened in the header row is never closed")
             if not _is_blank(fields):
                 return fields
     except csv.Error as error:

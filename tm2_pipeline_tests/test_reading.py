@@ -244,6 +244,26 @@ def test_a_data_row_run_into_the_header_line_is_not_echoed_as_column_names() -> 
     assert "4711" not in refused.message and "HPR" not in refused.message
 
 
+@pytest.mark.parametrize("column", ["namaste_code", "condition_name"])
+def test_a_quote_never_closed_is_refused_not_read_as_one_cell(column: str) -> None:
+    # The csv module would read everything after it as one cell: rows 3-5 would vanish, and their
+    # patients' data would end up in row 2's record.
+    fields = ROW.split(",")
+    fields[HEADER.split(",").index(column)] = '"AAA-1'
+    rows = [ROW, ",".join(fields), ROW.replace("4711", "4712"), ROW.replace("4711", "4713"), ROW]
+    refused = refusal(("\n".join([HEADER, *rows]) + "\n").encode())
+    assert refused.reason == "malformed"
+    assert "opened in data row 2 is never closed" in refused.message
+    assert "4712" not in refused.message
+
+
+def test_a_file_ending_without_a_line_break_or_with_quoted_line_breaks_keeps_every_row() -> None:
+    quoted = ROW.replace("Headache", '"Head\nache"')
+    raw = read_tm2_bytes(f"{HEADER}\n{quoted}\n{ROW}".encode())
+    assert list(raw.frame["row"]) == [1, 2]
+    assert raw.frame.at[0, "condition_name"] == "Head\nache"
+
+
 def test_runaway_quote_beyond_the_csv_field_limit_is_refused_as_malformed() -> None:
     data = f'{HEADER}\n{ROW}\nMRN-9,SK00,"never closed,Unani\n'.encode() + b"x" * 200_000
     refused = refusal(data)
