@@ -10,8 +10,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The emulator's built-in administrator: only ever used against the local sandbox.
@@ -81,7 +82,33 @@ class Settings(BaseSettings):
                 )
         if self.openmrs_base_url and urlsplit(self.openmrs_base_url).scheme not in ("http", "https"):
             raise SettingsError("OPENMRS_BASE_URL must start with http:// or https://")
+        if self.openmrs_base_url:
+            unset = [
+                name
+                for name, value in (
+                    ("OPENMRS_USERNAME", self.openmrs_username),
+                    ("OPENMRS_PASSWORD", self.openmrs_password and self.openmrs_password.get_secret_value()),
+                )
+                if not value
+            ]
+            if unset:
+                raise SettingsError(
+                    f"OPENMRS_BASE_URL is set, so {' and '.join(unset)} must be set too "
+                    "(the sandbox's admin account is only used without OPENMRS_BASE_URL)"
+                )
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise SettingsError(
+                f"TM2_TIMEZONE={self.timezone!r} is not a time zone; use an IANA name such as Asia/Kolkata"
+            ) from None
         return self
+
+    @field_validator("mongodb_uri", "openmrs_base_url", "openmrs_username", "openmrs_password", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        """`OPENMRS_BASE_URL=` (an example line left in .env) means: not set."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @cached_property
     def home_dir(self) -> Path:

@@ -5,7 +5,7 @@ import pytest
 from tm2_pipeline.settings import SettingsError, load_settings
 
 ALL_VARS = ("TM2_MODE", "TM2_HOME", "DAGSTER_HOME", "MONGODB_URI", "OPENMRS_BASE_URL", "TM2_LANDING_DIR",
-            "OPENMRS_PASSWORD", "TM2_MONGO_BATCH")  # fmt: skip
+            "OPENMRS_USERNAME", "OPENMRS_PASSWORD", "TM2_MONGO_BATCH", "TM2_TIMEZONE")  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -44,9 +44,31 @@ def test_production_with_both_endpoints(monkeypatch):
     monkeypatch.setenv("TM2_MODE", "production")
     monkeypatch.setenv("MONGODB_URI", "mongodb+srv://u:secret@cluster.example.net/")
     monkeypatch.setenv("OPENMRS_BASE_URL", "https://emr.example.org/openmrs")
+    monkeypatch.setenv("OPENMRS_USERNAME", "tm2-bot")
+    monkeypatch.setenv("OPENMRS_PASSWORD", "emr-secret")
     settings = load_settings()
     assert not settings.uses_embedded_store and not settings.uses_sandbox
     assert "secret" not in repr(settings)
+
+
+def test_a_real_openmrs_needs_its_credentials(monkeypatch):
+    monkeypatch.setenv("OPENMRS_BASE_URL", "https://emr.example.org/openmrs")
+    monkeypatch.setenv("OPENMRS_PASSWORD", "")
+    with pytest.raises(SettingsError, match="OPENMRS_USERNAME and OPENMRS_PASSWORD must be set too"):
+        load_settings()
+
+
+def test_an_empty_line_from_the_example_means_unset(monkeypatch):
+    monkeypatch.setenv("OPENMRS_BASE_URL", "")
+    monkeypatch.setenv("MONGODB_URI", " ")
+    settings = load_settings()
+    assert settings.uses_sandbox and settings.uses_embedded_store
+
+
+def test_an_unknown_time_zone_is_a_settings_error(monkeypatch):
+    monkeypatch.setenv("TM2_TIMEZONE", "Mars/Olympus")
+    with pytest.raises(SettingsError, match="TM2_TIMEZONE='Mars/Olympus' is not a time zone"):
+        load_settings()
 
 
 def test_bad_value_names_the_variable(monkeypatch):
