@@ -106,12 +106,12 @@ def _mongo(settings: Settings) -> Iterator:
     """The configured Mongo resource, initialized as in a run; outages and refusals become one clear line."""
     from tm2_pipeline.definitions import build_resources
     from tm2_pipeline.embedded.secantus import EmbeddedStoreError
-    from tm2_pipeline.resources.mongo import MongoRefused, MongoUnavailable
+    from tm2_pipeline.resources.mongo import MongoRefused, MongoSettingsError, MongoUnavailable
 
     try:
         with build_resources(settings)["mongo"].process_config_and_initialize_cm() as mongo:
             yield mongo
-    except (MongoUnavailable, MongoRefused, EmbeddedStoreError) as error:
+    except (MongoUnavailable, MongoRefused, MongoSettingsError, EmbeddedStoreError) as error:
         _say(f"error: {error}")
         sys.exit(1)
 

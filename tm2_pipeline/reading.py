@@ -378,7 +378,10 @@ def _control_share(control_count: int, total: int) -> bool:
 
 def _detect_delimiter(header_line: str) -> str:
     def score(delimiter: str) -> tuple[int, int, int]:
-        fields = next(csv.reader([header_line.rstrip("\r\n")], delimiter=delimiter), [])
+        try:
+            fields = next(csv.reader([header_line.rstrip("\r\n")], delimiter=delimiter), [])
+        except csv.Error as error:  # a first line past the csv field limit (or broken quoting)
+            raise FileRefused("malformed", f"the first line cannot be read as CSV: {error}") from None
         known = len({canonical_column_name(field) for field in fields} & set(TM2_COLUMNS))
         return known, len(fields), -DELIMITERS.index(delimiter)
 

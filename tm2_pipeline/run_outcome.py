@@ -5,14 +5,20 @@ Read from the run's own events, so the CLI and the landing sensor agree on every
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from dagster import DagsterEventType
 
+if TYPE_CHECKING:
+    from dagster._utils.error import SerializableErrorInfo
+
 from tm2_pipeline.assets.refusal import REFUSED_METADATA
 
 SUCCEEDED, REFUSED, BLOCKED, FAILED = "succeeded", "refused", "blocked", "failed"
+_QUALIFIED_CLASS = re.compile(r"^(?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*: ")
 
 
 @dataclass(frozen=True)
@@ -22,15 +28,22 @@ class RunOutcome:
 
 
 def classify_run(instance: dg.DagsterInstance, run_id: str, run_succeeded: bool) -> RunOutcome:
-    events = instance.all_logs(
-        run_id, of_type={DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.STEP_FAILURE}
-    )
+    kinds = {
+        DagsterEventType.ASSET_CHECK_EVALUATION,
+        DagsterEventType.STEP_FAILURE,
+        DagsterEventType.RESOURCE_INIT_FAILURE,
+    }
+    events = instance.all_logs(run_id, of_type=kinds)
     step_errors: list[str] = []
     for entry in events:
         event = entry.dagster_event
         if event is None:
             continue
-        if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+        if event.event_type == DagsterEventType.RESOURCE_INIT_FAILURE:
+            # A setting only a resource can judge (MONGODB_URI, the write concern): our own message.
+            error = event.event_specific_data.error if event.event_specific_data else None
+            step_errors.append(f"{event.step_key or 'resources'}: {_innermost(error)}")
+        elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             failed_blocking = (
                 not evaluation.passed
@@ -52,12 +65,18 @@ def classify_run(instance: dg.DagsterInstance, run_id: str, run_succeeded: bool)
                 return RunOutcome(REFUSED, user_failure.description)
             message = user_failure.description if user_failure else None
             if not message and failure.error:
-                # The cause chain holds our own exception; its message is written to carry no PHI.
-                error = failure.error
-                while error.cause is not None:
-                    error = error.cause
-                message = error.message.strip()
+                message = _innermost(failure.error)
             step_errors.append(f"{event.step_key}: {message}")
     if run_succeeded:
         return RunOutcome(SUCCEEDED)
     return RunOutcome(FAILED, step_errors[-1] if step_errors else "the run failed")
+
+
+def _innermost(error: SerializableErrorInfo | None) -> str:
+    """The message of the innermost exception (our own, written to carry no PHI), without the
+    `module.ClassName: ` Dagster puts before it."""
+    if error is None:
+        return "failed"
+    while error.cause is not None:
+        error = error.cause
+    return _QUALIFIED_CLASS.sub("", error.message.strip(), count=1)

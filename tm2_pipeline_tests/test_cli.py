@@ -157,3 +157,15 @@ def test_dry_run_writes_nothing_anywhere(env):
     assert (report["accepted"], report["rejected"], report["inserted"]) == (96, 4, 0)
     assert not Path(env["TM2_HOME"]).exists() and not Path(env["DAGSTER_HOME"]).exists()
     assert record_count(env) == 0
+
+
+def test_a_mongodb_uri_only_the_driver_can_judge_is_one_clear_line(env, monkeypatch):
+    monkeypatch.setenv("MONGODB_URI", "mongodb://127.0.0.1:99999/")  # no such port
+    status = run("status")
+    assert status.exit_code == 1
+    message = "MONGODB_URI is not a valid MongoDB URI (ValueError)"
+    assert (status.stdout + status.stderr).strip() == f"error: {message}"
+    [line] = json_lines(run("ingest", str(SAMPLE), "--json").stdout)
+    assert line["status"] == "failed"
+    assert line["error"] == f"resources: {message}"
+    assert "Traceback" not in line["error"] and "99999" not in line["error"]

@@ -264,6 +264,12 @@ def test_a_file_ending_without_a_line_break_or_with_quoted_line_breaks_keeps_eve
     assert raw.frame.at[0, "condition_name"] == "Head\nache"
 
 
+def test_a_first_line_beyond_the_csv_field_limit_is_refused_as_malformed() -> None:
+    refused = refusal(b"a" * (1 << 20) + b"\n")
+    assert refused.reason == "malformed"
+    assert refused.message.startswith("the first line cannot be read as CSV: field larger than field limit")
+
+
 def test_runaway_quote_beyond_the_csv_field_limit_is_refused_as_malformed() -> None:
     data = f'{HEADER}\n{ROW}\nMRN-9,SK00,"never closed,Unani\n'.encode() + b"x" * 200_000
     refused = refusal(data)
