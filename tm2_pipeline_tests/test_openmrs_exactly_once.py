@@ -266,6 +266,31 @@ def test_a_correction_raced_by_another_run_converges_on_its_version(
     assert ours.entries_for([record["_id"]])[record["_id"]].condition_uuid == current["uuid"]
 
 
+def test_a_log_two_versions_behind_builds_on_the_newest_version(
+    server: SandboxServer, mongo_db: Database
+) -> None:
+    record = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
+    ours = SubmissionLog(mongo_db)
+    submit(server, [record], ours)
+    # Two corrections made elsewhere: our log still knows the first version only.
+    other_db = mongo_db.client[mongo_db.name + "_other"]
+    try:
+        for severity in ("Severe", "Moderate"):
+            assert (
+                submit(server, [with_changes(record, severity=severity)], SubmissionLog(other_db)).corrected
+                == 1
+            )
+    finally:
+        mongo_db.client.drop_database(other_db.name)
+    (third,) = [c for c in conditions_by_uuid(server).values() if not c["voided"]]
+
+    summary = submit(server, [with_changes(record, severity="Severe")], ours, now=NOW + timedelta(days=1))
+    assert summary.corrected == 1 and summary.state_counts == {"submitted": 1}
+    (fourth,) = [c for c in conditions_by_uuid(server).values() if not c["voided"]]
+    assert fourth["previousVersion"] == third["uuid"] and "Severity: Severe" in fourth["additionalDetail"]
+    assert ours.entries_for([record["_id"]])[record["_id"]].condition_uuid == fourth["uuid"]
+
+
 def test_wrong_password_fails_once_with_one_login_per_run(server: SandboxServer, mongo_db: Database) -> None:
     log = SubmissionLog(mongo_db)
     records = sample_records()[:20]

@@ -54,6 +54,9 @@ class SubmissionLogLike(Protocol):
 
 
 _CORRECTIONS = (Action.CORRECT, Action.VERIFY_CORRECT)
+# Condition lookups one record may spend reading back version histories (a rare path: edits made
+# in OpenMRS or by another run since this log last looked).
+HISTORY_LOOKUPS = 20
 
 
 @dataclass(frozen=True)
@@ -264,17 +267,42 @@ class _Submitter:
         return await self.settle(work, latest, payload, patient_uuid)
 
     async def latest_version(self, patient_uuid: str, uuid: str) -> dict[str, Any] | None:
-        """The newest listed version of `uuid`, following previousVersion links (None: not listed)."""
+        """The newest listed version of `uuid`, following previousVersion links (None: not listed).
+
+        OpenMRS lists live conditions only. When the version after `uuid` was itself replaced (two
+        edits since this log last looked), no listed condition names `uuid` as its previous
+        version: then each listed one's history is read back, a bounded number of lookups.
+        """
         conditions = await self.client.patient_conditions(patient_uuid)
         by_uuid = {condition["uuid"]: condition for condition in conditions}
         successor = {previous_version_of(c): c for c in conditions if previous_version_of(c)}
         current = by_uuid.get(uuid)
-        seen = {uuid}
+        start, seen = uuid, {uuid}
         while uuid in successor and successor[uuid]["uuid"] not in seen:
             current = successor[uuid]
             uuid = current["uuid"]
             seen.add(uuid)
+        if current is None or current.get("voided"):
+            return await self._live_descendant(conditions, start) or current
         return current
+
+    async def _live_descendant(
+        self, conditions: Sequence[dict[str, Any]], uuid: str
+    ) -> dict[str, Any] | None:
+        """The listed, live condition whose chain of previous versions reaches `uuid`, if any."""
+        lookups = HISTORY_LOOKUPS
+        for condition in conditions:
+            if condition.get("voided"):
+                continue
+            earlier, visited = previous_version_of(condition), set()
+            while earlier and earlier not in visited and lookups > 0:
+                if earlier == uuid:
+                    return condition
+                visited.add(earlier)
+                lookups -= 1
+                version = await self.client.get_condition(earlier)
+                earlier = previous_version_of(version) if version else None
+        return None
 
     async def settle(
         self, work: _Work, found: dict[str, Any], payload: dict[str, Any], patient_uuid: str
