@@ -64,6 +64,23 @@ def submit(server: SandboxServer, records, log: SubmissionLog, now: datetime = N
     return run_submission([records], config=config_for(server, **overrides), log=log, now=now)
 
 
+def submitted_once(server: SandboxServer, mongo_db: Database) -> tuple[dict, SubmissionLog]:
+    """One record in OpenMRS (its first version), and the log that sent it."""
+    record = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
+    log = SubmissionLog(mongo_db)
+    submit(server, [record], log)
+    return record, log
+
+
+def submit_elsewhere(server: SandboxServer, mongo_db: Database, runs: Sequence[list]) -> list[int]:
+    """Runs of another pipeline (its own submission log) against the same OpenMRS; corrections made."""
+    other_db = mongo_db.client[mongo_db.name + "_other"]
+    try:
+        return [submit(server, records, SubmissionLog(other_db)).corrected for records in runs]
+    finally:
+        mongo_db.client.drop_database(other_db.name)
+
+
 def conditions_by_uuid(server: SandboxServer) -> dict[str, dict]:
     return dict(server.sandbox.state.conditions)
 
@@ -249,16 +266,10 @@ def test_two_runs_correcting_the_same_records_at_once_make_one_new_version_each(
 def test_a_correction_raced_by_another_run_converges_on_its_version(
     server: SandboxServer, mongo_db: Database
 ) -> None:
-    record = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
-    ours = SubmissionLog(mongo_db)
-    submit(server, [record], ours)
+    record, ours = submitted_once(server, mongo_db)
     corrected = with_changes(record, severity="Severe")
     # Another run (its own log) sends the same correction first.
-    other_db = mongo_db.client[mongo_db.name + "_other"]
-    try:
-        assert submit(server, [corrected], SubmissionLog(other_db)).corrected == 1
-    finally:
-        mongo_db.client.drop_database(other_db.name)
+    assert submit_elsewhere(server, mongo_db, [[corrected]]) == [1]
     summary = submit(server, [corrected], ours, now=NOW + timedelta(days=1))
     assert summary.state_counts == {"already_present": 1} and summary.corrected == 0
     (current,) = [c for c in conditions_by_uuid(server).values() if not c["voided"]]
@@ -269,19 +280,10 @@ def test_a_correction_raced_by_another_run_converges_on_its_version(
 def test_a_log_two_versions_behind_builds_on_the_newest_version(
     server: SandboxServer, mongo_db: Database
 ) -> None:
-    record = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
-    ours = SubmissionLog(mongo_db)
-    submit(server, [record], ours)
+    record, ours = submitted_once(server, mongo_db)
     # Two corrections made elsewhere: our log still knows the first version only.
-    other_db = mongo_db.client[mongo_db.name + "_other"]
-    try:
-        for severity in ("Severe", "Moderate"):
-            assert (
-                submit(server, [with_changes(record, severity=severity)], SubmissionLog(other_db)).corrected
-                == 1
-            )
-    finally:
-        mongo_db.client.drop_database(other_db.name)
+    elsewhere = [[with_changes(record, severity=severity)] for severity in ("Severe", "Moderate")]
+    assert submit_elsewhere(server, mongo_db, elsewhere) == [1, 1]
     (third,) = [c for c in conditions_by_uuid(server).values() if not c["voided"]]
 
     summary = submit(server, [with_changes(record, severity="Severe")], ours, now=NOW + timedelta(days=1))
