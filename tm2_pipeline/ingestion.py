@@ -119,8 +119,9 @@ class Ingestor:
         result = self.job.execute_in_process(
             instance=self.instance,
             partition_key=path.name,
-            # The run's own log stays in the instance (the UI shows it); the terminal gets warnings only.
-            run_config={**request.run_config, "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            # The run's own log stays in the instance (the UI shows it, stack traces included); the
+            # terminal gets the outcome and its reason from the CLI, not Dagster's step failures.
+            run_config={**request.run_config, "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
             tags={**request.tags, "tm2/started_by": self.started_by},
             raise_on_error=False,
             asset_selection=self.asset_selection,
