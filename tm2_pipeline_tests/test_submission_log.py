@@ -209,3 +209,18 @@ def test_creates_are_marked_whoever_else_marks_them(mongo_db: Database) -> None:
     assert second.mark_in_flight([PendingSubmission("k", "u", "h", fresh=False, new=True)], SERVER, NOW) == {
         "k"
     }
+
+
+def test_new_content_starts_a_new_retry_window(mongo_db: Database) -> None:
+    log = SubmissionLog(mongo_db)
+    log.mark_in_flight([PendingSubmission("k", "u", "h1", fresh=False, new=True)], SERVER, NOW)
+    log.record_outcome("k", SubmissionState.PATIENT_NOT_FOUND, [], condition_uuid="u", now=NOW)
+    day_40, day_41 = NOW + timedelta(days=40), NOW + timedelta(days=41)
+    assert log.retryable_keys(day_40, 30) == []  # the window of h1 is over
+    # The same record with other content (the patient's details corrected at the clinic): 30 days again.
+    log.mark_in_flight([PendingSubmission("k", "u", "h2", fresh=False, changed=True)], SERVER, day_40)
+    log.record_outcome("k", SubmissionState.PATIENT_NOT_FOUND, [], condition_uuid="u", now=day_40)
+    assert log.entries_for(["k"])["k"].first_attempt_at.replace(tzinfo=UTC) == day_40
+    assert log.retryable_keys(day_41, 30) == ["k"]
+    log.mark_in_flight([PendingSubmission("k", "u", "h2", fresh=False)], SERVER, day_41)  # same content
+    assert log.entries_for(["k"])["k"].first_attempt_at.replace(tzinfo=UTC) == day_40

@@ -84,6 +84,7 @@ class PendingSubmission:
     new: bool = False
     correction: bool = False
     claim: str | None = None
+    changed: bool = False  # other content than the log's entry was last marked with: a new retry window
 
 
 @dataclass(frozen=True)

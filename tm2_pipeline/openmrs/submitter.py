@@ -173,6 +173,7 @@ class _Submitter:
                     new=w.key not in entries,
                     correction=w.plan.action in _CORRECTIONS,
                     claim=entries[w.key].claim if w.key in entries else None,
+                    changed=w.key in entries and entries[w.key].content_hash != w.plan.content_hash,
                 )
                 for w in works
             ]

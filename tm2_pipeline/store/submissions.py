@@ -2,8 +2,9 @@
 
 Document: `_id` (record key), `state`, `condition_uuid` (newest version in OpenMRS), `content_hash`
 (last sent), `confirmed_hash` (what OpenMRS is known to hold), `server` (base URL, no credentials),
-`attempts` (the last 20: at, method, status, message without identifiers), `first_attempt_at`,
-`updated_at`. Writes are bulk wherever a batch is at hand.
+`attempts` (the last 20: at, method, status, message without identifiers), `first_attempt_at` (of
+the content last marked: the patient retry window counts from it), `updated_at`, and for
+corrections `claim`, `claimed_by`, `claimed_at`. Writes are bulk wherever a batch is at hand.
 """
 
 from __future__ import annotations
@@ -143,19 +144,23 @@ class SubmissionLog:
 
     @staticmethod
     def _mark_fields(item: PendingSubmission, server: str, at: datetime) -> dict:
-        return {
+        fields = {
             "state": SubmissionState.IN_FLIGHT.value,
             "condition_uuid": item.condition_uuid,
             "content_hash": item.content_hash,
             "server": server,
             "updated_at": at,
         }
+        if item.changed:  # new content: its patient / concept retry window starts now
+            fields["first_attempt_at"] = at
+        return fields
 
     def _mark(self, item: PendingSubmission, server: str, at: datetime) -> UpdateOne:
         fields = self._mark_fields(item, server, at)
         if item.fresh:  # what the log knew was about another server
             return UpdateOne({"_id": item.key}, {"$set": {**fields, **_first_mark(at)}}, upsert=True)
-        return UpdateOne({"_id": item.key}, {"$set": fields, "$setOnInsert": _first_mark(at)}, upsert=True)
+        on_insert = {name: value for name, value in _first_mark(at).items() if name not in fields}
+        return UpdateOne({"_id": item.key}, {"$set": fields, "$setOnInsert": on_insert}, upsert=True)
 
     def record_outcomes(self, outcomes: Sequence[SubmissionOutcome], now: datetime) -> None:
         """The end of each record's submission in this run, one bulk write; attempts keep the last 20."""
