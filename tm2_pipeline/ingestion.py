@@ -69,6 +69,9 @@ def prepare_dagster_home(settings: Settings) -> Path:
 def dry_run(path: Path, settings: Settings, today) -> IngestReport:
     """Validate and report; write nothing anywhere (no Dagster run, no store, no file copies)."""
     report = IngestReport(file=path.name, sha256=sha256_of_file(path), status=SUCCEEDED)
+    if problem := partition_key_problem(path.name):  # refused by a real ingest too
+        report.status, report.error = REFUSED, problem
+        return report
     try:
         # Counts only: records and rejects are not kept (flat memory whatever the file's size).
         result = validate_tm2_export(

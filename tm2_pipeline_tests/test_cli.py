@@ -159,6 +159,15 @@ def test_dry_run_writes_nothing_anywhere(env):
     assert record_count(env) == 0
 
 
+def test_dry_run_refuses_a_file_name_the_real_ingest_refuses(env, tmp_path):
+    named = tmp_path / "clinic,march.csv"
+    named.write_bytes(SAMPLE.read_bytes())
+    results = [run("ingest", str(named), "--json", *flags) for flags in (["--dry-run"], [])]
+    reports = [json_lines(result.stdout)[0] for result in results]
+    assert [(r["status"], r["error"]) for r in reports] == [(reports[1]["status"], reports[1]["error"])] * 2
+    assert reports[0]["status"] == "refused" and "rename it without commas" in reports[0]["error"]
+
+
 def test_a_mongodb_uri_only_the_driver_can_judge_is_one_clear_line(env, monkeypatch):
     monkeypatch.setenv("MONGODB_URI", "mongodb://127.0.0.1:99999/")  # no such port
     status = run("status")

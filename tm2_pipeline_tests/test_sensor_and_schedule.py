@@ -75,7 +75,7 @@ def test_a_name_that_cannot_be_a_partition_key_goes_to_failed_without_a_run(home
     assert not (home / "landing" / "clinic,march.csv").exists()
     assert (home / "failed" / "clinic,march.csv").read_text() == "some,content\n"
     note = (home / "failed" / "clinic,march.csv.error.txt").read_text()
-    assert "cannot be a partition key" in note
+    assert "cannot be used: rename it without commas" in note
 
 
 def test_a_growing_file_waits(home):
