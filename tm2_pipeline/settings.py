@@ -137,7 +137,12 @@ def load_settings() -> Settings:
     from pydantic import ValidationError
 
     # Export `.env` into the environment too: `dg.EnvVar` secrets are read from os.environ.
-    load_dotenv(".env", override=False)
+    try:
+        load_dotenv(".env", override=False, encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError(
+            f"{Path('.env').resolve()} is not UTF-8 text (saved as UTF-16 by Notepad?): save it as UTF-8"
+        ) from None
     try:
         return Settings()
     except ValidationError as error:

@@ -86,3 +86,9 @@ def test_dotenv_file_is_read_and_exported(monkeypatch, tmp_path):
 
     assert os.environ["OPENMRS_PASSWORD"] == "pw-from-dotenv"  # dg.EnvVar reads os.environ
     monkeypatch.delenv("OPENMRS_PASSWORD")
+
+
+def test_a_dotenv_file_that_is_not_utf8_is_a_settings_error(tmp_path):
+    Path(".env").write_text("TM2_MONGODB_DB=x\n", encoding="utf-16")
+    with pytest.raises(SettingsError, match=r"\.env is not UTF-8 text"):
+        load_settings()
