@@ -51,6 +51,10 @@ def byte_lines(stream: BinaryIO, start: int, end: int, encoding: str) -> Iterato
             yield from io.StringIO(block.decode(encoding), newline="")
 
 
+# The column a ragged row's fields past the header's width go to (only when some row has them).
+EXTRA_FIELDS = "extra_fields"
+
+
 class ColumnBuilder:
     """Collects csv records as TM2 columns, a few thousand records at a time.
 
@@ -65,6 +69,7 @@ class ColumnBuilder:
         self.values: dict[str, list[str]] = {name: [] for name in column_index}
         self.positions: list[np.ndarray] = []
         self.field_counts: list[np.ndarray] = []
+        self.extra_fields: dict[int, list[str]] = {}  # position -> fields past the header's width
 
     def add(self, records: list[list[str]], first_position: int) -> None:
         positions = np.arange(first_position, first_position + len(records), dtype=np.int64)
@@ -76,6 +81,8 @@ class ColumnBuilder:
         field_counts = np.fromiter(map(len, records), dtype=np.int64, count=len(records))
         width = self.width
         for i in np.flatnonzero(field_counts != width):
+            if len(records[i]) > width:  # kept for the quarantine: a rejected row loses nothing
+                self.extra_fields[int(positions[i])] = records[i][width:]
             records[i] = (records[i] + [""] * width)[:width]  # ragged: fields by position, padded
         if records:
             fields = list(zip(*records, strict=True))
@@ -94,4 +101,7 @@ class ColumnBuilder:
         data["row"] = np.concatenate(self.positions) if self.positions else np.empty(0, np.int64)
         data["field_count"] = field_counts
         data["ragged"] = field_counts != self.width
-        return pd.DataFrame(data)
+        frame = pd.DataFrame(data)
+        if self.extra_fields:
+            frame[EXTRA_FIELDS] = frame["row"].map(self.extra_fields)
+        return frame

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from tm2_pipeline.codes import is_code_shaped
+from tm2_pipeline.csv_blocks import EXTRA_FIELDS
 from tm2_pipeline.duplicate_rows import DuplicateRows
 from tm2_pipeline.identity import clean_token
 from tm2_pipeline.key_index import KeyIndex, key_digests
@@ -252,6 +253,13 @@ def _in_record_columns(records: pd.DataFrame) -> pd.DataFrame:
     return records.loc[:, list(ACCEPTED_RECORD_COLUMNS)]
 
 
+def _present(cells: dict[str, Any]) -> dict[str, Any]:
+    """A rejected row's cells; `extra_fields` only for a row that had fields past the header's width."""
+    if EXTRA_FIELDS in cells and not isinstance(cells[EXTRA_FIELDS], list):
+        del cells[EXTRA_FIELDS]
+    return cells
+
+
 def _validate_chunk(
     raw: RawTable,
     *,
@@ -296,9 +304,10 @@ def _validate_chunk(
     valid = valid.assign(source_row=checked.loc[valid.index, "row"])
     records, duplicate_rows, filled = build_accepted_records(valid)
 
-    rejected = frame.loc[list(reasons_by_index), ["row", *TM2_COLUMNS]].sort_values("row", kind="stable")
+    kept = ["row", *TM2_COLUMNS, *([EXTRA_FIELDS] if EXTRA_FIELDS in frame else [])]
+    rejected = frame.loc[list(reasons_by_index), kept].sort_values("row", kind="stable")
     rejected_rows = [
-        {"row": int(cells.pop("row")), "values": cells, "reasons": reasons_by_index[int(index)]}
+        {"row": int(cells.pop("row")), "values": _present(cells), "reasons": reasons_by_index[int(index)]}
         for index, cells in zip(rejected.index, rejected.to_dict("records"), strict=True)
     ]
     return _ChunkOutcome(

@@ -326,3 +326,14 @@ def test_a_duplicate_in_a_later_chunk_points_at_the_first_row_of_the_file() -> N
         {"row": 6, "duplicate_of_row": 1},
     ]
     assert result.accepted_records["source_row"].tolist() == [1, 2]
+
+
+def test_a_ragged_rows_fields_past_the_header_go_to_the_quarantine_too() -> None:
+    row = "MRN-1,SK00,Headache,Ayurveda,Mild,2024-01-15,HPR-1,"
+    data = f"{HEADER}\n{row}\n{row.replace('MRN-1', 'MRN-2')},late note,x\nMRN-3,SK00\n".encode()
+    result = validate_tm2_export(data, today=TODAY)
+    assert (result.rows, result.accepted, result.rejected) == (3, 1, 2)
+    longer, shorter = result.rejected_rows
+    assert longer["values"]["patient_id"] == "MRN-2"
+    assert longer["values"]["extra_fields"] == ["late note", "x"]
+    assert "extra_fields" not in shorter["values"]  # nothing past the header: nothing to keep
