@@ -69,6 +69,7 @@ _COMPRESSED_MAGIC = (
     (b"\x28\xb5\x2f\xfd", "a zstd archive"),
 )
 _BZIP2_MAGIC = re.compile(rb"BZh[1-9]1AY&SY")
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
 _NAME_PUNCTUATION = frozenset(" _.()/-")
 # A NUL never reaches the reader from a file (refused before decoding), so it marks the end.
 _END = "\x00"
@@ -318,6 +319,7 @@ def _scan_encoding(stream: BinaryIO, head: bytes) -> str:
     stream.seek(0)
     utf8 = codecs.getincrementaldecoder("utf-8")()
     is_utf8, is_cp1252, only_spaces, control_bytes, size = True, True, True, 0, 0
+    has_utf8_characters = False  # multi-byte UTF-8 sequences: no real cp1252 text has them
     while block := stream.read(csv_blocks.BLOCK_CHARS):
         if b"\x00" in block:
             raise FileRefused(
@@ -329,6 +331,7 @@ def _scan_encoding(stream: BinaryIO, head: bytes) -> str:
         only_spaces = only_spaces and block.isspace()
         control_bytes += len(block.translate(None, _NON_CONTROL_BYTES))
         is_cp1252 = is_cp1252 and not block.translate(None, _CP1252_DEFINED_BYTES)
+        has_utf8_characters = has_utf8_characters or _UTF8_MULTIBYTE.search(block) is not None
         if is_utf8:
             try:
                 utf8.decode(block)  # the text is not kept: lines are decoded again as they are read
@@ -349,6 +352,13 @@ def _scan_encoding(stream: BinaryIO, head: bytes) -> str:
         return "utf-8-sig"
     if is_utf8:
         return "utf-8"
+    if has_utf8_characters:
+        # Decoding it all as cp1252 would garble the UTF-8 part, and change its record keys.
+        raise FileRefused(
+            "encoding",
+            "the file mixes UTF-8 text with bytes that are not UTF-8 (rows pasted from another "
+            "export?): re-export it as CSV UTF-8",
+        )
     if is_cp1252:
         return "cp1252"
     raise FileRefused("encoding", "the file is neither UTF-8, UTF-16 (with BOM) nor Windows-1252 text")

@@ -192,6 +192,22 @@ def test_compressed_files_are_refused() -> None:
     assert "xlsx" in refusal(archive.getvalue()).message
 
 
+def test_utf8_text_with_a_stray_cp1252_byte_is_refused_not_garbled() -> None:
+    # Decoded as cp1252, "Pé-1" would read "PÃ©-1": another record key for the same diagnosis.
+    data = (
+        f"{HEADER}\n{ROW.replace('MRN-4711', 'Pé-1')}\n".encode()
+        + b"MRN-2,SK00,Caf\xe9,Unani,,2024-01-15,H,\n"
+    )
+    refused = refusal(data)
+    assert (
+        refused.reason == "encoding" and "mixes UTF-8 text with bytes that are not UTF-8" in refused.message
+    )
+    # Windows-1252 alone still reads.
+    assert (
+        read_tm2_bytes(f"{HEADER}\n{ROW.replace('Headache', 'Café')}\n".encode("cp1252")).encoding == "cp1252"
+    )
+
+
 def test_undecodable_bytes_are_refused_as_encoding() -> None:
     # 0x81 and 0x9D are undefined in cp1252 and invalid as UTF-8 lead bytes.
     assert (
