@@ -93,7 +93,10 @@ def _human(report, dry_run: bool) -> str:
         lines.append(
             f"  MongoDB: inserted {c['inserted']}, updated {c['updated']}, unchanged {c['unchanged']}"
         )
-        lines.append(f"  OpenMRS: submitted {c['submitted']}, to retry {c['submission_failed']}")
+        lines.append(
+            f"  OpenMRS: submitted {c['submitted']}, to retry {c['submission_failed']}, "
+            f"waiting for a person {c['needs_a_person']}"
+        )
     if report.error:
         lines.append(f"  error: {report.error}")
     if c["rejected"] and not dry_run:

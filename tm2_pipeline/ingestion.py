@@ -36,7 +36,11 @@ METADATA_COUNTS = {
         "rejected": "rejected",
     },
     "tm2_mongo_records": {"inserted": "inserted", "updated": "updated", "unchanged": "unchanged"},
-    "openmrs_submissions": {"submitted_this_run": "submitted", "not_final": "submission_failed"},
+    "openmrs_submissions": {
+        "submitted_this_run": "submitted",
+        "not_final": "submission_failed",
+        "waiting_for_a_person": "needs_a_person",  # ambiguous patient, rejected by the server
+    },
 }
 
 

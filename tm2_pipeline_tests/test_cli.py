@@ -26,6 +26,7 @@ JSON_KEYS = {
     "unchanged",
     "submitted",
     "submission_failed",
+    "needs_a_person",
     "status",
 }
 HEADER = [
@@ -70,6 +71,15 @@ def record_count(env) -> int:
         client.close()
 
 
+def status_counts_needing_a_person(env) -> int:
+    client = pymongo.MongoClient(env["MONGODB_URI"])
+    try:
+        log = client[env["TM2_MONGODB_DB"]]["openmrs_submissions"]
+        return log.count_documents({"state": {"$in": ["ambiguous_patient", "rejected_by_server"]}})
+    finally:
+        client.close()
+
+
 def test_missing_file_is_a_usage_error(env):
     result = run("ingest", "does-not-exist.csv")
     assert result.exit_code == 2
@@ -85,6 +95,9 @@ def test_ingest_json_then_rerun_is_unchanged_and_status_and_rejects(env):
     assert (report["rows"], report["accepted"], report["duplicates"], report["rejected"]) == (102, 96, 2, 4)
     assert (report["inserted"], report["updated"], report["unchanged"]) == (96, 0, 0)
     assert report["submitted"] > 0
+    # Every accepted record shows up in one of the three OpenMRS counts (the sample has an ambiguous patient).
+    assert report["submitted"] + report["submission_failed"] + report["needs_a_person"] == 96
+    assert report["needs_a_person"] == status_counts_needing_a_person(env)
     assert "embedded store" not in first.stderr  # MONGODB_URI is set
     assert "OpenMRS sandbox" in first.stderr
 

@@ -58,7 +58,11 @@ def openmrs_submissions(
         file=file_name,
         sha256=sha256,
         status="succeeded",
-        counts={"submitted": summary.submitted, "submission_failed": metadata["not_final"]},
+        counts={
+            "submitted": summary.submitted,
+            "submission_failed": metadata["not_final"],
+            "needs_a_person": metadata["waiting_for_a_person"],
+        },
         at=datetime.now(UTC),
         run_id=context.run.run_id,
     )

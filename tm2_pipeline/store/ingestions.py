@@ -30,6 +30,7 @@ COUNT_NAMES = (
     "unchanged",
     "submitted",
     "submission_failed",
+    "needs_a_person",
 )
 
 
