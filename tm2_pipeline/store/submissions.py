@@ -101,8 +101,8 @@ class SubmissionLog:
         if not pending:
             return set()
         at = stored_timestamp(now)
-        corrections = [item for item in pending if item.correction and not item.new]
-        creates = [item for item in pending if not (item.correction and not item.new)]
+        corrections = [item for item in pending if item.correction]
+        creates = [item for item in pending if not item.correction]
         new = [item for item in creates if item.new]
         raced = self._insert_marks(new, server, at)
         operations = [self._mark(item, server, at) for item in creates if not item.new or item.key in raced]
@@ -132,8 +132,11 @@ class SubmissionLog:
             for item in pending
         ]
         self._collection.bulk_write(operations, ordered=False)
-        keys = [item.key for item in pending]
-        return {document["_id"] for document in self._collection.find({"_id": {"$in": keys}, "claim": token})}
+        return {
+            document["_id"]
+            for chunk in self._key_chunks([item.key for item in pending])
+            for document in self._collection.find({"_id": {"$in": chunk}, "claim": token}, {"_id": 1})
+        }
 
     def _insert_marks(self, pending: Sequence[PendingSubmission], server: str, at: datetime) -> set[str]:
         """Insert whole in_flight entries; the keys that turned out to exist already."""
