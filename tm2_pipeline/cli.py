@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -210,8 +211,20 @@ def openmrs_sandbox(port: int, fault_rate: float, latency_ms: int, username: str
     """Serve the OpenMRS emulator at http://127.0.0.1:PORT/openmrs/ws/rest/v1."""
     from tm2_pipeline.openmrs.emulator.server import serve_sandbox
 
+    _require_free_port(port)
     _say(f"OpenMRS sandbox on http://127.0.0.1:{port}/openmrs (user {username})")
     serve_sandbox(port, fault_rate=fault_rate, latency_ms=latency_ms, username=username, password=password)
+
+
+def _require_free_port(port: int) -> None:
+    """Exit with one line when something listens on 127.0.0.1:PORT already."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is fine
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            _say(f"error: port {port} on 127.0.0.1 is in use (another tm2 ui or sandbox?); use --port")
+            sys.exit(1)
 
 
 @main.command()
@@ -220,6 +233,7 @@ def ui(port: int) -> None:
     """Start the Dagster UI and daemon (`dagster dev`) on the same DAGSTER_HOME as `tm2 ingest`."""
     from tm2_pipeline.ingestion import prepare_dagster_home
 
+    _require_free_port(port)  # else dagster dev would start a second daemon, then fail to bind
     prepare_dagster_home(_settings())
     command = [
         sys.executable,

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import socket
 import uuid
 from pathlib import Path
 
@@ -191,3 +192,14 @@ def test_a_mongodb_uri_only_the_driver_can_judge_is_one_clear_line(env, monkeypa
     assert line["status"] == "failed"
     assert line["error"] == f"resources: {message}"
     assert "Traceback" not in line["error"] and "99999" not in line["error"]
+
+
+@pytest.mark.parametrize("command", ["ui", "openmrs-sandbox"])
+def test_a_busy_port_is_one_clear_line_before_anything_starts(env, command):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = run(command, "--port", str(busy.getsockname()[1]))
+    assert result.exit_code == 1
+    assert "is in use" in result.stderr and "Traceback" not in result.stderr
+    assert not (Path(env["TM2_HOME"]) / "dagster").exists()  # nothing was started or prepared
