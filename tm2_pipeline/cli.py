@@ -124,11 +124,17 @@ def _mongo(settings: Settings) -> Iterator:
 @click.option("--json", "as_json", is_flag=True)
 def status(as_json: bool) -> None:
     """Counts of records, rejects and submissions, and the last 10 files."""
-    with _mongo(_settings()) as mongo:
+    from tm2_pipeline.resources.mongo import describe_mongo_target
+
+    settings = _settings()
+    with _mongo(settings) as mongo:
         summary = _status_summary(mongo)
     if as_json:
         click.echo(json.dumps(summary, ensure_ascii=False))
         return
+    # Which store answered: run from a subdirectory, the default TM2_HOME (./.tm2) is another one.
+    uri = settings.mongodb_uri.get_secret_value() if settings.mongodb_uri else None
+    click.echo(f"store: {describe_mongo_target(uri, settings.home_dir)}, database {settings.mongodb_db}")
     click.echo(f"records: {summary['records']}   rejects: {summary['rejects']}")
     states = ", ".join(f"{state} {count}" for state, count in sorted(summary["submissions"].items()))
     click.echo(f"submissions: {states or 'none'}")

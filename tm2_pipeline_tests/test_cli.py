@@ -203,3 +203,10 @@ def test_a_busy_port_is_one_clear_line_before_anything_starts(env, command):
     assert result.exit_code == 1
     assert "is in use" in result.stderr and "Traceback" not in result.stderr
     assert not (Path(env["TM2_HOME"]) / "dagster").exists()  # nothing was started or prepared
+
+
+def test_status_says_which_store_answered(env):
+    result = run("status")
+    assert result.exit_code == 0
+    host_port = env["MONGODB_URI"].split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
+    assert result.stdout.splitlines()[0] == f"store: {host_port}, database {env['TM2_MONGODB_DB']}"
