@@ -6,6 +6,7 @@ the CLI, `dagster dev`, the daemon). `.env.example` lists them all.
 
 from __future__ import annotations
 
+import difflib
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -133,12 +134,13 @@ class Settings(BaseSettings):
 
 def load_settings() -> Settings:
     """Read settings; a bad value raises `SettingsError` with the variable's name, never a traceback."""
-    from dotenv import load_dotenv
+    from dotenv import dotenv_values, load_dotenv
     from pydantic import ValidationError
 
     # Export `.env` into the environment too: `dg.EnvVar` secrets are read from os.environ.
     try:
         load_dotenv(".env", override=False, encoding="utf-8")
+        _refuse_unknown_names(dotenv_values(".env", encoding="utf-8"))
     except UnicodeDecodeError:
         raise SettingsError(
             f"{Path('.env').resolve()} is not UTF-8 text (saved as UTF-16 by Notepad?): save it as UTF-8"
@@ -155,3 +157,27 @@ def load_settings() -> Settings:
                 variable = ".".join(str(part) for part in problem["loc"])
                 problems.append(f"{variable}: {problem['msg']}")
         raise SettingsError("; ".join(problems)) from None
+
+
+# Prefixes of the pipeline's own variables: a name with one of them that no setting reads is a typo.
+_OWN_PREFIXES = ("TM2_", "OPENMRS_", "MONGODB_")
+# Read by the deployment's Dagster workspace (deploy/workspace.yaml), not by these settings.
+_READ_ELSEWHERE = frozenset({"TM2_CODE_SERVER_HOST"})
+
+
+def _refuse_unknown_names(entries: dict[str, str | None]) -> None:
+    """A misspelt variable in `.env` would be ignored silently, and its default used instead."""
+    known = _READ_ELSEWHERE | {
+        alias
+        for field in Settings.model_fields.values()
+        if isinstance(field.validation_alias, AliasChoices)
+        for alias in field.validation_alias.choices
+        if isinstance(alias, str)
+    }
+    unknown = sorted(name for name in entries if name.startswith(_OWN_PREFIXES) and name not in known)
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        raise SettingsError(f"unknown setting(s) in {Path('.env').resolve()}: {', '.join(hints)}")

@@ -1,7 +1,10 @@
+import os
 from pathlib import Path
 
 import pytest
+from dotenv import dotenv_values
 
+from tm2_pipeline import settings as settings_module
 from tm2_pipeline.settings import SettingsError, load_settings
 
 ALL_VARS = ("TM2_MODE", "TM2_HOME", "DAGSTER_HOME", "MONGODB_URI", "OPENMRS_BASE_URL", "TM2_LANDING_DIR",
@@ -92,3 +95,19 @@ def test_a_dotenv_file_that_is_not_utf8_is_a_settings_error(tmp_path):
     Path(".env").write_text("TM2_MONGODB_DB=x\n", encoding="utf-16")
     with pytest.raises(SettingsError, match=r"\.env is not UTF-8 text"):
         load_settings()
+
+
+def test_a_misspelt_variable_in_dotenv_is_refused_with_a_suggestion(monkeypatch):
+    monkeypatch.setattr(os, "environ", os.environ.copy())  # load_dotenv exports what it reads
+    Path(".env").write_text("TM2_MONGO_BACH=100\nUNRELATED_TOOL=1\n")
+    with pytest.raises(SettingsError, match=r"TM2_MONGO_BACH \(did you mean TM2_MONGO_BATCH\?\)"):
+        load_settings()
+
+
+def test_every_variable_of_the_example_file_is_known():
+    example = Path(__file__).resolve().parent.parent / ".env.example"
+    uncommented = "\n".join(line.lstrip("# ") for line in example.read_text().splitlines())
+    Path("uncommented.env").write_text(uncommented)
+    names = dotenv_values("uncommented.env")
+    assert {"MONGODB_URI", "OPENMRS_BASE_URL", "TM2_MONGO_BATCH"} <= set(names)
+    settings_module._refuse_unknown_names(names)  # raises SettingsError on a name no setting reads
