@@ -202,7 +202,7 @@ def test_a_busy_port_is_one_clear_line_before_anything_starts(env, command):
         result = run(command, "--port", str(busy.getsockname()[1]))
     assert result.exit_code == 1
     assert "is in use" in result.stderr and "Traceback" not in result.stderr
-    assert not (Path(env["TM2_HOME"]) / "dagster").exists()  # nothing was started or prepared
+    assert not Path(env["DAGSTER_HOME"]).exists()  # nothing was started or prepared
 
 
 def test_status_says_which_store_answered(env):
