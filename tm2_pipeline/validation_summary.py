@@ -22,6 +22,7 @@ from tm2_pipeline.validation import ROW_LIST_LIMIT, ValidationResult
 
 # Every module whose code decides what validation returns.
 _RULE_SOURCES = (
+    "file_text.py",
     "reading.py",
     "csv_blocks.py",
     "normalize.py",
@@ -32,6 +33,7 @@ _RULE_SOURCES = (
     "key_index.py",
     "duplicate_rows.py",
     "row_warnings.py",
+    "codes.py",  # code shapes, TM1 detection and suggestions, beside the code list itself
 )
 
 
