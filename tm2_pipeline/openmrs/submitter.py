@@ -28,7 +28,6 @@ from tm2_pipeline.openmrs.payloads import (
     condition_matches,
     condition_payload,
     correction_payload,
-    previous_version_of,
 )
 from tm2_pipeline.openmrs.responses import is_duplicate_error, sanitize
 from tm2_pipeline.openmrs.states import (
@@ -39,6 +38,7 @@ from tm2_pipeline.openmrs.states import (
     SubmissionState,
     SubmissionSummary,
 )
+from tm2_pipeline.openmrs.versions import latest_version
 
 Record = Mapping[str, Any]
 _Task = asyncio.Task[SubmissionOutcome]
@@ -54,9 +54,6 @@ class SubmissionLogLike(Protocol):
 
 
 _CORRECTIONS = (Action.CORRECT, Action.VERIFY_CORRECT)
-# Condition lookups one record may spend reading back version histories (a rare path: edits made
-# in OpenMRS or by another run since this log last looked).
-HISTORY_LOOKUPS = 20
 
 
 @dataclass(frozen=True)
@@ -259,7 +256,7 @@ class _Submitter:
                 self.note(work, "GET", 404, "not in OpenMRS yet")
                 return await self.create(work, payload)
             return await self.settle(work, existing, payload, patient_uuid)
-        latest = await self.latest_version(patient_uuid, work.current_uuid)
+        latest = await latest_version(self.client, patient_uuid, work.current_uuid)
         if latest is None:
             latest = await self.client.get_condition(work.current_uuid)
         if latest is None:
@@ -267,50 +264,12 @@ class _Submitter:
             return work.outcome(SubmissionState.REJECTED_BY_SERVER)
         return await self.settle(work, latest, payload, patient_uuid)
 
-    async def latest_version(self, patient_uuid: str, uuid: str) -> dict[str, Any] | None:
-        """The newest listed version of `uuid`, following previousVersion links (None: not listed).
-
-        OpenMRS lists live conditions only. When the version after `uuid` was itself replaced (two
-        edits since this log last looked), no listed condition names `uuid` as its previous
-        version: then each listed one's history is read back, a bounded number of lookups.
-        """
-        conditions = await self.client.patient_conditions(patient_uuid)
-        by_uuid = {condition["uuid"]: condition for condition in conditions}
-        successor = {previous_version_of(c): c for c in conditions if previous_version_of(c)}
-        current = by_uuid.get(uuid)
-        start, seen = uuid, {uuid}
-        while uuid in successor and successor[uuid]["uuid"] not in seen:
-            current = successor[uuid]
-            uuid = current["uuid"]
-            seen.add(uuid)
-        if current is None or current.get("voided"):
-            return await self._live_descendant(conditions, start) or current
-        return current
-
-    async def _live_descendant(
-        self, conditions: Sequence[dict[str, Any]], uuid: str
-    ) -> dict[str, Any] | None:
-        """The listed, live condition whose chain of previous versions reaches `uuid`, if any."""
-        lookups = HISTORY_LOOKUPS
-        for condition in conditions:
-            if condition.get("voided"):
-                continue
-            earlier, visited = previous_version_of(condition), set()
-            while earlier and earlier not in visited and lookups > 0:
-                if earlier == uuid:
-                    return condition
-                visited.add(earlier)
-                lookups -= 1
-                version = await self.client.get_condition(earlier)
-                earlier = previous_version_of(version) if version else None
-        return None
-
     async def settle(
         self, work: _Work, found: dict[str, Any], payload: dict[str, Any], patient_uuid: str
     ) -> SubmissionOutcome:
         """OpenMRS has a version of this record: done if it matches, else send a new version of it."""
         if found.get("voided"):
-            newer = await self.latest_version(patient_uuid, found["uuid"])
+            newer = await latest_version(self.client, patient_uuid, found["uuid"])
             if newer is None or newer.get("voided"):
                 self.note(work, "GET", 200, "voided in OpenMRS; not sent again")
                 return work.outcome(SubmissionState.REJECTED_BY_SERVER)
