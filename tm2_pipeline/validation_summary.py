@@ -111,8 +111,11 @@ def table_identity(attrs: dict[str, Any]) -> str | None:
     validation = attrs.get("validation") or {}
     if not validation:
         return None
-    fields = ("sha256", "validated_on", "day_first", "rules")
-    return json.dumps([validation.get(name) for name in fields])
+    return _identity(*(validation.get(name) for name in ("sha256", "validated_on", "day_first", "rules")))
+
+
+def _identity(sha256: str, validated_on: str, day_first: bool, rules: str) -> str:
+    return json.dumps([sha256, validated_on, day_first, rules])
 
 
 def reusable(
@@ -121,15 +124,8 @@ def reusable(
     """The earlier validated table of these very bytes, if the same rules ran on it today."""
     if not table_path.exists():
         return None
-    table = AcceptedTable(table_path)
-    stored = table.attrs.get("validation")  # from the footer: the table itself is not read
-    if not stored:
+    table = AcceptedTable(table_path)  # the footer is read, not the table
+    wanted = _identity(sha256, today.isoformat(), day_first, rules_fingerprint())
+    if table_identity(table.attrs) != wanted:
         return None
-    summary = ValidationSummary(**stored)
-    same = (summary.sha256, summary.validated_on, summary.day_first, summary.rules) == (
-        sha256,
-        today.isoformat(),
-        day_first,
-        rules_fingerprint(),
-    )
-    return (table, summary) if same else None
+    return table, ValidationSummary(**table.attrs["validation"])
