@@ -66,44 +66,36 @@ class Settings(BaseSettings):
     sensor_max_runs: int = Field(10, gt=0, validation_alias=_env("TM2_SENSOR_MAX_RUNS"))
 
     @model_validator(mode="after")
-    def _production_needs_real_endpoints(self) -> Settings:
-        if self.mode == "production":
-            missing = [
-                name
-                for name, value in (
-                    ("MONGODB_URI", self.mongodb_uri),
-                    ("OPENMRS_BASE_URL", self.openmrs_base_url),
-                )
-                if not value
-            ]
-            if missing:
-                raise SettingsError(
-                    f"TM2_MODE=production requires {' and '.join(missing)}; "
-                    "refusing to fall back to the embedded store or the sandbox"
-                )
-        if self.openmrs_base_url and urlsplit(self.openmrs_base_url).scheme not in ("http", "https"):
-            raise SettingsError("OPENMRS_BASE_URL must start with http:// or https://")
+    def _real_endpoints_are_complete(self) -> Settings:
+        if self.mode == "production" and (
+            missing := _unset(("MONGODB_URI", self.mongodb_uri), ("OPENMRS_BASE_URL", self.openmrs_base_url))
+        ):
+            raise SettingsError(
+                f"TM2_MODE=production requires {' and '.join(missing)}; "
+                "refusing to fall back to the embedded store or the sandbox"
+            )
         if self.openmrs_base_url:
-            unset = [
-                name
-                for name, value in (
-                    ("OPENMRS_USERNAME", self.openmrs_username),
-                    ("OPENMRS_PASSWORD", self.openmrs_password and self.openmrs_password.get_secret_value()),
-                )
-                if not value
-            ]
-            if unset:
+            if urlsplit(self.openmrs_base_url).scheme not in ("http", "https"):
+                raise SettingsError("OPENMRS_BASE_URL must start with http:// or https://")
+            if unset := _unset(
+                ("OPENMRS_USERNAME", self.openmrs_username), ("OPENMRS_PASSWORD", self.openmrs_password)
+            ):
                 raise SettingsError(
                     f"OPENMRS_BASE_URL is set, so {' and '.join(unset)} must be set too "
                     "(the sandbox's admin account is only used without OPENMRS_BASE_URL)"
                 )
+        return self
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_time_zone(cls, value: str) -> str:
         try:
-            ZoneInfo(self.timezone)
+            ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise SettingsError(
-                f"TM2_TIMEZONE={self.timezone!r} is not a time zone; use an IANA name such as Asia/Kolkata"
+                f"TM2_TIMEZONE={value!r} is not a time zone; use an IANA name such as Asia/Kolkata"
             ) from None
-        return self
+        return value
 
     @field_validator("mongodb_uri", "openmrs_base_url", "openmrs_username", "openmrs_password", mode="before")
     @classmethod
@@ -130,6 +122,11 @@ class Settings(BaseSettings):
     @property
     def uses_sandbox(self) -> bool:
         return self.openmrs_base_url is None
+
+
+def _unset(*settings: tuple[str, object]) -> list[str]:
+    """The names among (variable, value) pairs whose value is not set (empty values read as unset)."""
+    return [name for name, value in settings if not value]
 
 
 def load_settings() -> Settings:
