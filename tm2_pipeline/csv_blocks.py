@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import re
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -22,18 +23,67 @@ BLOCK_CHARS = 1 << 20
 TRANSPOSE_RECORDS = 16_384
 
 
-def text_lines(text: str) -> Iterator[str]:
-    """The lines of `text` exactly as `io.StringIO(text, newline="")` yields them (ends kept: LF, CRLF,
-    CR), a block at a time: a StringIO of the whole text would hold it at 4 bytes per character."""
+# Stands for a CR alone inside a line while the csv module reads it: no strict decoder (UTF-8,
+# cp1252, UTF-16) ever produces a lone surrogate, so the mark cannot be confused with text.
+LONE_CR_MARK = "\ud800"
+_LONE_CR = re.compile(r"\r(?!\n|\Z)")
+
+
+class LineSplitter:
+    """Cuts decoded text into the lines the csv module reads, the way the file ends its lines.
+
+    An old Mac export ends every line in a CR alone (`cr_ends_lines`). In any other file a CR alone
+    is part of a field (a value pasted from an old Mac app, written unquoted): cutting the line
+    there would make two records of one row, a truncated value accepted and its rest rejected as a
+    row of its own. The csv module refuses a CR inside an unquoted field, so such a CR goes through
+    it as `LONE_CR_MARK`, and `restore` puts it back into the fields.
+    """
+
+    def __init__(self, *, cr_ends_lines: bool) -> None:
+        self.cr_ends_lines = cr_ends_lines
+        self.marked = False  # whether any CR alone was marked (restore has work to do)
+
+    def lines(self, text: str) -> io.StringIO:
+        """The lines of `text` (ends kept), as `io.StringIO(text, newline="")` yields them, except
+        that a CR alone ends a line only in an old Mac export. A CR at the very end of `text` ends
+        the last line in any file."""
+        if not self.cr_ends_lines and text.count("\r") != text.count("\r\n"):
+            text, count = _LONE_CR.subn(LONE_CR_MARK, text)
+            self.marked = self.marked or count > 0
+        return io.StringIO(text, newline="")
+
+    def restore(self, records: list[list[str]]) -> list[list[str]]:
+        """`records` as the file wrote them: every `LONE_CR_MARK` a CR again."""
+        if not self.marked:
+            return records
+        return [
+            [field.replace(LONE_CR_MARK, "\r") for field in record]
+            if any(LONE_CR_MARK in field for field in record)
+            else record
+            for record in records
+        ]
+
+
+def first_line_ends_in_cr_alone(head: str) -> bool:
+    """Whether the first line end in `head` (the start of a file's text) is a CR alone."""
+    cr, lf = head.find("\r"), head.find("\n")
+    return 0 <= cr < len(head) - 1 and (lf < 0 or cr < lf) and head[cr + 1] != "\n"
+
+
+def text_lines(text: str, splitter: LineSplitter) -> Iterator[str]:
+    """The lines of `text` as `splitter` cuts them (ends kept: LF, CRLF, CR), a block at a time: a
+    StringIO of the whole text would hold it at 4 bytes per character."""
     start, size = 0, len(text)
     while start < size:
         cut = text.find("\n", start + BLOCK_CHARS)
         end = size if cut < 0 else cut + 1
-        yield from io.StringIO(text[start:end], newline="")
+        yield from splitter.lines(text[start:end])
         start = end
 
 
-def byte_lines(stream: BinaryIO, start: int, end: int, encoding: str) -> Iterator[str]:
+def byte_lines(
+    stream: BinaryIO, start: int, end: int, encoding: str, splitter: LineSplitter
+) -> Iterator[str]:
     """The lines of bytes `start:end` of `stream`, decoded, as `text_lines` gives them: read and
     decoded a block at a time, so the file is never in memory whole. Blocks are cut after a b"\\n",
     which is always a whole character in UTF-8 and cp1252 (a file whose lines end in CR alone has
@@ -48,7 +98,7 @@ def byte_lines(stream: BinaryIO, start: int, end: int, encoding: str) -> Iterato
         cut = block.rfind(b"\n") + 1 if remaining > 0 else len(block)
         block, carry = block[:cut], block[cut:]
         if block:
-            yield from io.StringIO(block.decode(encoding), newline="")
+            yield from splitter.lines(block.decode(encoding))
 
 
 # The column a ragged row's fields past the header's width go to (only when some row has them).

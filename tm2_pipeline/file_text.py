@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from tm2_pipeline import csv_blocks
-from tm2_pipeline.csv_blocks import text_lines
+from tm2_pipeline.csv_blocks import LineSplitter, first_line_ends_in_cr_alone, text_lines
 
 REFUSAL_REASONS = ("empty", "binary", "compressed", "encoding", "missing_columns", "malformed")
 
@@ -70,9 +70,10 @@ class FileRefused(Exception):
         self.message = message
 
 
-def decoded_lines(stream: BinaryIO) -> tuple[str, Iterator[str]]:
-    """The encoding of a seekable binary file and its lines, decoded as they are read (UTF-16:
-    decoded whole); raises `FileRefused` for anything that is not text in a known encoding."""
+def decoded_lines(stream: BinaryIO) -> tuple[str, Iterator[str], LineSplitter]:
+    """The encoding of a seekable binary file, its lines, decoded as they are read (UTF-16: decoded
+    whole), and the splitter that cut them (its `restore` puts back a CR alone inside a line);
+    raises `FileRefused` for anything that is not text in a known encoding."""
     size = stream.seek(0, io.SEEK_END)
     stream.seek(0)
     head = stream.read(_HEAD_BYTES)
@@ -81,7 +82,9 @@ def decoded_lines(stream: BinaryIO) -> tuple[str, Iterator[str]]:
         stream.seek(0)
         return _utf16_lines(stream.read())
     encoding = _scan_encoding(stream, head)
-    return encoding, _byte_lines(stream, encoding, size)
+    # The head's decoding may end mid-character; only its line ends are looked at.
+    splitter = LineSplitter(cr_ends_lines=first_line_ends_in_cr_alone(head.decode("latin-1")))
+    return encoding, _byte_lines(stream, encoding, size, splitter), splitter
 
 
 def _refuse_non_text(head: bytes, size: int) -> None:
@@ -97,8 +100,8 @@ def _refuse_non_text(head: bytes, size: int) -> None:
             raise FileRefused("binary", f"the file is {kind}, not a CSV text file")
 
 
-def _utf16_lines(data: bytes) -> tuple[str, Iterator[str]]:
-    """A UTF-16 export (byte-order mark first), decoded whole: its encoding and lines."""
+def _utf16_lines(data: bytes) -> tuple[str, Iterator[str], LineSplitter]:
+    """A UTF-16 export (byte-order mark first), decoded whole: its encoding, lines and splitter."""
     encoding = "utf-16-le" if data.startswith(codecs.BOM_UTF16_LE) else "utf-16-be"
     try:
         text = data[2:].decode(encoding)
@@ -108,7 +111,9 @@ def _utf16_lines(data: bytes) -> tuple[str, Iterator[str]]:
         ) from None
     if "\x00" in text or _control_share(len(_CONTROL_TEXT.findall(text)), len(text)):
         raise FileRefused("binary", "the file is not text (NUL or control characters in UTF-16 data)")
-    return encoding, text_lines(text.lstrip("\ufeff").rstrip("\x1a"))
+    text = text.lstrip("\ufeff").rstrip("\x1a")
+    splitter = LineSplitter(cr_ends_lines=first_line_ends_in_cr_alone(text[:_HEAD_BYTES]))
+    return encoding, text_lines(text, splitter), splitter
 
 
 def _scan_encoding(stream: BinaryIO, head: bytes) -> str:
@@ -162,7 +167,7 @@ def _scan_encoding(stream: BinaryIO, head: bytes) -> str:
     raise FileRefused("encoding", "the file is neither UTF-8, UTF-16 (with BOM) nor Windows-1252 text")
 
 
-def _byte_lines(stream: BinaryIO, encoding: str, size: int) -> Iterator[str]:
+def _byte_lines(stream: BinaryIO, encoding: str, size: int, splitter: LineSplitter) -> Iterator[str]:
     """The text's lines, decoded block by block from the file; leading byte-order marks and trailing
     DOS end-of-file marks are not part of it."""
     start = 0
@@ -177,7 +182,7 @@ def _byte_lines(stream: BinaryIO, encoding: str, size: int) -> Iterator[str]:
         end -= len(tail) - len(tail.rstrip(b"\x1a"))
         if tail.rstrip(b"\x1a"):
             break
-    return csv_blocks.byte_lines(stream, start, end, _BLOCK_CODECS[encoding])
+    return csv_blocks.byte_lines(stream, start, end, _BLOCK_CODECS[encoding], splitter)
 
 
 def _control_share(control_count: int, total: int) -> bool:

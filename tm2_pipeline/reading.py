@@ -9,6 +9,8 @@ Decisions, in the order they are taken:
 - Rows are split by the `csv` module (quotes, doubled quotes, line breaks inside quotes, CRLF); it
   reports every row's field count, so a row with more or fewer fields than the header is kept and
   flagged `ragged` (the validator rejects it with `ragged_row`) instead of being silently padded.
+- A CR alone ends lines only in an old Mac export (its first line ends so); in any other file it is
+  part of its field, so one row is never cut in two (`csv_blocks.LineSplitter`).
 - Blank records (an empty line, or only delimiters and spaces) are skipped and not counted in
   `rows`, but they keep their place in the numbering: `row` is the record's 1-based position after
   the header, so a row number always points at the same record a spreadsheet shows (row + 1).
@@ -144,7 +146,7 @@ class Tm2Rows:
 
     def __init__(self, source: bytes | BinaryIO) -> None:
         stream = io.BytesIO(source) if isinstance(source, bytes) else source
-        encoding, lines = decoded_lines(stream)
+        encoding, lines, self._splitter = decoded_lines(stream)
         first = next(lines, None)
         directive = _SEP_DIRECTIVE.match(first) if first is not None else None
         # Lines up to the first non-blank one (the header, or data), kept to go to the csv reader.
@@ -162,7 +164,7 @@ class Tm2Rows:
             delimiter = _detect_delimiter(leading[-1] if leading[-1].strip(" \t\r\n,;") else "")
         # The end marker comes out as a record of its own, unless a quote left open swallowed it.
         self._reader = csv.reader(itertools.chain(leading, lines, [_END_MARK]), delimiter=delimiter)
-        header = _read_header(self._reader)
+        header = self._splitter.restore([_read_header(self._reader)])[0]
         self._column_index, ignored = _map_header(header)
         self.info = Tm2FileInfo(
             encoding=encoding, delimiter=delimiter, ignored_columns=tuple(ignored), header_fields=len(header)
@@ -189,7 +191,7 @@ class Tm2Rows:
                         _drop_end_mark(records, first_position=position + 1)
                     if not records:
                         break
-                    columns.add(records, first_position=position + 1)
+                    columns.add(self._splitter.restore(records), first_position=position + 1)
                     position += len(records)
                     wanted -= len(records)
                 if wanted == rows_per_chunk and position:

@@ -338,11 +338,39 @@ def test_inspect_does_not_see_a_break_further_down() -> None:
 @given(st.lists(st.sampled_from(["a", "b,c", '"q\r\nr"', "\r", "\n", "\r\n", ",", " "]), max_size=40))
 def test_lines_are_those_of_one_stringio(parts: list[str]) -> None:
     text = "".join(parts)
-    expected = list(io.StringIO(text, newline=""))
+
+    def lines(*, cr_ends_lines: bool) -> list[str]:
+        splitter = csv_blocks.LineSplitter(cr_ends_lines=cr_ends_lines)
+        return [line.replace(csv_blocks.LONE_CR_MARK, "\r") for line in csv_blocks.text_lines(text, splitter)]
+
+    old_mac, other = list(io.StringIO(text, newline="")), list(io.StringIO(text, newline="\n"))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(csv_blocks, "BLOCK_CHARS", 3)
-        assert list(csv_blocks.text_lines(text)) == expected
-    assert list(csv_blocks.text_lines(text)) == expected
+        assert lines(cr_ends_lines=True) == old_mac
+        assert lines(cr_ends_lines=False) == other
+    assert lines(cr_ends_lines=True) == old_mac
+    assert lines(cr_ends_lines=False) == other
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_a_cr_alone_inside_a_row_is_part_of_its_field(newline: str) -> None:
+    # A value pasted from an old Mac app, unquoted: cutting the row there would accept
+    # "HPR-" as the practitioner and reject "3" as a row of its own.
+    rows = [ROW, ROW.replace("Headache", "Head\rache").replace(",HPR-", ",HPR-\r3")]
+    data = (newline.join([HEADER, *rows, ROW]) + newline + "\r").encode()
+    frame = read_tm2_bytes(data).frame
+    assert frame["row"].tolist() == [1, 2, 3]
+    assert not frame["ragged"].any()
+    assert frame.at[1, "condition_name"] == "Head\rache"
+    assert frame.at[1, "practitioner_id"].startswith("HPR-\r3")
+    assert csv_blocks.LONE_CR_MARK not in "".join(frame["condition_name"])
+
+
+def test_an_old_mac_export_ends_its_lines_in_cr_alone() -> None:
+    data = ("\r".join([HEADER, ROW, ROW.replace("4711", "4712")]) + "\r").encode("cp1252")
+    frame = read_tm2_bytes(data).frame
+    assert frame["patient_id"].str.startswith("MRN-").all()
+    assert (frame["row"].tolist(), frame["ragged"].any()) == ([1, 2], False)
 
 
 def test_chunks_add_up_to_the_whole_table() -> None:
