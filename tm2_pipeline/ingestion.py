@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 from dagster import DagsterEventType
 
-from tm2_pipeline.assets.validated import reject_rate_outcome
+from tm2_pipeline.assets.validated import reject_rate_message, reject_rate_outcome
 from tm2_pipeline.definitions import build_definitions
 from tm2_pipeline.landing import sha256_of_file
 from tm2_pipeline.partitions import partition_key_problem, tm2_csv_files
@@ -91,7 +91,10 @@ def dry_run(path: Path, settings: Settings, today) -> IngestReport:
         result.rows, result.rejected, settings.reject_warn, settings.reject_block
     )
     if not passed and severity == dg.AssetCheckSeverity.ERROR:
-        report.status, report.error = BLOCKED, "reject rate is above TM2_REJECT_BLOCK"
+        report.status = BLOCKED
+        report.error = reject_rate_message(
+            result.rows, result.rejected, settings.reject_warn, settings.reject_block
+        )
     return report
 
 

@@ -54,10 +54,9 @@ def classify_run(instance: dg.DagsterInstance, run_id: str, run_succeeded: bool)
                 continue
             if evaluation.check_name == "file_readable":
                 return RunOutcome(REFUSED, evaluation.description)
-            return RunOutcome(
-                BLOCKED,
-                f"blocking check {evaluation.check_name} failed on {evaluation.asset_key.to_user_string()}",
-            )
+            # The check's own description names the setting it went past (TM2_REJECT_BLOCK).
+            reason = evaluation.description or f"failed on {evaluation.asset_key.to_user_string()}"
+            return RunOutcome(BLOCKED, f"blocking check {evaluation.check_name}: {reason}")
         elif event.event_type == DagsterEventType.STEP_FAILURE:
             failure = event.step_failure_data
             user_failure = failure.user_failure_data

@@ -117,7 +117,11 @@ def test_mostly_bad_file_is_blocked_before_the_store(pipeline_resources, tmp_pat
     )
     with dg.instance_for_test() as instance:
         result = materialize_file(bad, pipeline_resources, instance)
-        assert classify_run(instance, result.run_id, result.success).status == BLOCKED
+        outcome = classify_run(instance, result.run_id, result.success)
+        assert outcome.status == BLOCKED
+        # Says which setting to change, not only which check failed.
+        assert outcome.error.startswith("blocking check reject_rate: 3 of 4 rows rejected (75.0%), above")
+        assert "TM2_REJECT_BLOCK=0.5" in outcome.error
         assert result.asset_materializations_for_node("tm2_mongo_records") == []
     with pipeline_resources["mongo"].process_config_and_initialize_cm() as store:
         assert store.records().count() == 0

@@ -210,3 +210,14 @@ def test_status_says_which_store_answered(env):
     assert result.exit_code == 0
     host_port = env["MONGODB_URI"].split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
     assert result.stdout.splitlines()[0] == f"store: {host_port}, database {env['TM2_MONGODB_DB']}"
+
+
+def test_a_blocked_file_names_the_setting_in_a_dry_run_and_a_real_ingest(env, tmp_path):
+    mostly_bad = tmp_path / "mostly_bad.csv"
+    rows = ["P1,SK00,x,Ayurveda,Mild,2024-01-01,D1"] + ["P2,XX99,x,Ayurveda,Mild,2024-01-01,D1"] * 3
+    mostly_bad.write_text("\n".join([",".join(HEADER), *rows]) + "\n")
+    results = [run("ingest", str(mostly_bad), "--json", *flags) for flags in (["--dry-run"], [])]
+    reports = [json_lines(result.stdout)[0] for result in results]
+    assert [report["status"] for report in reports] == ["blocked", "blocked"]
+    assert "3 of 4 rows rejected (75.0%), above TM2_REJECT_BLOCK=0.5" in reports[0]["error"]
+    assert reports[1]["error"] == f"blocking check reject_rate: {reports[0]['error']}"

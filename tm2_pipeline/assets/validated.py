@@ -32,6 +32,20 @@ def reject_rate_outcome(
     return True, dg.AssetCheckSeverity.WARN
 
 
+def reject_rate_message(rows: int, rejected: int, warn: float, block: float) -> str | None:
+    """What a failed reject-rate check says, naming the setting it went past; None if it passed."""
+    passed, severity = reject_rate_outcome(rows, rejected, warn, block)
+    if passed:
+        return None
+    share = f"{rejected} of {rows} rows rejected ({rejected / rows:.1%})"
+    if severity == dg.AssetCheckSeverity.ERROR:
+        return (
+            f"{share}, above TM2_REJECT_BLOCK={block}: the file is blocked before the store "
+            "(its rejected rows are in tm2_rejects with their reasons)"
+        )
+    return f"{share}, above TM2_REJECT_WARN={warn}"
+
+
 @dg.asset(
     partitions_def=tm2_csv_files,
     io_manager_key="tm2_table_io_manager",
@@ -115,7 +129,9 @@ def validated_tm2_records(
         counts=summary.counts,
         at=now,
         run_id=context.run.run_id,
-        error=f"reject rate {summary.rejected}/{summary.rows} is above TM2_REJECT_BLOCK" if blocked else None,
+        error=reject_rate_message(summary.rows, summary.rejected, pipeline.reject_warn, pipeline.reject_block)
+        if blocked
+        else None,
     )
     # Checked before the output is handed over: the IO manager then moves the table into place.
     checks = list(_checks(summary, accepted, rate_passed, rate_severity, pipeline))
@@ -170,6 +186,9 @@ def _checks(
         check_name=REJECT_RATE,
         passed=rate_passed,
         severity=rate_severity,
+        description=reject_rate_message(
+            summary.rows, summary.rejected, pipeline.reject_warn, pipeline.reject_block
+        ),
         metadata={
             "reject_rate": round(summary.reject_rate, 4),
             "warn_above": pipeline.reject_warn,
