@@ -121,6 +121,31 @@ def test_refused_credentials_raise_once_naming_the_user_not_the_password() -> No
     assert issubclass(OpenMRSAuthError, OpenMRSNotRetryable)
 
 
+@pytest.mark.parametrize(
+    ("status", "headers"), [(404, {}), (302, {"Location": "https://emr.example.org/openmrs/login.htm"})]
+)
+def test_a_login_url_that_is_not_the_rest_api_is_a_configuration_error(status, headers) -> None:
+    # Not an answer about the credentials: saying "rejected the credentials" would send a person to
+    # reset a password that works.
+    script = Script(lambda r: httpx.Response(status, headers=headers, text="<html>Not Found</html>"))
+
+    async def scenario() -> None:
+        async with script.client() as client:
+            await client.ensure_session()
+
+    with pytest.raises(OpenMRSConfigError) as caught:
+        run(scenario())
+    message = str(caught.value)
+    assert message.startswith(f"GET {BASE}/ws/rest/v1/session answered {status}")
+    assert "OPENMRS_BASE_URL to the OpenMRS webapp root" in message and "credentials" not in message
+    assert len(script.paths("/session")) == 1
+
+
+@pytest.mark.parametrize("given", [f"{BASE}/ws/rest/v1", f"{BASE}/ws/rest/v1/", f"{BASE}/"])
+def test_a_base_url_given_with_the_rest_path_means_the_webapp_root(given: str) -> None:
+    assert (config(base_url=given).server, config(base_url=given).rest_base) == (BASE, f"{BASE}/ws/rest/v1")
+
+
 def test_a_missing_privilege_stops_the_run() -> None:
     refusal = {
         "error": {"message": "User is logged in but doesn't have the relevant privilege [Get Patients]"}

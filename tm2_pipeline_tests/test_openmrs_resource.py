@@ -100,3 +100,11 @@ def test_the_sandbox_works_inside_a_dagster_run(tmp_path: Path, mongo_db: Databa
     assert dg.materialize([openmrs_submissions], resources={"openmrs": resource}).success
     assert summaries[0].submitted > 0 and summaries[0].failed == 0
     assert "openmrs-sandbox" in resource.target
+
+
+def test_the_resource_repr_hides_the_password() -> None:
+    resource = OpenMRSResource(
+        base_url="https://emr.example.org/openmrs", username="clerk", password="Secret1"
+    )
+    assert "Secret1" not in repr(resource) and "Secret1" not in str(resource)
+    assert "clerk" in repr(resource)

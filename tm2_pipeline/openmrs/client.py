@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from tm2_pipeline.openmrs.client_config import ClientConfig, RetryAfterOrJitter
 from tm2_pipeline.openmrs.errors import (
     OpenMRSAccessError,
     OpenMRSAuthError,
+    OpenMRSConfigError,
     OpenMRSError,
     TransientOpenMRSError,
 )
@@ -86,6 +88,7 @@ class OpenMRSClient:
             limits=limits,
             headers={"Accept": "application/json"},
             follow_redirects=False,
+            verify=self.config.tls_verification(),
         )
         return self
 
@@ -134,6 +137,13 @@ class OpenMRSClient:
         self.login_attempts += 1
         response = await self._exchange("GET", "/session", what="login", auth=credentials)
         self._raise_if_transient(response, "GET", "login", server_error_is_transient=True)
+        if response.status_code == 404 or response.is_redirect:
+            # Not an answer about the credentials: the URL does not lead to OpenMRS's REST API.
+            raise OpenMRSConfigError(
+                f"GET {self.config.rest_base}/session answered {response.status_code}"
+                f"{' (a redirect; redirects are not followed)' if response.is_redirect else ''}: "
+                "set OPENMRS_BASE_URL to the OpenMRS webapp root, such as https://host/openmrs"
+            )
         authenticated = False
         if response.status_code == 200:
             try:
@@ -184,6 +194,12 @@ class OpenMRSClient:
                 f"{what}: timed out ({type(error).__name__})", method=method
             ) from None
         except httpx.TransportError as error:
+            if untrusted := _untrusted_certificate(error):
+                raise OpenMRSConfigError(
+                    f"{what}: the TLS certificate of {self.config.host} is not trusted "
+                    f"({untrusted.verify_message}); if a private CA signed it, set OPENMRS_CA_BUNDLE "
+                    "to that CA's PEM file"
+                ) from None
             raise TransientOpenMRSError(
                 f"{what}: connection failed ({type(error).__name__})", method=method
             ) from None
@@ -385,3 +401,14 @@ class OpenMRSClient:
                     f"{what}: answer was not JSON", method="POST", status=response.status_code
                 ) from None
         return WriteResult(response.status_code, body, server_message(response.text) if body is None else "")
+
+
+def _untrusted_certificate(error: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind a connection error, if that is what it was: no
+    retry fixes it, so it is reported as configuration, not as an outage."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None

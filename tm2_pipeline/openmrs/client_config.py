@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
+import certifi
 import tenacity
 
 from tm2_pipeline.openmrs.errors import OpenMRSConfigError
@@ -28,6 +30,7 @@ class ClientConfig:
     backoff_max_s: float = 30.0
     retry_after_max_s: float = 60.0
     allow_insecure: bool = False
+    ca_bundle: str | None = None  # PEM file of a CA to trust besides the public ones (a hospital CA)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -49,9 +52,31 @@ class ClientConfig:
 
     @property
     def server(self) -> str:
-        """The base URL as recorded in the submission log (no credentials, no query)."""
+        """The webapp root as recorded in the submission log (no credentials, no query). A base URL
+        given with the REST path (`.../openmrs/ws/rest/v1`, as API docs print it) means its root."""
         parts = urlsplit(self.base_url)
-        return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+        path = parts.path.rstrip("/")
+        if path.endswith(REST_PATH):
+            path = path.removesuffix(REST_PATH)
+        return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).hostname or ""
+
+    def tls_verification(self) -> ssl.SSLContext | bool:
+        """What httpx verifies server certificates with: the public CAs (certifi), plus `ca_bundle`."""
+        if not self.ca_bundle:
+            return True
+        context = ssl.create_default_context(cafile=certifi.where())
+        try:
+            context.load_verify_locations(cafile=self.ca_bundle)
+        except (OSError, ssl.SSLError) as error:
+            raise OpenMRSConfigError(
+                f"OPENMRS_CA_BUNDLE={self.ca_bundle!r} cannot be read as PEM certificates "
+                f"({type(error).__name__})"
+            ) from None
+        return context
 
     @property
     def rest_base(self) -> str:

@@ -38,6 +38,7 @@ class OpenMRSResource(dg.ConfigurableResource):
     concept_source: str = "ICD-11-TM2"
     allow_noncoded: bool = True
     allow_insecure: bool = False
+    ca_bundle: str | None = None  # PEM file of a private CA to trust besides the public ones
     patient_retry_days: int = 30
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
@@ -46,6 +47,10 @@ class OpenMRSResource(dg.ConfigurableResource):
     backoff_max_s: float = 30.0
     batch_size: int = 200
     sandbox_wait_s: float = 120.0  # how long a run waits for another process holding the sandbox
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, ("***" if name == "password" and value else value)
 
     def transport(self) -> httpx.AsyncBaseTransport | None:
         """The HTTP transport for a real server; None = httpx's own. Tests override this."""
@@ -82,6 +87,7 @@ class OpenMRSResource(dg.ConfigurableResource):
             backoff_initial_s=self.backoff_initial_s,
             backoff_max_s=self.backoff_max_s,
             allow_insecure=self.allow_insecure or sandbox,
+            ca_bundle=None if sandbox else self.ca_bundle,
         )
 
     @contextlib.contextmanager

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -69,31 +70,36 @@ class _HideInjectedDrops(logging.Filter):
         return not (record.exc_info and isinstance(record.exc_info[1], DroppedConnection))
 
 
-def _uvicorn_config(app: ASGIApp, *, log_level: str, port: int = 0) -> uvicorn.Config:
+def _uvicorn_config(app: ASGIApp, *, log_level: str, port: int = 0, **tls: Any) -> uvicorn.Config:
     logging.getLogger("uvicorn.error").addFilter(_HideInjectedDrops())
-    return uvicorn.Config(app, host=HOST, port=port, access_log=False, log_level=log_level, lifespan="off")
+    return uvicorn.Config(
+        app, host=HOST, port=port, access_log=False, log_level=log_level, lifespan="off", **tls
+    )
 
 
 class SandboxServer:
     """The emulator over real HTTP on 127.0.0.1, served from a background thread.
 
     `with SandboxServer(sandbox) as server: server.base_url` -> "http://127.0.0.1:<port>/openmrs".
+    With `tls=(certificate PEM file, key PEM file)` it is served over https.
     """
 
-    def __init__(self, sandbox: Sandbox, *, port: int = 0) -> None:
+    def __init__(self, sandbox: Sandbox, *, port: int = 0, tls: tuple[Path, Path] | None = None) -> None:
         self.sandbox = sandbox
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((HOST, port))
         self.port = self._socket.getsockname()[1]
-        self._server = uvicorn.Server(_uvicorn_config(sandbox.app, log_level="warning"))
+        self.scheme = "https" if tls else "http"
+        files = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls else {}
+        self._server = uvicorn.Server(_uvicorn_config(sandbox.app, log_level="warning", **files))
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
         )
 
     @property
     def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}/openmrs"
+        return f"{self.scheme}://{HOST}:{self.port}/openmrs"
 
     def start(self, timeout_s: float = 10.0) -> SandboxServer:
         self._thread.start()
