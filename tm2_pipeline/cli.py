@@ -124,7 +124,7 @@ def _mongo(settings: Settings) -> Iterator:
 @click.option("--json", "as_json", is_flag=True)
 def status(as_json: bool) -> None:
     """Counts of records, rejects and submissions, and the last 10 files."""
-    from tm2_pipeline.resources.mongo import describe_mongo_target
+    from tm2_pipeline.mongo_uri import describe_mongo_target
 
     settings = _settings()
     with _mongo(settings) as mongo:
@@ -134,7 +134,9 @@ def status(as_json: bool) -> None:
         return
     # Which store answered: run from a subdirectory, the default TM2_HOME (./.tm2) is another one.
     uri = settings.mongodb_uri.get_secret_value() if settings.mongodb_uri else None
-    click.echo(f"store: {describe_mongo_target(uri, settings.home_dir)}, database {settings.mongodb_db}")
+    click.echo(
+        f"store: {describe_mongo_target(uri, settings.home_dir)}, database {settings.mongodb_database}"
+    )
     click.echo(f"records: {summary['records']}   rejects: {summary['rejects']}")
     states = ", ".join(f"{state} {count}" for state, count in sorted(summary["submissions"].items()))
     click.echo(f"submissions: {states or 'none'}")

@@ -26,7 +26,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     mongo = MongoResource(
         uri=dg.EnvVar("MONGODB_URI") if settings.mongodb_uri else None,
         tm2_home=home,
-        database_name=settings.mongodb_db,
+        database_name=settings.mongodb_database,
         write_concern=settings.mongo_write_concern,
         batch_size=settings.mongo_batch,
     )
@@ -41,6 +41,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         concept_source=settings.openmrs_concept_source,
         allow_noncoded=settings.openmrs_allow_noncoded,
         allow_insecure=settings.openmrs_allow_insecure,
+        ca_bundle=str(settings.openmrs_ca_bundle) if settings.openmrs_ca_bundle else None,
         patient_retry_days=settings.patient_retry_days,
         **credentials,
     )

@@ -16,9 +16,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tm2_pipeline.mongo_uri import database_in_uri
+
 # The emulator's built-in administrator: only ever used against the local sandbox.
 SANDBOX_USERNAME = "admin"
 SANDBOX_PASSWORD = "Admin123"
+DEFAULT_DATABASE = "tm2"
 
 
 class SettingsError(ValueError):
@@ -41,7 +44,7 @@ class Settings(BaseSettings):
 
     # MongoDB
     mongodb_uri: SecretStr | None = Field(None, validation_alias=_env("MONGODB_URI"))
-    mongodb_db: str = Field("tm2", validation_alias=_env("TM2_MONGODB_DB"))
+    mongodb_db: str | None = Field(None, validation_alias=_env("TM2_MONGODB_DB"))
     mongo_batch: int = Field(5000, gt=0, validation_alias=_env("TM2_MONGO_BATCH"))
     mongo_write_concern: str = Field("majority", validation_alias=_env("TM2_MONGO_WRITE_CONCERN"))
 
@@ -50,6 +53,7 @@ class Settings(BaseSettings):
     openmrs_username: str | None = Field(None, validation_alias=_env("OPENMRS_USERNAME"))
     openmrs_password: SecretStr | None = Field(None, validation_alias=_env("OPENMRS_PASSWORD"))
     openmrs_allow_insecure: bool = Field(False, validation_alias=_env("OPENMRS_ALLOW_INSECURE"))
+    openmrs_ca_bundle: Path | None = Field(None, validation_alias=_env("OPENMRS_CA_BUNDLE"))
     openmrs_concurrency: int = Field(8, gt=0, validation_alias=_env("TM2_OPENMRS_CONCURRENCY"))
     openmrs_concept_source: str = Field("ICD-11-TM2", validation_alias=_env("TM2_OPENMRS_CONCEPT_SOURCE"))
     openmrs_allow_noncoded: bool = Field(True, validation_alias=_env("TM2_OPENMRS_ALLOW_NONCODED"))
@@ -74,9 +78,21 @@ class Settings(BaseSettings):
                 f"TM2_MODE=production requires {' and '.join(missing)}; "
                 "refusing to fall back to the embedded store or the sandbox"
             )
+        named = self._database_in_uri
+        if self.mongodb_db and named and named != self.mongodb_db:
+            raise SettingsError(
+                f"TM2_MONGODB_DB={self.mongodb_db!r} but MONGODB_URI names the database {named!r}; "
+                "set only one of them"
+            )
         if self.openmrs_base_url:
-            if urlsplit(self.openmrs_base_url).scheme not in ("http", "https"):
+            parts = urlsplit(self.openmrs_base_url)
+            if parts.scheme not in ("http", "https"):
                 raise SettingsError("OPENMRS_BASE_URL must start with http:// or https://")
+            if parts.username or parts.password:
+                # It would be shown wherever the URL is (the Dagster UI's resource page, the log).
+                raise SettingsError(
+                    "OPENMRS_BASE_URL must not contain credentials; set OPENMRS_USERNAME and OPENMRS_PASSWORD"
+                )
             if unset := _unset(
                 ("OPENMRS_USERNAME", self.openmrs_username), ("OPENMRS_PASSWORD", self.openmrs_password)
             ):
@@ -97,11 +113,37 @@ class Settings(BaseSettings):
             ) from None
         return value
 
-    @field_validator("mongodb_uri", "openmrs_base_url", "openmrs_username", "openmrs_password", mode="before")
+    @field_validator("openmrs_ca_bundle")
+    @classmethod
+    def _readable_ca_bundle(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.expanduser().is_file():
+            raise SettingsError(
+                f"OPENMRS_CA_BUNDLE={str(value)!r} is not a file (a PEM file of CA certificates)"
+            )
+        return value.expanduser().resolve() if value is not None else None
+
+    @field_validator(
+        "mongodb_uri",
+        "mongodb_db",
+        "openmrs_base_url",
+        "openmrs_username",
+        "openmrs_password",
+        "openmrs_ca_bundle",
+        mode="before",
+    )
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
         """`OPENMRS_BASE_URL=` (an example line left in .env) means: not set."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def _database_in_uri(self) -> str | None:
+        return database_in_uri(self.mongodb_uri.get_secret_value()) if self.mongodb_uri else None
+
+    @property
+    def mongodb_database(self) -> str:
+        """TM2_MONGODB_DB, else the database MONGODB_URI names (a user may hold rights there only)."""
+        return self.mongodb_db or self._database_in_uri or DEFAULT_DATABASE
 
     @cached_property
     def home_dir(self) -> Path:

@@ -10,13 +10,8 @@ import pymongo
 import pytest
 
 from tm2_pipeline.embedded.secantus import EmbeddedSecantus
-from tm2_pipeline.resources.mongo import (
-    MongoResource,
-    MongoSettingsError,
-    MongoUnavailable,
-    describe_mongo_target,
-    redact_uri,
-)
+from tm2_pipeline.mongo_uri import database_in_uri, describe_mongo_target, redact_uri, uri_options
+from tm2_pipeline.resources.mongo import MongoResource, MongoSettingsError, MongoUnavailable
 from tm2_pipeline.store.indexes import INDEXES
 from tm2_pipeline.store.records import StoreCounts
 from tm2_pipeline_tests.accepted_frames import accepted_frame
@@ -41,10 +36,51 @@ UNREACHABLE = "mongodb://user:secret@127.0.0.1:1/?authSource=admin"
         # An unescaped '/' in the password: pymongo would split inside it, so nothing is shown.
         ("mongodb://admin:12/34@host/", "a MongoDB URI that cannot be shown safely"),
         ("postgres://user:secret@host/", "a MongoDB URI that cannot be shown safely"),
+        # An unescaped '@' then '/' in the password: the part between them is no host name.
+        ("mongodb://alice:p@ss/w0rd@host/", "a MongoDB URI that cannot be shown safely"),
+        ("mongodb://alice:p?ss@host/", "a MongoDB URI that cannot be shown safely"),
     ],
 )
 def test_targets_name_hosts_never_credentials(uri, target):
     assert describe_mongo_target(uri) == target
+
+
+@pytest.mark.parametrize(
+    ("uri", "database", "options"),
+    [
+        ("mongodb+srv://u:p@c.example.net/clinic%2Ddb?retryWrites=true&W=1", "clinic-db",
+         {"retrywrites": "true", "w": "1"}),
+        ("mongodb://h1,h2:27018/?replicaSet=rs0;appName=x", None, {"replicaset": "rs0", "appname": "x"}),
+        ("mongodb://h", None, {}),
+        ("mongodb://alice:p@ss/w0rd@host/db?w=0", None, {}),  # not safely split: nothing read
+    ],
+)  # fmt: skip
+def test_database_and_options_are_read_from_the_uri(uri, database, options):
+    assert (database_in_uri(uri), uri_options(uri)) == (database, options)
+
+
+def test_options_written_in_the_uri_win_over_the_defaults(tmp_path):
+    uri = "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=60000&w=1&retryWrites=false&appName=clinic"
+    client = MongoResource(uri=uri, tm2_home=str(tmp_path))._mongo_client()
+    try:
+        assert (client.options.server_selection_timeout, client.write_concern.document) == (60, {"w": 1})
+        assert (client.options.retry_writes, client.options.pool_options.metadata["application"]) == (
+            False,
+            {"name": "clinic"},
+        )
+    finally:
+        client.close()
+    defaults = MongoResource(uri="mongodb://127.0.0.1:1/", tm2_home=str(tmp_path))._mongo_client()
+    try:
+        assert (defaults.options.server_selection_timeout, defaults.write_concern.document) == (
+            10,
+            {"w": "majority"},
+        )
+        assert defaults.options.retry_writes is True
+    finally:
+        defaults.close()
+    with pytest.raises(MongoSettingsError, match="w=0"):
+        MongoResource(uri="mongodb://127.0.0.1:1/?w=0", tm2_home=str(tmp_path)).ping()
 
 
 def test_embedded_target_names_the_data_directory(tmp_path):

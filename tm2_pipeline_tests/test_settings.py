@@ -8,7 +8,8 @@ from tm2_pipeline import settings as settings_module
 from tm2_pipeline.settings import SettingsError, load_settings
 
 ALL_VARS = ("TM2_MODE", "TM2_HOME", "DAGSTER_HOME", "MONGODB_URI", "OPENMRS_BASE_URL", "TM2_LANDING_DIR",
-            "OPENMRS_USERNAME", "OPENMRS_PASSWORD", "TM2_MONGO_BATCH", "TM2_TIMEZONE")  # fmt: skip
+            "OPENMRS_USERNAME", "OPENMRS_PASSWORD", "TM2_MONGO_BATCH", "TM2_TIMEZONE", "TM2_MONGODB_DB",
+            "OPENMRS_CA_BUNDLE")  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -111,3 +112,49 @@ def test_every_variable_of_the_example_file_is_known():
     names = dotenv_values("uncommented.env")
     assert {"MONGODB_URI", "OPENMRS_BASE_URL", "TM2_MONGO_BATCH"} <= set(names)
     settings_module._refuse_unknown_names(names)  # raises SettingsError on a name no setting reads
+
+
+@pytest.mark.parametrize(
+    ("uri", "db", "database"),
+    [
+        (None, None, "tm2"),
+        ("mongodb+srv://u:p@c.example.net/?retryWrites=true", None, "tm2"),
+        # An Atlas user with readWrite on its clinic's database only: that is where the store goes.
+        ("mongodb+srv://u:p@c.example.net/clinicdb?retryWrites=true", None, "clinicdb"),
+        ("mongodb+srv://u:p@c.example.net/clinicdb", "clinicdb", "clinicdb"),
+        ("mongodb://h:27017/", "other", "other"),
+    ],
+)
+def test_the_database_is_the_setting_else_the_one_the_uri_names(monkeypatch, uri, db, database):
+    for name, value in (("MONGODB_URI", uri), ("TM2_MONGODB_DB", db)):
+        if value is not None:
+            monkeypatch.setenv(name, value)
+    assert load_settings().mongodb_database == database
+
+
+def test_a_database_setting_that_contradicts_the_uri_is_refused(monkeypatch):
+    monkeypatch.setenv("MONGODB_URI", "mongodb+srv://u:secret@c.example.net/clinicdb")
+    monkeypatch.setenv("TM2_MONGODB_DB", "tm2")
+    with pytest.raises(
+        SettingsError, match="TM2_MONGODB_DB='tm2' but MONGODB_URI names the database 'clinicdb'"
+    ) as caught:
+        load_settings()
+    assert "secret" not in str(caught.value)
+
+
+def test_credentials_in_the_openmrs_base_url_are_refused(monkeypatch):
+    monkeypatch.setenv("OPENMRS_BASE_URL", "https://admin:Secret1@emr.example.org/openmrs")
+    monkeypatch.setenv("OPENMRS_USERNAME", "admin")
+    monkeypatch.setenv("OPENMRS_PASSWORD", "Secret1")
+    with pytest.raises(SettingsError, match="must not contain credentials") as caught:
+        load_settings()
+    assert "Secret1" not in str(caught.value)
+
+
+def test_the_ca_bundle_must_be_a_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("OPENMRS_CA_BUNDLE", str(tmp_path / "missing.pem"))
+    with pytest.raises(SettingsError, match=r"OPENMRS_CA_BUNDLE=.*missing.pem' is not a file"):
+        load_settings()
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("OPENMRS_CA_BUNDLE", str(tmp_path / "ca.pem"))
+    assert load_settings().openmrs_ca_bundle == tmp_path / "ca.pem"

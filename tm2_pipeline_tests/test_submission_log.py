@@ -224,3 +224,32 @@ def test_new_content_starts_a_new_retry_window(mongo_db: Database) -> None:
     assert log.retryable_keys(day_41, 30) == ["k"]
     log.mark_in_flight([PendingSubmission("k", "u", "h2", fresh=False)], SERVER, day_41)  # same content
     assert log.entries_for(["k"])["k"].first_attempt_at.replace(tzinfo=UTC) == day_40
+
+
+def test_a_refused_log_write_is_reported_by_codes_never_quoting_the_entries(mongo_db, monkeypatch) -> None:
+    # A write-concern error on the outcome write: pymongo's text would quote keys and condition uuids.
+    from pymongo.collection import Collection
+    from pymongo.errors import BulkWriteError
+
+    from tm2_pipeline.store.errors import MongoRefused
+
+    def refused(collection, operations, *args, **kwargs):
+        raise BulkWriteError(
+            {
+                "nInserted": 0,
+                "nModified": 1,
+                "writeErrors": [],
+                "writeConcernErrors": [{"code": 64, "codeName": "WriteConcernFailed", "errmsg": "key k1 u1"}],
+            }
+        )
+
+    log = SubmissionLog(mongo_db, target="db.example.org:27017")
+    log.mark_in_flight([PendingSubmission("k1", "u1", "h1", fresh=False)], SERVER, NOW)
+    monkeypatch.setattr(Collection, "bulk_write", refused)
+    with pytest.raises(MongoRefused) as caught:
+        log.record_outcomes([SubmissionOutcome("k1", SubmissionState.SUBMITTED, "u1", ())], NOW)
+    assert str(caught.value) == (
+        "MongoDB at db.example.org:27017 refused the operation: BulkWriteError: 0 inserted, 1 modified; "
+        "write concern errors: code 64 (WriteConcernFailed)"
+    )
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__

@@ -7,7 +7,6 @@ forced onto `mongodb://`. Credentials never appear in a message or a repr: error
 
 from __future__ import annotations
 
-import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from pymongo.database import Database
 from pymongo.errors import ConfigurationError, PyMongoError
 
 from tm2_pipeline.embedded.secantus import EmbeddedSecantus
+from tm2_pipeline.mongo_uri import describe_mongo_target, redact_uri, uri_options
 from tm2_pipeline.store.errors import MongoRefused, MongoUnavailable, translate_mongo_errors
 from tm2_pipeline.store.indexes import ensure_indexes
 from tm2_pipeline.store.ingestions import IngestionLedger
@@ -26,10 +26,7 @@ from tm2_pipeline.store.records import RecordStore
 from tm2_pipeline.store.rejects import RejectStore
 from tm2_pipeline.store.submissions import SubmissionLog
 
-__all__ = ["MongoRefused", "MongoResource", "MongoSettingsError", "MongoUnavailable", "describe_mongo_target"]
-
-DEFAULT_PORT = 27017
-_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._%-]+)(:\d{1,5})?$")
+__all__ = ["MongoRefused", "MongoResource", "MongoSettingsError", "MongoUnavailable"]
 
 # Index creation is idempotent but not free: once per process per (server, database).
 _indexed: set[tuple[str, str]] = set()
@@ -38,47 +35,6 @@ _indexed_lock = threading.Lock()
 
 class MongoSettingsError(ValueError):
     """The MongoDB settings are unusable; the message names the setting, never its secret value."""
-
-
-def _hosts_of(uri: str) -> tuple[bool, list[str]] | None:
-    """(is_srv, ["host:port", ...]) split like pymongo does, or None when it cannot be shown safely."""
-    scheme, separator, rest = uri.partition("://")
-    if not separator or scheme not in ("mongodb", "mongodb+srv"):
-        return None
-    is_srv = scheme == "mongodb+srv"
-    host_part = rest.partition("?")[0].partition("/")[0]
-    if "@" in rest and "@" not in host_part:
-        return None  # an unescaped '/' or '?' in the credentials: any split would show part of them
-    hosts = [host for host in host_part.rpartition("@")[2].split(",") if host]
-    if not hosts or not all(_HOST.match(host) for host in hosts):
-        return None
-    if not is_srv:
-        hosts = [host if _HOST.match(host).group(2) else f"{host}:{DEFAULT_PORT}" for host in hosts]
-    return is_srv, hosts
-
-
-def describe_mongo_target(uri: str | None, tm2_home: str | Path | None = None) -> str:
-    """Where the store is, for messages: "HOST:PORT[,HOST:PORT]", the srv host, or the embedded store."""
-    if uri is None:
-        home = Path(tm2_home).expanduser().resolve() if tm2_home else Path("$TM2_HOME")
-        return f"embedded store at {home / 'mongo'}"
-    parsed = _hosts_of(uri)
-    if parsed is None:
-        return "a MongoDB URI that cannot be shown safely"
-    return ",".join(parsed[1])
-
-
-def redact_uri(uri: str | None) -> str | None:
-    """The URI without secrets: credentials become `***`, option values (tokens, key passwords) are hidden."""
-    if uri is None:
-        return None
-    parsed = _hosts_of(uri)
-    if parsed is None:
-        return "<hidden>"
-    scheme, _, rest = uri.partition("://")
-    address, question, _ = rest.partition("?")
-    _credentials, at, hosts_and_db = address.rpartition("@")
-    return f"{scheme}://{'***@' if at else ''}{hosts_and_db}{'?<options hidden>' if question else ''}"
 
 
 def _write_concern(value: str) -> str | int:
@@ -146,7 +102,7 @@ class MongoResource(dg.ConfigurableResource):
 
     def submissions(self) -> SubmissionLog:
         """The OpenMRS submission log (`openmrs_submissions`)."""
-        return SubmissionLog(self.database())
+        return SubmissionLog(self.database(), target=self.target)
 
     def ping(self) -> None:
         """Raise `MongoUnavailable` unless the server answers."""
@@ -178,15 +134,23 @@ class MongoResource(dg.ConfigurableResource):
 
     def _new_client(self, uri: str) -> MongoClient:
         w = _write_concern(self.write_concern)
-        try:
-            return MongoClient(
-                uri,
-                w=w,
-                retryWrites=True,
-                serverSelectionTimeoutMS=self.server_selection_timeout_ms,
-                tz_aware=True,
-                appname="tm2-pipeline",
+        written = uri_options(uri)
+        if written.get("w") == "0":
+            raise MongoSettingsError(
+                "MONGODB_URI sets w=0: unacknowledged writes would make the stored counts fiction; "
+                "use w=majority or w=1"
             )
+        # Options written in the URI win (an Atlas connection string's w, a longer selection timeout):
+        # keyword arguments would silently override them.
+        defaults = {
+            "w": w,
+            "retryWrites": True,
+            "serverSelectionTimeoutMS": self.server_selection_timeout_ms,
+            "appname": "tm2-pipeline",
+        }
+        options = {name: value for name, value in defaults.items() if name.lower() not in written}
+        try:
+            return MongoClient(uri, tz_aware=True, **options)
         except (PyMongoError, ValueError, TypeError) as error:
             # pymongo's text can quote the URI (credentials included): keep only the error's class name.
             kind = type(error).__name__

@@ -9,10 +9,12 @@ corrections `claim`, `claimed_by`, `claimed_at`. Writes are bulk wherever a batc
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 from pymongo import UpdateOne
 from pymongo.database import Database
@@ -27,7 +29,7 @@ from tm2_pipeline.openmrs.states import (
     SubmissionOutcome,
     SubmissionState,
 )
-from tm2_pipeline.store.errors import insert_new
+from tm2_pipeline.store.errors import client_target, insert_new, translate_mongo_errors
 from tm2_pipeline.store.indexes import SUBMISSIONS_COLLECTION
 from tm2_pipeline.store.lookups import chunked, lookup_chunk_size
 from tm2_pipeline.store.timestamps import stored_timestamp
@@ -39,6 +41,20 @@ KEEP_ATTEMPTS = 20
 CORRECTION_LEASE = timedelta(minutes=15)
 _READ_CHUNK = 1000
 _UNSENT_CHUNK = 5000
+
+_Result = TypeVar("_Result")
+
+
+def _translated(method: Callable[..., _Result]) -> Callable[..., _Result]:
+    """Every call to the server behind this method reports pymongo's errors as `MongoUnavailable` /
+    `MongoRefused`: a refused bulk write's text quotes its documents (keys, condition uuids)."""
+
+    @functools.wraps(method)
+    def translated(self: SubmissionLog, *args: Any, **kwargs: Any) -> _Result:
+        with translate_mongo_errors(self.target):
+            return method(self, *args, **kwargs)
+
+    return translated
 
 
 def _entry(document: dict) -> SubmissionEntry:
@@ -71,8 +87,9 @@ def _attempt_documents(attempts: Iterable[Attempt]) -> list[dict]:
 class SubmissionLog:
     """Read and write the submission log (pymongo only; the Mongo resource hands in the database)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, target: str | None = None) -> None:
         self._db = db
+        self.target = target or client_target(db.client)
         self._collection = db[SUBMISSIONS_COLLECTION]
         self._lookup_keys: int | None = None
         self.owner = uuid.uuid4().hex  # this run's name on the corrections it claims
@@ -82,6 +99,7 @@ class SubmissionLog:
             self._lookup_keys = lookup_chunk_size(self._db, _READ_CHUNK)
         return chunked(keys, self._lookup_keys)
 
+    @_translated
     def entries_for(self, keys: Sequence[str]) -> dict[str, SubmissionEntry]:
         entries: dict[str, SubmissionEntry] = {}
         for chunk in self._key_chunks(keys):
@@ -89,6 +107,7 @@ class SubmissionLog:
                 entries[document["_id"]] = _entry(document)
         return entries
 
+    @_translated
     def mark_in_flight(self, pending: Sequence[PendingSubmission], server: str, now: datetime) -> set[str]:
         """Write-ahead: these records are about to be sent (state in_flight); returns the keys marked.
 
@@ -165,6 +184,7 @@ class SubmissionLog:
         on_insert = {name: value for name, value in _first_mark(at).items() if name not in fields}
         return UpdateOne({"_id": item.key}, {"$set": fields, "$setOnInsert": on_insert}, upsert=True)
 
+    @_translated
     def record_outcomes(self, outcomes: Sequence[SubmissionOutcome], now: datetime) -> None:
         """The end of each record's submission in this run, one bulk write; attempts keep the last 20."""
         if not outcomes:
@@ -201,6 +221,7 @@ class SubmissionLog:
             now,
         )
 
+    @_translated
     def mark_unsent(self, keys: Sequence[str], server: str, message: str, now: datetime) -> int:
         """A run that failed before these keys were marked (OpenMRS unreachable at login, refused
         credentials): keys the log does not hold yet get a `failed_retryable` entry, so the nightly
@@ -227,12 +248,14 @@ class SubmissionLog:
             added += len(documents) - len(insert_new(self._collection, documents))
         return added
 
+    @_translated
     def rebase(self, key: str, condition_uuid: str, now: datetime) -> None:
         """A newer version was found in OpenMRS: remember it before anything replaces it."""
         self._collection.update_one(
             {"_id": key}, {"$set": {"condition_uuid": condition_uuid, "updated_at": stored_timestamp(now)}}
         )
 
+    @_translated
     def state_counts(self, keys: Sequence[str] | None = None) -> dict[str, int]:
         matches = [{}] if keys is None else [{"_id": {"$in": chunk}} for chunk in self._key_chunks(keys)]
         counts: Counter[str] = Counter()
@@ -241,6 +264,7 @@ class SubmissionLog:
             counts.update({row["_id"]: row["count"] for row in self._collection.aggregate(pipeline)})
         return dict(counts)
 
+    @_translated
     def retryable_keys(self, now: datetime, patient_retry_days: int) -> list[str]:
         """Keys a later run should submit again: unsettled ones, and waiting ones still inside the window."""
         since = stored_timestamp(now - timedelta(days=patient_retry_days))

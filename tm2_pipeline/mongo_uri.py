@@ -1,0 +1,88 @@
+"""What may be read out of a MongoDB URI without showing its secrets: hosts, database, option names.
+
+Split the way pymongo splits it (credentials before the last '@' of the host list, database after the
+first '/', options after '?'). A URI whose credentials hold an unescaped '@', '/' or '?' cannot be
+split safely: any split could show part of the password, so nothing is shown.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import unquote
+
+DEFAULT_PORT = 27017
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._%-]+)(:\d{1,5})?$")
+
+
+def _split(uri: str) -> tuple[str, str, str] | None:
+    """(scheme, host list, the rest: "/db?options" or "?options" or ""), or None if not safely split."""
+    scheme, separator, rest = uri.partition("://")
+    if not separator or scheme not in ("mongodb", "mongodb+srv"):
+        return None
+    host_part = rest.partition("?")[0].partition("/")[0]
+    tail = rest[len(host_part) :]
+    if "@" in tail:
+        return None  # an unescaped '/' or '?' in the credentials (or an '@' in an option value)
+    return scheme, host_part.rpartition("@")[2], tail
+
+
+def _hosts_of(uri: str) -> tuple[bool, list[str]] | None:
+    """(is_srv, ["host:port", ...]), or None when the URI cannot be shown safely."""
+    split = _split(uri)
+    if split is None:
+        return None
+    scheme, host_list, _ = split
+    hosts = [host for host in host_list.split(",") if host]
+    if not hosts or not all(_HOST.match(host) for host in hosts):
+        return None
+    is_srv = scheme == "mongodb+srv"
+    if not is_srv:
+        hosts = [host if _HOST.match(host).group(2) else f"{host}:{DEFAULT_PORT}" for host in hosts]
+    return is_srv, hosts
+
+
+def describe_mongo_target(uri: str | None, tm2_home: str | Path | None = None) -> str:
+    """Where the store is, for messages: "HOST:PORT[,HOST:PORT]", the srv host, or the embedded store."""
+    if uri is None:
+        home = Path(tm2_home).expanduser().resolve() if tm2_home else Path("$TM2_HOME")
+        return f"embedded store at {home / 'mongo'}"
+    parsed = _hosts_of(uri)
+    if parsed is None:
+        return "a MongoDB URI that cannot be shown safely"
+    return ",".join(parsed[1])
+
+
+def redact_uri(uri: str | None) -> str | None:
+    """The URI without secrets: credentials become `***`, option values (tokens, key passwords) are hidden."""
+    if uri is None:
+        return None
+    if _hosts_of(uri) is None:
+        return "<hidden>"
+    scheme, _, rest = uri.partition("://")
+    address, question, _ = rest.partition("?")
+    _credentials, at, hosts_and_db = address.rpartition("@")
+    return f"{scheme}://{'***@' if at else ''}{hosts_and_db}{'?<options hidden>' if question else ''}"
+
+
+def database_in_uri(uri: str) -> str | None:
+    """The database a URI names (`.../clinicdb?...`), or None (none named, or not safely split)."""
+    split = _split(uri)
+    if split is None:
+        return None
+    path = split[2].partition("?")[0].removeprefix("/")
+    return unquote(path) or None
+
+
+def uri_options(uri: str) -> dict[str, str]:
+    """The URI's options, lower-cased name -> value (`?w=1&retryWrites=false`); {} if none or unsplittable."""
+    split = _split(uri)
+    if split is None:
+        return {}
+    query = split[2].partition("?")[2]
+    options = {}
+    for pair in re.split(r"[&;]", query):
+        name, _, value = pair.partition("=")
+        if name:
+            options[unquote(name).lower()] = unquote(value)
+    return options
