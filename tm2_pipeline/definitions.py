@@ -38,6 +38,8 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         base_url=settings.openmrs_base_url,
         tm2_home=home,
         concurrency=settings.openmrs_concurrency,
+        connect_timeout_s=settings.openmrs_connect_timeout_s,
+        read_timeout_s=settings.openmrs_read_timeout_s,
         concept_source=settings.openmrs_concept_source,
         allow_noncoded=settings.openmrs_allow_noncoded,
         allow_insecure=settings.openmrs_allow_insecure,

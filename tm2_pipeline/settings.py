@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     openmrs_allow_insecure: bool = Field(False, validation_alias=_env("OPENMRS_ALLOW_INSECURE"))
     openmrs_ca_bundle: Path | None = Field(None, validation_alias=_env("OPENMRS_CA_BUNDLE"))
     openmrs_concurrency: int = Field(8, gt=0, validation_alias=_env("TM2_OPENMRS_CONCURRENCY"))
+    openmrs_connect_timeout_s: float = Field(
+        5.0, gt=0, validation_alias=_env("TM2_OPENMRS_CONNECT_TIMEOUT_S")
+    )
+    openmrs_read_timeout_s: float = Field(30.0, gt=0, validation_alias=_env("TM2_OPENMRS_READ_TIMEOUT_S"))
     openmrs_concept_source: str = Field("ICD-11-TM2", validation_alias=_env("TM2_OPENMRS_CONCEPT_SOURCE"))
     openmrs_allow_noncoded: bool = Field(True, validation_alias=_env("TM2_OPENMRS_ALLOW_NONCODED"))
     submission_warn: float = Field(0.2, ge=0, le=1, validation_alias=_env("TM2_SUBMISSION_WARN"))

@@ -9,7 +9,8 @@ from tm2_pipeline_tests.pipeline_runs import ALL_CHECKS
 
 ASSETS = {"raw_tm2_file", "validated_tm2_records", "tm2_mongo_records", "openmrs_submissions"}
 CHECKS = set(ALL_CHECKS)
-ENV = ("TM2_MODE", "MONGODB_URI", "OPENMRS_BASE_URL", "OPENMRS_USERNAME", "OPENMRS_PASSWORD", "TM2_HOME")
+ENV = ("TM2_MODE", "MONGODB_URI", "OPENMRS_BASE_URL", "OPENMRS_USERNAME", "OPENMRS_PASSWORD", "TM2_HOME",
+       "TM2_MONGODB_DB", "OPENMRS_CA_BUNDLE")  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -49,6 +50,27 @@ def test_production_passes_secrets_as_env_var_references(monkeypatch):
     assert resources["openmrs"].base_url == "https://emr.example.org/openmrs"
     shown = repr(resources) + repr(defs.resources)
     assert "atlas-secret" not in shown and "emr-secret" not in shown
+
+
+def test_production_settings_reach_the_resources(monkeypatch, tmp_path):
+    # What moves a laptop setup to Atlas and a hospital's OpenMRS is settings only.
+    bundle = tmp_path / "hospital-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    values = {
+        "MONGODB_URI": "mongodb+srv://svc:atlas-secret@cluster0.example.mongodb.net/clinicdb",
+        "OPENMRS_BASE_URL": "https://emr.example.org/openmrs/ws/rest/v1",
+        "OPENMRS_USERNAME": "tm2-bot",
+        "OPENMRS_PASSWORD": "emr-secret",
+        "OPENMRS_CA_BUNDLE": str(bundle),
+        "TM2_OPENMRS_READ_TIMEOUT_S": "90",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    resources = build_resources(load_settings())
+    assert resources["mongo"].database_name == "clinicdb"
+    openmrs = resources["openmrs"]
+    assert (openmrs.ca_bundle, openmrs.read_timeout_s) == (str(bundle), 90.0)
+    assert openmrs.client_config().rest_base == "https://emr.example.org/openmrs/ws/rest/v1"
 
 
 def test_production_without_endpoints_refuses_to_load(monkeypatch):
