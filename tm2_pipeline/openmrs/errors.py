@@ -1,4 +1,5 @@
-"""Typed OpenMRS errors. Messages never carry a password, a patient identifier, a URL or a response body."""
+"""Typed OpenMRS errors. Messages never carry a password, a patient identifier, a query string or a
+response body (the configured base URL may appear: it names the server, nothing else)."""
 
 from __future__ import annotations
 
