@@ -1,18 +1,29 @@
 """Landed files on disk: hashed and copied by content (`copy_by_content`), and where a file goes once
-its fate is known: `processed/<date>/` or `failed/` with `<name>.error.txt`.
+its fate is known: `processed/<date>/` or `failed/` with `<archived name>.error.txt`.
 
 Nothing is ever deleted: a name already taken by different content gets the content hash appended.
+Also what the landing sensor remembers of each file between ticks (`LandedFile`, its cursor).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 CHUNK = 1 << 20
+
+# The longest name derived from a landed file's name is its validation staging table,
+# `<name>.parquet.<run id, 36 bytes>.partial`: 53 bytes more. File names may have 255 bytes.
+MAX_NAME_BYTES = 200
+
+
+class ContentChanged(Exception):
+    """The file's bytes are not those its run was started for: it changed after it was seen."""
 
 
 def sha256_of_file(path: Path) -> str:
@@ -23,9 +34,10 @@ def sha256_of_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def copy_by_content(source: Path, directory: Path) -> str:
+def copy_by_content(source: Path, directory: Path, expected_sha256: str | None = None) -> str:
     """Copy `source` to `directory/<sha256 of the bytes copied>`, hashing as it copies; returns the
-    hash. The copy is whole or absent under its final name."""
+    hash. The copy is whole or absent under its final name. With `expected_sha256`, bytes hashing
+    otherwise are not kept: ContentChanged."""
     directory.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     with tempfile.NamedTemporaryFile(dir=directory, prefix=".incoming-", delete=False) as target:
@@ -38,8 +50,24 @@ def copy_by_content(source: Path, directory: Path) -> str:
             os.unlink(target.name)
             raise
     sha256 = digest.hexdigest()
+    if expected_sha256 is not None and sha256 != expected_sha256:
+        os.unlink(target.name)
+        raise ContentChanged(f"expected sha256 {expected_sha256[:12]}, copied {sha256[:12]}")
     os.replace(target.name, directory / sha256)
     return sha256
+
+
+def bounded_name(name: str, sha256: str) -> str:
+    """`name` if it is UTF-8 of at most MAX_NAME_BYTES; else its start, made valid UTF-8, plus the
+    content hash: a refused name must still leave room for `.<hash>` and `.error.txt` in failed/."""
+    try:
+        if len(name.encode("utf-8")) <= MAX_NAME_BYTES:
+            return name
+    except UnicodeEncodeError:  # bytes that are not UTF-8, decoded by the OS with surrogateescape
+        pass
+    readable = os.fsencode(name).decode("utf-8", errors="replace").encode("utf-8")
+    start = readable[: MAX_NAME_BYTES - 13].decode("utf-8", errors="ignore")  # no character cut in half
+    return f"{start}.{sha256[:12]}"
 
 
 def _free_target(directory: Path, name: str, sha256: str) -> Path:
@@ -65,34 +93,89 @@ def archive(
 
 
 def write_error_note(failed_dir: Path, file_name: str, message: str) -> Path:
+    """`failed/<file_name>.error.txt`: name it after the archived file, so each version keeps its own."""
     failed_dir.mkdir(parents=True, exist_ok=True)
     note = failed_dir / f"{file_name}.error.txt"
     note.write_text(message.rstrip() + "\n", encoding="utf-8")
     return note
 
 
-IGNORED_SUFFIXES = (".part", ".tmp")
+# Files that are still being written or are not exports: editors' lock and swap files, partial
+# downloads and uploads (browsers, WinSCP, sync tools), folder metadata. Compared lower-cased.
+IGNORED_PREFIXES = (".", "~$")
+IGNORED_SUFFIXES = (".part", ".tmp", ".filepart", ".crdownload", ".partial", ".swp", "~", ".!sync")
+IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini"})
 
 
-def scan_landing_dir(landing_dir: Path) -> dict[str, tuple[int, int]]:
-    """name -> (size, mtime_ns) of candidate files; dotfiles and partial uploads are not candidates."""
+def is_ignored(name: str) -> bool:
+    lowered = name.lower()
+    return (
+        lowered.startswith(IGNORED_PREFIXES) or lowered.endswith(IGNORED_SUFFIXES) or lowered in IGNORED_NAMES
+    )
+
+
+def scan_landing_dir(landing_dir: Path) -> dict[str, tuple[int, int, int]]:
+    """name -> (size, mtime_ns, ctime_ns) of candidate files; temporary and lock files are not candidates.
+
+    ctime too: it changes with any write and cannot be set back, so an unchanged triple means unchanged bytes.
+    """
     if not landing_dir.is_dir():
         return {}
-    found: dict[str, tuple[int, int]] = {}
+    found: dict[str, tuple[int, int, int]] = {}
     with os.scandir(landing_dir) as entries:
         for entry in entries:
-            if entry.name.startswith(".") or entry.name.endswith(IGNORED_SUFFIXES):
-                continue
-            if not entry.is_file(follow_symlinks=False):
+            if is_ignored(entry.name) or not entry.is_file(follow_symlinks=False):
                 continue
             stat = entry.stat(follow_symlinks=False)
-            found[entry.name] = (stat.st_size, stat.st_mtime_ns)
+            found[entry.name] = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     return found
 
 
-def stable_files(current: dict[str, tuple[int, int]], previous: dict[str, tuple[int, int]]) -> list[str]:
-    """Files whose size and mtime did not change since the previous look: their writer is done.
+def stable_files(current: dict[str, tuple[int, ...]], previous: dict[str, tuple[int, ...]]) -> list[str]:
+    """Files whose size and times did not change since the previous look: their writer is done.
 
     mtime order is never used: an atomic `mv` keeps a file's old mtime.
     """
     return sorted(name for name, seen in current.items() if previous.get(name) == seen)
+
+
+@dataclass
+class LandedFile:
+    """What the landing sensor remembers of one file still in the landing dir."""
+
+    seen: tuple[int, ...]  # scan_landing_dir's (size, mtime_ns, ctime_ns)
+    sha256: str | None = None  # hashed once stable; reused while `seen` holds
+    # Storage id of the file's partition's newest run when the sensor first handled this arrival:
+    # runs after it are this arrival's attempts (a file put back after failing is tried again).
+    arrived_after_run: int | None = None
+
+
+def read_cursor(cursor: str | None) -> dict[str, LandedFile]:
+    """The sensor's cursor; entries in an older format are forgotten (the file waits one more tick)."""
+    files: dict[str, LandedFile] = {}
+    for name, entry in json.loads(cursor or "{}").items():
+        if isinstance(entry, dict):
+            files[name] = LandedFile(
+                seen=tuple(entry["seen"]),
+                sha256=entry.get("sha256"),
+                arrived_after_run=entry.get("arrived_after_run"),
+            )
+    return files
+
+
+def write_cursor(files: dict[str, LandedFile]) -> str:
+    return json.dumps({name: asdict(landed) for name, landed in files.items()}, sort_keys=True)
+
+
+def remembered(current: dict[str, tuple[int, ...]], previous: dict[str, LandedFile]) -> dict[str, LandedFile]:
+    """This tick's entries: a file's hash is kept while it is unchanged, its arrival while it stays."""
+    files = {}
+    for name, seen in current.items():
+        before = previous.get(name)
+        if before is None:
+            files[name] = LandedFile(seen)
+        elif before.seen == seen:
+            files[name] = before
+        else:
+            files[name] = LandedFile(seen, arrived_after_run=before.arrived_after_run)
+    return files

@@ -4,7 +4,18 @@ from pathlib import Path
 
 import pytest
 
-from tm2_pipeline.landing import archive, copy_by_content, scan_landing_dir, sha256_of_file, stable_files
+from tm2_pipeline.landing import (
+    ContentChanged,
+    LandedFile,
+    archive,
+    copy_by_content,
+    read_cursor,
+    remembered,
+    scan_landing_dir,
+    sha256_of_file,
+    stable_files,
+    write_cursor,
+)
 
 
 def test_scan_ignores_dotfiles_partials_and_directories(tmp_path):
@@ -13,6 +24,44 @@ def test_scan_ignores_dotfiles_partials_and_directories(tmp_path):
     (tmp_path / "sub").mkdir()
     assert set(scan_landing_dir(tmp_path)) == {"a.csv"}
     assert scan_landing_dir(tmp_path / "missing") == {}
+
+
+def test_scan_ignores_lock_files_and_unfinished_downloads_and_uploads(tmp_path):
+    temporary = [
+        "~$clinic.csv",  # Excel's lock file
+        "clinic.csv.filepart",  # WinSCP
+        "clinic.csv.crdownload",  # Chrome
+        "clinic.csv.partial",
+        "clinic.csv.swp",
+        "clinic.csv~",
+        "clinic.csv.!sync",
+        "Thumbs.db",
+        "desktop.ini",
+        "CLINIC.CSV.PART",
+    ]
+    for name in [*temporary, "clinic.csv", "export.tsv", "notes.xlsx"]:
+        (tmp_path / name).write_text("x")
+    # Any other file is a candidate: a file that is no TM2 export is refused with a note, not ignored.
+    assert set(scan_landing_dir(tmp_path)) == {"clinic.csv", "export.tsv", "notes.xlsx"}
+
+
+def test_a_hash_is_remembered_while_the_file_is_unchanged_and_its_arrival_while_it_stays():
+    previous = {
+        "same.csv": LandedFile((10, 1, 1), sha256="a" * 64, arrived_after_run=7),
+        "rewritten.csv": LandedFile((10, 1, 1), sha256="b" * 64, arrived_after_run=3),
+    }
+    current = {"same.csv": (10, 1, 1), "rewritten.csv": (10, 2, 2), "new.csv": (1, 1, 1)}
+    files = remembered(current, previous)
+    assert files["same.csv"] == previous["same.csv"]
+    assert files["rewritten.csv"] == LandedFile((10, 2, 2), sha256=None, arrived_after_run=3)
+    assert files["new.csv"] == LandedFile((1, 1, 1))
+    assert read_cursor(write_cursor(files)) == files
+
+
+def test_an_older_cursor_is_read_as_files_not_seen_yet():
+    # Before hashes were kept: name -> [size, mtime]. Such a file waits one more tick.
+    assert read_cursor('{"clinic.csv": [10, 1]}') == {}
+    assert read_cursor(None) == {}
 
 
 def test_a_file_is_ready_only_when_unchanged_since_the_last_look():
@@ -54,3 +103,16 @@ def test_a_landed_file_is_copied_under_the_hash_of_the_bytes_copied(tmp_path: Pa
     with pytest.raises(IsADirectoryError):
         copy_by_content(tmp_path, files_dir)  # unreadable: no half copy is left behind
     assert [path.name for path in files_dir.iterdir()] == [sha256]
+
+
+def test_bytes_other_than_those_expected_are_not_kept(tmp_path: Path) -> None:
+    source = tmp_path / "export.csv"
+    source.write_bytes(b"MRN-1,SK00,Headache\n")
+    expected = hashlib.sha256(b"MRN-1,SK00,Headache\nMRN-2,SK01,Fever\n").hexdigest()
+    files_dir = tmp_path / "files"
+    with pytest.raises(ContentChanged):
+        copy_by_content(source, files_dir, expected_sha256=expected)
+    assert list(files_dir.iterdir()) == []
+    assert copy_by_content(source, files_dir, expected_sha256=sha256_of_file(source)) == sha256_of_file(
+        source
+    )

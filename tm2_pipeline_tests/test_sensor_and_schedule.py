@@ -1,6 +1,7 @@
 """The landing sensor's cursor, run keys, caps and file moves; the nightly schedule's run key."""
 
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
@@ -9,15 +10,21 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
+import yaml
+from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteRepositoryOrigin
+from dagster._core.test_utils import create_run_for_test
 
+from tm2_pipeline import sensors
 from tm2_pipeline.jobs import TM2_ASSETS
 from tm2_pipeline.landing import sha256_of_file
 from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
+from tm2_pipeline.run_outcome import BLOCKED, RunOutcome
 from tm2_pipeline.schedules import build_nightly_retry_schedule
-from tm2_pipeline.sensors import FILE_VERSION_TAG, build_landing_sensor, ingest_run_request
+from tm2_pipeline.sensors import ATTEMPT_TAG, FILE_VERSION_TAG, build_landing_sensor
 
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "tm2_sample.csv"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = REPO_ROOT / "data" / "tm2_sample.csv"
 
 
 @pytest.fixture
@@ -177,17 +184,210 @@ def test_refused_file_moves_to_failed_with_its_reason(pipeline_resources):
     home = Path(pipeline_resources["pipeline"].tm2_home)
     landed = home / "landing" / "empty.csv"
     landed.write_bytes(b"")
-    request = ingest_run_request("empty.csv", landed, sha256_of_file(landed))
     sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
     with dg.instance_for_test() as instance:
+        cursor = tick(sensor, instance, home).cursor
+        result = tick(sensor, instance, home, cursor)
+        [request] = result.run_requests
+        assert request.tags["tm2/sha256"] == sha256_of_file(landed)
         run_tagged(
             instance, request, assets=TM2_ASSETS, resources=pipeline_resources, run_config=request.run_config
         )
-        cursor = tick(sensor, instance, home).cursor
-        assert tick(sensor, instance, home, cursor).run_requests == []
+        assert tick(sensor, instance, home, result.cursor).run_requests == []
     assert not landed.exists()
     assert (home / "failed" / "empty.csv").exists()
     assert "empty" in (home / "failed" / "empty.csv.error.txt").read_text()
+
+
+def record_run(instance, request: dg.RunRequest, status: dg.DagsterRunStatus) -> dg.DagsterRun:
+    """A run of the request's partition in the given state, as the daemon would have made it."""
+    tags = {**request.tags, "dagster/partition": request.partition_key}
+    # A queued run must say where its job comes from: a code location, as the daemon's runs do.
+    repository = RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("tm2_pipeline"), "__repository__")
+    origin = repository.get_job_origin("ingest_tm2_file")
+    return create_run_for_test(
+        instance, job_name="ingest_tm2_file", tags=tags, status=status, remote_job_origin=origin
+    )
+
+
+def land_and_request(sensor, instance, home: Path, name: str, text: str) -> tuple[dg.RunRequest, str]:
+    cursor = tick(sensor, instance, home).cursor
+    land(home, name, text)
+    cursor = tick(sensor, instance, home, cursor).cursor
+    result = tick(sensor, instance, home, cursor)
+    [request] = result.run_requests
+    return request, result.cursor
+
+
+def test_names_that_cannot_be_stored_are_refused_without_stopping_other_files(home):
+    sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
+    land(home, "good.csv", "a\n")
+    too_long_for_the_staging_table = "m" * 206 + ".csv"  # 210 bytes: fine alone, not with a run id
+    too_long_for_its_note = "x" * 246 + ".csv"  # 250 bytes: `.error.txt` would not fit
+    not_utf8 = os.fsdecode(b"cl\xednica.csv")  # Latin-1 bytes, as an old Windows share writes them
+    for name in (too_long_for_the_staging_table, too_long_for_its_note, not_utf8):
+        (home / "landing" / name).write_text("a\n")
+    with dg.instance_for_test() as instance:
+        first = tick(sensor, instance, home)
+        second = tick(sensor, instance, home, first.cursor)
+        assert [request.partition_key for request in second.run_requests] == ["good.csv"]
+        assert set(json.loads(second.cursor)) == {"good.csv"}
+        assert instance.get_dynamic_partitions(tm2_csv_files.name) == []
+    assert sorted(os.listdir(home / "landing")) == ["good.csv"]
+    kept = sorted(os.listdir(home / "failed"))
+    notes = [name for name in kept if name.endswith(".error.txt")]
+    assert len(kept) == 6 and len(notes) == 3
+    assert all(len(os.fsencode(name)) <= 255 for name in kept)
+    for note in notes:
+        assert "rename it" in (home / "failed" / note).read_text()
+        assert (home / "failed" / note.removesuffix(".error.txt")).is_file()  # beside the file it is about
+
+
+def test_one_files_unexpected_error_is_logged_without_its_message_and_skipped(home, monkeypatch, capfd):
+    sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
+    land(home, "a.csv", "a\n")
+    land(home, "b.csv", "b\n")
+    hash_file = sensors.sha256_of_file
+
+    def unreadable_a(path: Path) -> str:
+        if path.name == "a.csv":
+            raise ValueError("row 3: MRN-0042 is not a number")  # a message may quote the file
+        return hash_file(path)
+
+    monkeypatch.setattr(sensors, "sha256_of_file", unreadable_a)
+    with dg.instance_for_test() as instance:
+        first = tick(sensor, instance, home)
+        second = tick(sensor, instance, home, first.cursor)
+    assert [request.partition_key for request in second.run_requests] == ["b.csv"]
+    assert set(json.loads(second.cursor)) == {"a.csv", "b.csv"}
+    logged = capfd.readouterr().err  # Dagster's own handler writes to stderr
+    assert "'a.csv' skipped this tick: ValueError" in logged
+    assert "MRN-0042" not in logged
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        dg.DagsterRunStatus.QUEUED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+        dg.DagsterRunStatus.CANCELING,
+    ],
+)
+def test_a_corrected_file_waits_while_any_run_of_its_name_is_unfinished(home, status):
+    sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
+    with dg.instance_for_test() as instance:
+        original, cursor = land_and_request(sensor, instance, home, "clinic.csv", "version 1\n")
+        running = record_run(instance, original, status)
+        land(home, "clinic.csv", "version 2\n")
+        cursor = tick(sensor, instance, home, cursor).cursor
+        waiting = tick(sensor, instance, home, cursor)
+        assert waiting.run_requests == []
+        instance.report_run_failed(running)
+        [corrected] = tick(sensor, instance, home, waiting.cursor).run_requests
+    assert corrected.tags["tm2/sha256"] == sha256_of_file(home / "landing" / "clinic.csv")
+
+
+def test_the_local_instance_runs_one_run_per_file_name_at_a_time(tmp_path, monkeypatch):
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    shutil.copyfile(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        queue = instance.get_concurrency_config().run_queue_config
+    assert queue is not None and queue.max_concurrent_runs == 2
+    deploy = yaml.safe_load((REPO_ROOT / "deploy" / "dagster.yaml").read_text())
+    [per_partition] = [
+        limit for limit in deploy["concurrency"]["runs"]["tag_concurrency_limits"]
+        if limit["key"] == "dagster/partition"
+    ]  # fmt: skip
+    assert per_partition in queue.tag_concurrency_limits
+
+
+def test_a_pending_file_is_hashed_once_not_every_tick(home, monkeypatch):
+    sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
+    hashed: list[str] = []
+
+    def counting(path: Path) -> str:
+        hashed.append(path.name)
+        return sha256_of_file(path)
+
+    monkeypatch.setattr(sensors, "sha256_of_file", counting)
+    with dg.instance_for_test() as instance:
+        request, cursor = land_and_request(sensor, instance, home, "clinic.csv", "v1\n")
+        record_run(instance, request, dg.DagsterRunStatus.QUEUED)
+        for _ in range(3):
+            cursor = tick(sensor, instance, home, cursor).cursor
+        assert hashed == ["clinic.csv"]
+        land(home, "clinic.csv", "v2\n")  # new bytes: hashed again once stable
+        cursor = tick(sensor, instance, home, cursor).cursor
+        tick(sensor, instance, home, cursor)
+    assert hashed == ["clinic.csv", "clinic.csv"]
+
+
+def test_the_original_sent_again_after_a_correction_is_ingested_again(home):
+    sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
+    with dg.instance_for_test() as instance:
+        first_a, cursor = land_and_request(sensor, instance, home, "clinic.csv", "original\n")
+        record_run(instance, first_a, dg.DagsterRunStatus.SUCCESS)
+        cursor = tick(sensor, instance, home, cursor).cursor  # processed/
+        b, cursor = land_and_request(sensor, instance, home, "clinic.csv", "correction\n")
+        record_run(instance, b, dg.DagsterRunStatus.SUCCESS)
+        cursor = tick(sensor, instance, home, cursor).cursor
+        second_a, _ = land_and_request(sensor, instance, home, "clinic.csv", "original\n")
+    assert second_a.tags[FILE_VERSION_TAG] == first_a.tags[FILE_VERSION_TAG]
+    assert second_a.run_key not in {first_a.run_key, b.run_key}  # Dagster skips a run key seen before
+    assert second_a.tags[ATTEMPT_TAG] == "1"
+
+
+def test_each_refused_version_keeps_its_own_note(home):
+    sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
+    with dg.instance_for_test() as instance:
+        cursor = None
+        for text in ("version 1\n", "version 2\n"):
+            land(home, "clinic,march.csv", text)
+            cursor = tick(sensor, instance, home, cursor).cursor
+            cursor = tick(sensor, instance, home, cursor).cursor
+    second_sha = hashlib.sha256(b"version 2\n").hexdigest()
+    second = f"clinic,march.{second_sha[:12]}.csv"
+    assert (home / "failed" / second).read_text() == "version 2\n"
+    assert (home / "failed" / f"{second}.error.txt").exists()
+    assert (home / "failed" / "clinic,march.csv.error.txt").exists()
+
+
+def test_a_failed_file_put_back_in_landing_is_tried_again(home):
+    sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
+    with dg.instance_for_test() as instance:
+        request, cursor = land_and_request(sensor, instance, home, "clinic.csv", "x\n")
+        keys = [request.run_key]
+        for _ in range(3):  # an outage: three attempts fail
+            record_run(instance, request, dg.DagsterRunStatus.FAILURE)
+            result = tick(sensor, instance, home, cursor)
+            cursor = result.cursor
+            request = next(iter(result.run_requests), None)
+            keys += [request.run_key] if request else []
+        assert request is None and not (home / "landing" / "clinic.csv").exists()
+        os.replace(home / "failed" / "clinic.csv", home / "landing" / "clinic.csv")  # the outage is over
+        cursor = tick(sensor, instance, home, cursor).cursor
+        [again] = tick(sensor, instance, home, cursor).run_requests
+    assert again.tags[ATTEMPT_TAG] == "1"
+    assert again.run_key not in keys
+
+
+def test_a_blocked_file_put_back_in_landing_is_run_again(home, monkeypatch):
+    # A person raised TM2_REJECT_BLOCK (or fixed the code list) and put the file back: a new run.
+    blocked = RunOutcome(BLOCKED, "blocking check reject_rate: 3 of 4 rows rejected")
+    monkeypatch.setattr(sensors, "classify_run", lambda *args: blocked)
+    sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
+    with dg.instance_for_test() as instance:
+        request, cursor = land_and_request(sensor, instance, home, "clinic.csv", "x\n")
+        record_run(instance, request, dg.DagsterRunStatus.FAILURE)
+        result = tick(sensor, instance, home, cursor)
+        assert result.run_requests == [] and (home / "failed" / "clinic.csv").exists()
+        os.replace(home / "failed" / "clinic.csv", home / "landing" / "clinic.csv")
+        cursor = tick(sensor, instance, home, result.cursor).cursor
+        [again] = tick(sensor, instance, home, cursor).run_requests
+    assert (again.tags[ATTEMPT_TAG], again.run_key) == ("1", f"{request.run_key}:2")
 
 
 def test_nightly_schedule_targets_the_retry_job_once_per_night():

@@ -5,13 +5,16 @@ from pathlib import Path
 import dagster as dg
 
 from tm2_pipeline.assets.refusal import describe, record_refusal
-from tm2_pipeline.landing import copy_by_content, sha256_of_file
+from tm2_pipeline.landing import ContentChanged, copy_by_content, sha256_of_file
 from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.reading import FileRefused, inspect_tm2_file
 from tm2_pipeline.resources.mongo import MongoResource
 
 FILE_READABLE = "file_readable"
+# Set on every run request (sensors.ingest_run_request): the sha256 of the bytes the run is for.
+SHA256_TAG = "tm2/sha256"
+CHANGED_AFTER_SEEN = "the file changed after it was seen; it will be picked up again when it stops changing"
 
 
 class RawTm2FileConfig(dg.Config):
@@ -35,12 +38,20 @@ def raw_tm2_file(
         Path(config.source_path) if config.source_path else Path(pipeline.landing_dir) / context.partition_key
     )
     home = pipeline.home
-    # Read a block at a time, never whole: an export can be larger than the memory it may use.
-    sha256 = sha256_of_file(path)
-    copy = home.file_copy(sha256)
-    if not copy.exists():
-        sha256 = copy_by_content(path, home.files_dir)  # the bytes copied, should the file change meanwhile
+    # The bytes the sensor (or `tm2 ingest`) hashed, or none: a file overwritten or still being
+    # uploaded since then is not ingested as it is now (a cut-short row would be stored).
+    expected = context.run.tags.get(SHA256_TAG)
+    try:
+        # Read a block at a time, never whole: an export can be larger than the memory it may use.
+        sha256 = sha256_of_file(path)
+        if expected is not None and sha256 != expected:
+            raise ContentChanged
         copy = home.file_copy(sha256)
+        if not copy.exists():
+            sha256 = copy_by_content(path, home.files_dir, expected_sha256=expected)
+            copy = home.file_copy(sha256)
+    except ContentChanged:
+        raise dg.Failure(description=CHANGED_AFTER_SEEN, allow_retries=False) from None
     size = copy.stat().st_size
 
     descriptor = {"file": path.name, "sha256": sha256, "size": size, "copy": str(copy)}

@@ -1,6 +1,7 @@
 """What happens to a file that cannot be read as a TM2 export: a data outcome, not an error.
 
-It is kept in `failed/` beside `<name>.error.txt`, recorded in the ledger, and never retried.
+It is kept in `failed/` beside `<kept name>.error.txt` (the name, or the name plus its content hash when
+another version of the file is there already), recorded in the ledger, and never retried.
 """
 
 from datetime import UTC, datetime
@@ -9,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from tm2_pipeline.home import Tm2Home
-from tm2_pipeline.landing import archive, write_error_note
+from tm2_pipeline.landing import archive, bounded_name, write_error_note
 from tm2_pipeline.reading import FileRefused
 from tm2_pipeline.resources.mongo import MongoResource
 
@@ -31,8 +32,9 @@ def record_refusal(
     run_id: str,
 ) -> Path:
     """Keep the bytes and the reason in failed/, and the outcome in the ledger; returns the note's path."""
-    archive(copy, home.failed_dir, sha256, keep_source=True, name=name)
-    note = write_error_note(home.failed_dir, name, f"refused ({describe(refusal)})")
+    kept = archive(copy, home.failed_dir, sha256, keep_source=True, name=bounded_name(name, sha256))
+    # Named after the kept copy: another version's note under the same file name stays as it was.
+    note = write_error_note(home.failed_dir, kept.name, f"refused ({describe(refusal)})")
     mongo.ingestions().record_outcome(
         file=name,
         sha256=sha256,
