@@ -18,7 +18,7 @@ from dagster import DagsterEventType
 from tm2_pipeline.assets.validated import reject_rate_message, reject_rate_outcome
 from tm2_pipeline.definitions import build_definitions
 from tm2_pipeline.landing import sha256_of_file
-from tm2_pipeline.partitions import partition_key_problem, tm2_csv_files
+from tm2_pipeline.partitions import partition_key_problem, tm2_csv_files, unfinished_run
 from tm2_pipeline.reading import FileRefused
 from tm2_pipeline.run_outcome import BLOCKED, FAILED, REFUSED, SUCCEEDED, classify_run
 from tm2_pipeline.sensors import ingest_run_request
@@ -124,6 +124,15 @@ class Ingestor:
         sha256 = sha256_of_file(path)
         if problem := partition_key_problem(path.name):
             return IngestReport(file=path.name, sha256=sha256, status=REFUSED, error=problem)
+        # In-process runs skip the run queue and its one-run-per-file-name limit: checked here.
+        if (running := unfinished_run(self.instance, path.name)) is not None:
+            return IngestReport(
+                file=path.name,
+                sha256=sha256,
+                status=FAILED,
+                error=f"a run of {path.name} is still {running.status.value.lower()} (run {running.run_id}): "
+                "try again when it has ended, or cancel it in the Dagster UI",
+            )
         self.instance.add_dynamic_partitions(tm2_csv_files.name, [path.name])
         request = ingest_run_request(path.name, path, sha256)
         result = self.job.execute_in_process(

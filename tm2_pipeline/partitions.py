@@ -6,6 +6,22 @@ from tm2_pipeline.landing import MAX_NAME_BYTES
 
 # Dynamic partitions are global to a Dagster instance: the name must be unique to this project.
 tm2_csv_files = dg.DynamicPartitionsDefinition(name="tm2_csv_files")
+PARTITION_TAG = "dagster/partition"  # set by Dagster on every run of a partition
+_UNFINISHED = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.SUSPENDED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def unfinished_run(instance: dg.DagsterInstance, name: str) -> dg.DagsterRun | None:
+    """A run of this file name's partition that has not ended, or None. Two runs of one partition at
+    once would share its tables between steps: an older version of the file could win."""
+    runs = instance.get_runs(dg.RunsFilter(tags={PARTITION_TAG: name}, statuses=_UNFINISHED), limit=1)
+    return runs[0] if runs else None
 
 
 def partition_key_problem(name: str) -> str | None:

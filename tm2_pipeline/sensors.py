@@ -27,22 +27,13 @@ from tm2_pipeline.landing import (
     write_cursor,
     write_error_note,
 )
-from tm2_pipeline.partitions import partition_key_problem, tm2_csv_files
+from tm2_pipeline.partitions import PARTITION_TAG, partition_key_problem, tm2_csv_files, unfinished_run
 from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.run_outcome import FAILED, REFUSED, SUCCEEDED, classify_run
 
 MAX_ATTEMPTS = 3
 FILE_VERSION_TAG = "tm2/file_version"
 ATTEMPT_TAG = "tm2/attempt"
-PARTITION_TAG = "dagster/partition"  # set by Dagster on every run of a partition
-UNFINISHED = [
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.SUSPENDED,
-    dg.DagsterRunStatus.CANCELING,
-]
 
 
 def ingest_run_request(
@@ -123,7 +114,7 @@ def _next_step(
         return None
     instance = context.instance
     # Two runs of one partition would share its tables between steps: the later file waits its turn.
-    if instance.get_runs_count(dg.RunsFilter(tags={PARTITION_TAG: name}, statuses=UNFINISHED)):
+    if unfinished_run(instance, name) is not None:
         return None
     records = instance.get_run_records(dg.RunsFilter(tags={PARTITION_TAG: name}), limit=1)
     latest = records[0] if records else None

@@ -221,3 +221,32 @@ def test_a_blocked_file_names_the_setting_in_a_dry_run_and_a_real_ingest(env, tm
     assert [report["status"] for report in reports] == ["blocked", "blocked"]
     assert "3 of 4 rows rejected (75.0%), above TM2_REJECT_BLOCK=0.5" in reports[0]["error"]
     assert reports[1]["error"] == f"blocking check reject_rate: {reports[0]['error']}"
+
+
+def test_a_file_name_with_a_run_under_way_is_not_run_a_second_time_at_once(env, tmp_path):
+    # The sensor's run of clinic.csv (queued or running): an in-process run would share its tables.
+    import dagster as dg
+    from dagster._core.test_utils import create_run_for_test
+
+    from tm2_pipeline.ingestion import prepare_dagster_home
+    from tm2_pipeline.settings import load_settings
+
+    landed = tmp_path / "clinic.csv"
+    landed.write_bytes(SAMPLE.read_bytes())
+    prepare_dagster_home(load_settings())
+    with dg.DagsterInstance.get() as instance:
+        running = create_run_for_test(
+            instance,
+            job_name="ingest_tm2_file",
+            tags={"dagster/partition": "clinic.csv"},
+            status=dg.DagsterRunStatus.STARTED,
+        )
+    result = run("ingest", str(landed), "--json")
+    assert result.exit_code == 1
+    [report] = json_lines(result.stdout)
+    assert report["status"] == "failed"
+    assert report["error"] == (
+        f"a run of clinic.csv is still started (run {running.run_id}): try again when it has ended, "
+        "or cancel it in the Dagster UI"
+    )
+    assert record_count(env) == 0
