@@ -239,10 +239,15 @@ def _require_free_port(port: int) -> None:
 @click.option("--port", type=click.IntRange(1, 65535), default=3000, show_default=True)
 def ui(port: int) -> None:
     """Start the Dagster UI and daemon (`dagster dev`) on the same DAGSTER_HOME as `tm2 ingest`."""
-    from tm2_pipeline.ingestion import prepare_dagster_home
+    from tm2_pipeline.ingestion import instance_config_is_outdated, prepare_dagster_home
 
     _require_free_port(port)  # else dagster dev would start a second daemon, then fail to bind
-    prepare_dagster_home(_settings())
+    home = prepare_dagster_home(_settings())
+    if instance_config_is_outdated(home):
+        _say(
+            f"note: {home / 'dagster.yaml'} differs from {REPO_ROOT / 'dagster.yaml'} (run limits, run "
+            "monitoring); copy it over unless you changed it on purpose"
+        )
     command = [
         sys.executable,
         "-m",

@@ -70,6 +70,13 @@ def prepare_dagster_home(settings: Settings) -> Path:
     return home
 
 
+def instance_config_is_outdated(home: Path) -> bool:
+    """Whether DAGSTER_HOME's dagster.yaml differs from the repo's: seeded once, it is never
+    overwritten (it may hold the user's own changes), so a newer one is only pointed out."""
+    seeded = home / "dagster.yaml"
+    return seeded.exists() and seeded.read_bytes() != REPO_DAGSTER_YAML.read_bytes()
+
+
 def dry_run(path: Path, settings: Settings, today) -> IngestReport:
     """Validate and report; write nothing anywhere (no Dagster run, no store, no file copies)."""
     report = IngestReport(file=path.name, sha256=sha256_of_file(path), status=SUCCEEDED)

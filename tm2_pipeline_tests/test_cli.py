@@ -250,3 +250,16 @@ def test_a_file_name_with_a_run_under_way_is_not_run_a_second_time_at_once(env, 
         "or cancel it in the Dagster UI"
     )
     assert record_count(env) == 0
+
+
+def test_an_instance_seeded_with_an_older_dagster_yaml_is_pointed_out_not_overwritten(env):
+    from tm2_pipeline.ingestion import instance_config_is_outdated, prepare_dagster_home
+    from tm2_pipeline.settings import load_settings
+
+    home = prepare_dagster_home(load_settings())
+    assert not instance_config_is_outdated(home)
+    older = "storage:\n  sqlite:\n    base_dir:\n      env: DAGSTER_HOME\n"
+    (home / "dagster.yaml").write_text(older)
+    prepare_dagster_home(load_settings())
+    assert (home / "dagster.yaml").read_text() == older  # the user's copy is never replaced
+    assert instance_config_is_outdated(home)
