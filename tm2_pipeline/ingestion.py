@@ -137,8 +137,9 @@ class Ingestor:
                 file=path.name,
                 sha256=sha256,
                 status=FAILED,
-                error=f"a run of {path.name} is still {running.status.value.lower()} (run {running.run_id}): "
-                "try again when it has ended, or cancel it in the Dagster UI",
+                error=f"a run of {path.name} is under way or about to be retried (run {running.run_id}, "
+                f"{running.status.value.lower()}): try again when it has ended, or cancel it in the "
+                "Dagster UI",
             )
         self.instance.add_dynamic_partitions(tm2_csv_files.name, [path.name])
         request = ingest_run_request(path.name, path, sha256)
@@ -148,7 +149,9 @@ class Ingestor:
             # The run's own log stays in the instance (the UI shows it, stack traces included); the
             # terminal gets the outcome and its reason from the CLI, not Dagster's step failures.
             run_config={**request.run_config, "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-            tags={**request.tags, "tm2/started_by": self.started_by},
+            # The run monitor cannot stop an in-process run: its time limit would only mark it failed
+            # while it goes on, freeing its file name for a second run.
+            tags={**request.tags, "tm2/started_by": self.started_by, "dagster/max_runtime": "0"},
             raise_on_error=False,
             asset_selection=self.asset_selection,
         )

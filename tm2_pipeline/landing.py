@@ -131,6 +131,15 @@ def scan_landing_dir(landing_dir: Path) -> dict[str, tuple[int, int, int]]:
     return found
 
 
+def is_unchanged(path: Path, seen: tuple[int, ...]) -> bool:
+    """Whether the file still has the (size, mtime_ns, ctime_ns) `scan_landing_dir` saw."""
+    try:
+        stat = path.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns) == tuple(seen)
+
+
 def stable_files(current: dict[str, tuple[int, ...]], previous: dict[str, tuple[int, ...]]) -> list[str]:
     """Files whose size and times did not change since the previous look: their writer is done.
 

@@ -1,5 +1,7 @@
 """One dynamic partition per landed file name."""
 
+import time
+
 import dagster as dg
 
 from tm2_pipeline.landing import MAX_NAME_BYTES
@@ -17,11 +19,24 @@ _UNFINISHED = [
 ]
 
 
+# Dagster's own retry of a failed run (run_retries) is created by the daemon moments after the
+# failure; one not created within this long is not coming (the daemon is down, or it was in-process).
+_RETRY_GRACE_S = 600
+
+
 def unfinished_run(instance: dg.DagsterInstance, name: str) -> dg.DagsterRun | None:
-    """A run of this file name's partition that has not ended, or None. Two runs of one partition at
-    once would share its tables between steps: an older version of the file could win."""
+    """A run of this file name's partition that has not ended, or whose retry by Dagster is about to
+    start; else None. Two runs of one partition at once would share its tables between steps: an
+    older version of the file could win."""
     runs = instance.get_runs(dg.RunsFilter(tags={PARTITION_TAG: name}, statuses=_UNFINISHED), limit=1)
-    return runs[0] if runs else None
+    if runs:
+        return runs[0]
+    records = instance.get_run_records(dg.RunsFilter(tags={PARTITION_TAG: name}), limit=1)
+    if records and records[0].dagster_run.is_complete_and_waiting_to_retry:
+        ended = records[0].end_time
+        if ended is not None and time.time() - ended < _RETRY_GRACE_S:
+            return records[0].dagster_run
+    return None
 
 
 def partition_key_problem(name: str) -> str | None:

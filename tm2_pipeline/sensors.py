@@ -5,8 +5,9 @@ cursor, and for each file that has been stable for a tick either request its run
 file out (processed/<date>/ on success; failed/ with `<archived name>.error.txt` when refused,
 blocked, or failed three times since it arrived). Nothing is requested for a partition while any of
 its runs is unfinished, and a file is judged by its partition's latest run: a file whose content was
-not the last ingested under its name is run again. Run keys are `<name>:<sha256[:12]>` (plus
-`:<n>` for the n-th run of that content): the same bytes dropped twice are not run twice.
+not the last ingested under its name is run again. Run keys are `<name>:<sha256[:12]>@<storage id
+of the partition's newest run when requested>`: one per intended run, stable if a tick is replayed.
+A file is archived only if it has not changed since the tick's scan.
 """
 
 from pathlib import Path
@@ -19,6 +20,7 @@ from tm2_pipeline.landing import (
     LandedFile,
     archive,
     bounded_name,
+    is_unchanged,
     read_cursor,
     remembered,
     scan_landing_dir,
@@ -37,13 +39,15 @@ ATTEMPT_TAG = "tm2/attempt"
 
 
 def ingest_run_request(
-    name: str, source: Path, sha256: str, attempt: int = 1, earlier_runs: int = 0
+    name: str, source: Path, sha256: str, attempt: int = 1, after_run: int = 0
 ) -> dg.RunRequest:
-    """`earlier_runs` of this content make the run key unique: Dagster skips a run key seen before."""
+    """The run of one file version. `after_run`, the storage id of the partition's newest run when it
+    was requested (0: none), makes the run key: one key per intended run, the same key when a tick is
+    evaluated again (Dagster skips a run key it has seen)."""
     version = f"{name}:{sha256[:12]}"
     return dg.RunRequest(
         partition_key=name,
-        run_key=version if earlier_runs == 0 else f"{version}:{earlier_runs + 1}",
+        run_key=f"{version}@{after_run}",
         run_config={"ops": {"raw_tm2_file": {"config": {"source_path": str(source)}}}},
         tags={FILE_VERSION_TAG: version, ATTEMPT_TAG: str(attempt), SHA256_TAG: sha256},
     )
@@ -110,7 +114,7 @@ def _next_step(
     sha256, name = landed.sha256, source.name
     if problem := partition_key_problem(name):
         # Refused before any run, as `tm2 ingest` refuses it: no partition is ever made of it.
-        _move_to_failed(pipeline, source, sha256, note=f"refused: {problem}")
+        _move_to_failed(pipeline, source, landed, note=f"refused: {problem}")
         return None
     instance = context.instance
     # Two runs of one partition would share its tables between steps: the later file waits its turn.
@@ -118,49 +122,54 @@ def _next_step(
         return None
     records = instance.get_run_records(dg.RunsFilter(tags={PARTITION_TAG: name}), limit=1)
     latest = records[0] if records else None
+    after_run = latest.storage_id if latest else 0
     if landed.arrived_after_run is None:
-        landed.arrived_after_run = latest.storage_id if latest else 0
+        landed.arrived_after_run = after_run
     version = f"{name}:{sha256[:12]}"
     if latest is None or latest.dagster_run.tags.get(FILE_VERSION_TAG) != version:
-        # Never run, or other content was ingested under this name since (A, B, then A again).
-        return _request(context, source, sha256, attempt=1)
+        if latest is not None:  # A, B, then A again: the later ingestion wins
+            context.log.info(f"{version}: not the content last ingested under this name; ingesting it")
+        return ingest_run_request(name, source, sha256, 1, after_run)
     run = latest.dagster_run
     outcome = classify_run(instance, run.run_id, run.status == dg.DagsterRunStatus.SUCCESS)
     if outcome.status == SUCCEEDED:
-        archive(source, pipeline.home.processed_dir(pipeline.today()), sha256, keep_source=False)
+        _move(source, landed, pipeline.home.processed_dir(pipeline.today()))
         return None
-    # Attempts count from the file's arrival. A file put back in landing after it failed, was blocked
-    # or refused is a person asking for a new run (the outage is over, TM2_REJECT_BLOCK was raised).
-    attempt = int(run.tags.get(ATTEMPT_TAG, "1")) if latest.storage_id > landed.arrived_after_run else 0
+    # Attempts count from the file's arrival. A file put back in landing after it failed, was blocked,
+    # refused or canceled is a person asking for a new run (the outage is over, TM2_REJECT_BLOCK was
+    # raised).
+    attempt = int(run.tags.get(ATTEMPT_TAG, "1")) if after_run > landed.arrived_after_run else 0
     if attempt == 0:
-        context.log.info(
-            f"{version}: put back in landing after its last run was {outcome.status}; running it"
-        )
-        return _request(context, source, sha256, attempt=1)
-    if outcome.status == FAILED and attempt < MAX_ATTEMPTS:
+        context.log.info(f"{version}: put back in landing after its last run ({outcome.status}); running it")
+        return ingest_run_request(name, source, sha256, 1, after_run)
+    if run.status == dg.DagsterRunStatus.CANCELED:
+        note = f"canceled (run {run.run_id}): put the file back in landing to run it again"
+    elif outcome.status == FAILED and attempt < MAX_ATTEMPTS:
         context.log.info(f"{version}: attempt {attempt} failed; trying again")
-        return _request(context, source, sha256, attempt=attempt + 1)
-    if outcome.status == REFUSED:
-        # The raw step wrote this note under the file's name; this one follows the archived name.
+        return ingest_run_request(name, source, sha256, attempt + 1, after_run)
+    elif outcome.status == REFUSED:
+        # The raw step kept its own copy and note; this one follows the landed file's archived name.
         note = f"refused ({outcome.error})" if outcome.error else None
     else:
         detail = f"after {attempt} attempts: " if outcome.status == FAILED else ""
         note = f"{outcome.status} {detail}{outcome.error}"
-    _move_to_failed(pipeline, source, sha256, note=note)
+    _move_to_failed(pipeline, source, landed, note=note)
     return None
 
 
-def _request(context: dg.SensorEvaluationContext, source: Path, sha256: str, attempt: int) -> dg.RunRequest:
-    version = f"{source.name}:{sha256[:12]}"
-    earlier_runs = context.instance.get_runs_count(dg.RunsFilter(tags={FILE_VERSION_TAG: version}))
-    if earlier_runs and attempt == 1:
-        context.log.info(f"{version}: not the content last ingested under this name; ingesting it again")
-    return ingest_run_request(source.name, source, sha256, attempt, earlier_runs)
+def _move(source: Path, landed: LandedFile, directory: Path, *, name: str | None = None) -> Path | None:
+    """Archive the file, unless it changed since this tick's scan: bytes written over it meanwhile (a
+    corrected export) must not be archived as the version that was ingested. None when not moved."""
+    assert landed.sha256 is not None
+    if not is_unchanged(source, landed.seen):
+        return None  # the next ticks see the new content and run it
+    return archive(source, directory, landed.sha256, keep_source=False, name=name)
 
 
-def _move_to_failed(pipeline: PipelineConfig, source: Path, sha256: str, *, note: str | None) -> None:
+def _move_to_failed(pipeline: PipelineConfig, source: Path, landed: LandedFile, *, note: str | None) -> None:
     """The file goes to failed/ under a name that leaves room for its note, `<that name>.error.txt`."""
+    assert landed.sha256 is not None
     failed_dir = pipeline.home.failed_dir
-    kept = archive(source, failed_dir, sha256, keep_source=False, name=bounded_name(source.name, sha256))
-    if note is not None:
+    kept = _move(source, landed, failed_dir, name=bounded_name(source.name, landed.sha256))
+    if kept is not None and note is not None:
         write_error_note(failed_dir, kept.name, note)

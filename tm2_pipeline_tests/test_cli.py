@@ -104,6 +104,12 @@ def test_ingest_json_then_rerun_is_unchanged_and_status_and_rejects(env):
 
     [again] = json_lines(run("ingest", str(SAMPLE), "--json").stdout)
     assert (again["inserted"], again["updated"], again["unchanged"], again["submitted"]) == (0, 0, 96, 0)
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        # In-process: the run monitor's time limit could not stop it, only free its file name.
+        runs = instance.get_runs()
+        assert len(runs) == 2 and all(run.tags["dagster/max_runtime"] == "0" for run in runs)
 
     status = json.loads(run("status", "--json").stdout)
     assert set(status) == {"records", "rejects", "submissions", "files"}
@@ -246,8 +252,8 @@ def test_a_file_name_with_a_run_under_way_is_not_run_a_second_time_at_once(env, 
     [report] = json_lines(result.stdout)
     assert report["status"] == "failed"
     assert report["error"] == (
-        f"a run of clinic.csv is still started (run {running.run_id}): try again when it has ended, "
-        "or cancel it in the Dagster UI"
+        f"a run of clinic.csv is under way or about to be retried (run {running.run_id}, started): "
+        "try again when it has ended, or cancel it in the Dagster UI"
     )
     assert record_count(env) == 0
 

@@ -65,7 +65,7 @@ def test_a_file_is_requested_once_stable_with_a_content_run_key(home):
         [request] = second.run_requests
         sha = sha256_of_file(path)
         assert request.partition_key == "clinic_a.csv"
-        assert request.run_key == f"clinic_a.csv:{sha[:12]}"
+        assert request.run_key == f"clinic_a.csv:{sha[:12]}@0"  # the content, and no earlier run
         assert request.run_config["ops"]["raw_tm2_file"]["config"]["source_path"] == str(path)
         [add] = second.dynamic_partitions_requests
         assert list(add.partition_keys) == ["clinic_a.csv"]
@@ -114,7 +114,8 @@ def test_a_corrected_file_with_a_known_name_gets_a_new_run_key(home):
         first = tick(sensor, instance, home)
         second = tick(sensor, instance, home, first.cursor)
         [request] = second.run_requests
-        assert request.run_key.endswith(sha256_of_file(home / "landing" / "clinic.csv")[:12])
+        sha = sha256_of_file(home / "landing" / "clinic.csv")
+        assert request.run_key.startswith(f"clinic.csv:{sha[:12]}@")
         assert second.dynamic_partitions_requests == []  # the name is already a partition
 
 
@@ -141,12 +142,17 @@ def test_infrastructure_failures_are_retried_then_the_file_goes_to_failed(home):
     sha = sha256_of_file(path)
     with dg.instance_for_test() as instance:
         cursor = tick(sensor, instance, home).cursor
+        keys = []
         for attempt in (1, 2, 3):
             result = tick(sensor, instance, home, cursor)
             cursor = result.cursor
             [request] = result.run_requests
-            assert request.run_key == f"clinic.csv:{sha[:12]}" + ("" if attempt == 1 else f":{attempt}")
+            assert request.tags[ATTEMPT_TAG] == str(attempt)
+            assert request.run_key.startswith(f"clinic.csv:{sha[:12]}@")
+            keys.append(request.run_key)
+            assert tick(sensor, instance, home, cursor).run_requests[0].run_key == keys[-1]  # replayed
             run_tagged(instance, request)
+        assert len(set(keys)) == 3  # Dagster skips a run key it has seen: each attempt has its own
         final = tick(sensor, instance, home, cursor)
         assert final.run_requests == []
     assert not path.exists()
@@ -387,7 +393,52 @@ def test_a_blocked_file_put_back_in_landing_is_run_again(home, monkeypatch):
         os.replace(home / "failed" / "clinic.csv", home / "landing" / "clinic.csv")
         cursor = tick(sensor, instance, home, result.cursor).cursor
         [again] = tick(sensor, instance, home, cursor).run_requests
-    assert (again.tags[ATTEMPT_TAG], again.run_key) == ("1", f"{request.run_key}:2")
+    assert again.tags[ATTEMPT_TAG] == "1" and again.run_key != request.run_key
+
+
+def test_a_file_overwritten_after_the_scan_is_not_archived_as_the_version_ingested(home, monkeypatch):
+    sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
+    with dg.instance_for_test() as instance:
+        request, cursor = land_and_request(sensor, instance, home, "clinic.csv", "version A\n")
+        record_run(instance, request, dg.DagsterRunStatus.SUCCESS)
+        real_classify_run = sensors.classify_run
+
+        def corrected_meanwhile(*args):
+            land(home, "clinic.csv", "version B, corrected\n")  # after the scan, before the move
+            return real_classify_run(*args)
+
+        monkeypatch.setattr(sensors, "classify_run", corrected_meanwhile)
+        cursor = tick(sensor, instance, home, cursor).cursor
+        monkeypatch.setattr(sensors, "classify_run", real_classify_run)
+        assert (home / "landing" / "clinic.csv").read_text() == "version B, corrected\n"
+        assert not (home / "processed").exists()
+        cursor = tick(sensor, instance, home, cursor).cursor
+        [corrected] = tick(sensor, instance, home, cursor).run_requests
+    assert corrected.tags["tm2/sha256"] == sha256_of_file(home / "landing" / "clinic.csv")
+
+
+def test_a_canceled_run_is_not_started_again_by_the_sensor(home):
+    sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
+    with dg.instance_for_test() as instance:
+        request, cursor = land_and_request(sensor, instance, home, "clinic.csv", "x\n")
+        canceled = record_run(instance, request, dg.DagsterRunStatus.CANCELED)
+        assert tick(sensor, instance, home, cursor).run_requests == []
+    note = (home / "failed" / "clinic.csv.error.txt").read_text()
+    assert note == f"canceled (run {canceled.run_id}): put the file back in landing to run it again\n"
+
+
+def test_a_failed_run_that_dagster_is_about_to_retry_holds_its_file_name(home):
+    sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
+    with dg.instance_for_test() as instance:
+        request, cursor = land_and_request(sensor, instance, home, "clinic.csv", "x\n")
+        run = record_run(instance, request, dg.DagsterRunStatus.STARTED)
+        instance.report_run_failed(run)
+        instance.add_run_tags(run.run_id, {"dagster/will_retry": "true"})  # a run worker crash
+        result = tick(sensor, instance, home, cursor)
+        assert result.run_requests == []  # run_retries creates the next run, not the sensor
+        instance.add_run_tags(run.run_id, {"dagster/auto_retry_run_id": "created-by-the-daemon"})
+        [second] = tick(sensor, instance, home, result.cursor).run_requests
+    assert second.tags[ATTEMPT_TAG] == "2"
 
 
 def test_nightly_schedule_targets_the_retry_job_once_per_night():
