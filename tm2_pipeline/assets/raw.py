@@ -14,7 +14,10 @@ from tm2_pipeline.resources.mongo import MongoResource
 FILE_READABLE = "file_readable"
 # Set on every run request (sensors.ingest_run_request): the sha256 of the bytes the run is for.
 SHA256_TAG = "tm2/sha256"
-CHANGED_AFTER_SEEN = "the file changed after it was seen; it will be picked up again when it stops changing"
+CHANGED_AFTER_SEEN = (
+    "the file changed after it was hashed for this run (still being written?); nothing was kept: "
+    "the landing sensor runs it again once it stops changing, or run `tm2 ingest` again"
+)
 
 
 class RawTm2FileConfig(dg.Config):
