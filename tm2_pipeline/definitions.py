@@ -40,6 +40,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         concurrency=settings.openmrs_concurrency,
         connect_timeout_s=settings.openmrs_connect_timeout_s,
         read_timeout_s=settings.openmrs_read_timeout_s,
+        page_limit=settings.openmrs_page_limit,
         concept_source=settings.openmrs_concept_source,
         allow_noncoded=settings.openmrs_allow_noncoded,
         allow_insecure=settings.openmrs_allow_insecure,

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     openmrs_connect_timeout_s: float = Field(
         5.0, gt=0, validation_alias=_env("TM2_OPENMRS_CONNECT_TIMEOUT_S")
     )
+    openmrs_page_limit: int = Field(100, ge=1, le=1000, validation_alias=_env("TM2_OPENMRS_PAGE_LIMIT"))
     openmrs_read_timeout_s: float = Field(30.0, gt=0, validation_alias=_env("TM2_OPENMRS_READ_TIMEOUT_S"))
     openmrs_concept_source: str = Field("ICD-11-TM2", validation_alias=_env("TM2_OPENMRS_CONCEPT_SOURCE"))
     openmrs_allow_noncoded: bool = Field(True, validation_alias=_env("TM2_OPENMRS_ALLOW_NONCODED"))

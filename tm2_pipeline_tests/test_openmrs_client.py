@@ -356,23 +356,26 @@ def test_transport_failures_are_transient_and_never_show_the_identifier(caplog) 
     assert "3229" not in json.dumps([record.getMessage() for record in caplog.records])
 
 
-def test_condition_lists_follow_every_page() -> None:
+@pytest.mark.parametrize("page_limit", [100, 25])  # 25: an administrator lowered maxResultsAbsolute
+def test_condition_lists_follow_every_page(page_limit: int) -> None:
     def route(request: httpx.Request) -> httpx.Response:
         if session := session_ok(request):
             return session
-        start = int(request.url.params["startIndex"])
-        assert request.url.params["limit"] == "100"
-        items = [{"uuid": f"c-{n}"} for n in range(start, min(start + 100, 230))]
-        links = [{"rel": "next", "uri": "..."}] if start + 100 < 230 else []
+        start, limit = int(request.url.params["startIndex"]), int(request.url.params["limit"])
+        if limit > page_limit:
+            return httpx.Response(500, json={"error": {"message": "limit is above the maximum"}})
+        items = [{"uuid": f"c-{n}"} for n in range(start, min(start + limit, 230))]
+        links = [{"rel": "next", "uri": "..."}] if start + limit < 230 else []
         return httpx.Response(200, json={"results": items, "links": links})
 
     script = Script(route)
 
     async def scenario() -> list[dict]:
-        async with script.client() as client:
+        async with script.client(page_limit=page_limit) as client:
             return await client.patient_conditions("p-1")
 
     assert [c["uuid"] for c in run(scenario())] == [f"c-{n}" for n in range(230)]
+    assert len(script.paths("/condition")) == -(-230 // page_limit)
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,6 @@ from tm2_pipeline.openmrs.responses import retry_after_seconds, server_message
 # Answers that say "not processed, try later", on any method: a gateway's 502/503/504, and the 408
 # and 429 that a gateway or rate limiter in front of OpenMRS sends (OpenMRS itself sends neither).
 RETRY_LATER_STATUSES = frozenset({408, 429, 502, 503, 504})
-PAGE_LIMIT = 100  # OpenMRS answers 500 above this
 # What the concept index needs of each concept listed for the source, and no more.
 CONCEPT_INDEX_VIEW = "custom:(uuid,retired,mappings:(conceptReferenceTerm:(code,conceptSource:(uuid))))"
 # TM2 has 648 codes: a source mapping many more concepts is not a TM2 source; ask it code by code.
@@ -350,11 +349,11 @@ class OpenMRSClient:
     async def _pages(
         self, path: str, params: dict[str, str], *, what: str
     ) -> AsyncIterator[tuple[list[dict[str, Any]], int | None]]:
-        """Every page of a paged list (PAGE_LIMIT at a time, following `next` links), with the
+        """Every page of a paged list (`page_limit` at a time, following `next` links), with the
         `totalCount` OpenMRS adds to the first page when asked."""
         start = 0
         while True:
-            paged = {**params, "limit": str(PAGE_LIMIT), "startIndex": str(start)}
+            paged = {**params, "limit": str(self.config.page_limit), "startIndex": str(start)}
             body = await self._get_json(path, what=what, params=paged) or {}
             page = body.get("results") or []
             yield page, body.get("totalCount")

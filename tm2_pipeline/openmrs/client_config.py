@@ -31,6 +31,8 @@ class ClientConfig:
     retry_after_max_s: float = 60.0
     allow_insecure: bool = False
     ca_bundle: str | None = None  # PEM file of a CA to trust besides the public ones (a hospital CA)
+    # Items per page of a list; OpenMRS answers 500 above webservices.rest.maxResultsAbsolute (100).
+    page_limit: int = 100
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)

@@ -46,6 +46,7 @@ class OpenMRSResource(dg.ConfigurableResource):
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     batch_size: int = 200
+    page_limit: int = 100  # OpenMRS's webservices.rest.maxResultsAbsolute
     sandbox_wait_s: float = 120.0  # how long a run waits for another process holding the sandbox
 
     def __repr_args__(self) -> Any:
@@ -88,6 +89,7 @@ class OpenMRSResource(dg.ConfigurableResource):
             backoff_max_s=self.backoff_max_s,
             allow_insecure=self.allow_insecure or sandbox,
             ca_bundle=None if sandbox else self.ca_bundle,
+            page_limit=self.page_limit,
         )
 
     @contextlib.contextmanager
