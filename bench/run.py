@@ -28,6 +28,7 @@ from pathlib import Path
 from bench.generate import DEFAULT_SEED, generate_tm2_csv
 from bench.measure import StageResult
 from bench.stages import STAGES, BenchContext
+from tm2_pipeline.mongo_uri import database_in_uri
 
 RESULT_MARK = "BENCH-RESULT "
 REPO = Path(__file__).resolve().parent.parent
@@ -229,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stage-process", choices=list(STAGES), help=argparse.SUPPRESS)
     parser.add_argument("--context", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if (uri := os.environ.get("MONGODB_URI")) and database_in_uri(uri):
+        parser.error("give MONGODB_URI without a database name: the benchmark creates its own (bench_*)")
     if args.stage_process:
         result = STAGES[args.stage_process](BenchContext(**json.loads(args.context)))
         print(RESULT_MARK + result.to_json(), flush=True)

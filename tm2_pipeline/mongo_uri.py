@@ -71,7 +71,14 @@ def database_in_uri(uri: str) -> str | None:
     if split is None:
         return None
     path = split[2].partition("?")[0].removeprefix("/")
-    return unquote(path) or None
+    # `/db.collection` names the database `db` (the form pymongo still accepts).
+    return unquote(path).partition(".")[0] or None
+
+
+def is_readable(uri: str) -> bool:
+    """Whether hosts, database and options can be read without guessing: a MongoDB URI whose user
+    name, password and option values percent-encode '@', '/' and '?'."""
+    return _hosts_of(uri) is not None
 
 
 def uri_options(uri: str) -> dict[str, str]:

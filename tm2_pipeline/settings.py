@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tm2_pipeline.mongo_uri import database_in_uri
+from tm2_pipeline.mongo_uri import database_in_uri, is_readable
 
 # The emulator's built-in administrator: only ever used against the local sandbox.
 SANDBOX_USERNAME = "admin"
@@ -82,6 +82,13 @@ class Settings(BaseSettings):
             raise SettingsError(
                 f"TM2_MODE=production requires {' and '.join(missing)}; "
                 "refusing to fall back to the embedded store or the sandbox"
+            )
+        if self.mongodb_uri and not is_readable(self.mongodb_uri.get_secret_value()):
+            # Its database and options could not be told apart from its credentials.
+            raise SettingsError(
+                "MONGODB_URI must look like mongodb://user:password@host/database?options (or "
+                "mongodb+srv://...), with '@', '/' and '?' percent-encoded in the user name, the "
+                "password and option values"
             )
         named = self._database_in_uri
         if self.mongodb_db and named and named != self.mongodb_db:

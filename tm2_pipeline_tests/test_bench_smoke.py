@@ -83,3 +83,13 @@ def test_run_completes_and_ends_with_the_ratios_line() -> None:
     for stage in ("(a) floor", "(b) pipeline", "(c) validation", "(d) rerun", "(e) naive", "(f) openmrs"):
         assert any(line.startswith(stage) for line in lines), stage
     assert '"status": "succeeded"' in completed.stdout
+
+
+def test_a_mongodb_uri_naming_a_database_is_refused_before_anything_runs(monkeypatch, capsys):
+    from bench.run import main
+
+    monkeypatch.setenv("MONGODB_URI", "mongodb://127.0.0.1:1/clinicdb")
+    with pytest.raises(SystemExit) as caught:
+        main(["--rows", "10"])
+    assert caught.value.code == 2
+    assert "without a database name: the benchmark creates its own" in capsys.readouterr().err

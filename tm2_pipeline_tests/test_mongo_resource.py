@@ -52,6 +52,7 @@ def test_targets_name_hosts_never_credentials(uri, target):
          {"retrywrites": "true", "w": "1"}),
         ("mongodb://h1,h2:27018/?replicaSet=rs0;appName=x", None, {"replicaset": "rs0", "appname": "x"}),
         ("mongodb://h", None, {}),
+        ("mongodb://h/clinic.records?w=1", "clinic", {"w": "1"}),  # the old /db.collection form
         ("mongodb://alice:p@ss/w0rd@host/db?w=0", None, {}),  # not safely split: nothing read
     ],
 )  # fmt: skip
@@ -79,8 +80,12 @@ def test_options_written_in_the_uri_win_over_the_defaults(tmp_path):
         assert defaults.options.retry_writes is True
     finally:
         defaults.close()
-    with pytest.raises(MongoSettingsError, match="w=0"):
-        MongoResource(uri="mongodb://127.0.0.1:1/?w=0", tm2_home=str(tmp_path)).ping()
+    for w in ("0", "00", "+0"):  # pymongo reads each as 0
+        with pytest.raises(MongoSettingsError, match=r"unacknowledged writes \(w=0\)"):
+            MongoResource(uri=f"mongodb://127.0.0.1:1/?w={w}", tm2_home=str(tmp_path)).ping()
+    missing_file = "mongodb://127.0.0.1:1/?tls=true&tlsCAFile=/nonexistent/ca.pem"
+    with pytest.raises(MongoSettingsError, match=r"a file named in MONGODB_URI cannot be read"):
+        MongoResource(uri=missing_file, tm2_home=str(tmp_path)).ping()
 
 
 def test_embedded_target_names_the_data_directory(tmp_path):

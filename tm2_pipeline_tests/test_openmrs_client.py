@@ -141,6 +141,28 @@ def test_a_login_url_that_is_not_the_rest_api_is_a_configuration_error(status, h
     assert len(script.paths("/session")) == 1
 
 
+def test_a_404_at_a_re_login_is_transient_the_url_worked_before() -> None:
+    # OpenMRS redeploying (Tomcat answers 404 meanwhile) ends the session: not a configuration error.
+    logins: list[int] = []
+
+    def route(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/session"):
+            logins.append(1)
+            if len(logins) == 2:
+                return httpx.Response(404, text="<html>Not Found</html>")
+            return session_ok(request)
+        return httpx.Response(401 if len(logins) == 1 else 200, json={"results": []})
+
+    script = Script(route)
+
+    async def scenario() -> list[str]:
+        async with script.client() as client:
+            return await client.patient_uuids(IDENTIFIER)
+
+    assert run(scenario()) == []  # the re-login was retried (not a configuration error), then it worked
+    assert len(logins) == 3 and script.waits  # first login, the 404, the retry after a wait
+
+
 @pytest.mark.parametrize("given", [f"{BASE}/ws/rest/v1", f"{BASE}/ws/rest/v1/", f"{BASE}/"])
 def test_a_base_url_given_with_the_rest_path_means_the_webapp_root(given: str) -> None:
     assert (config(base_url=given).server, config(base_url=given).rest_base) == (BASE, f"{BASE}/ws/rest/v1")

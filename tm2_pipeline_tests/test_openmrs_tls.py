@@ -59,10 +59,8 @@ def https_server(private_ca) -> Iterator[SandboxServer]:
         yield server
 
 
-def _login(server: SandboxServer, **options) -> OpenMRSClient:
-    config = ClientConfig(
-        server.base_url, SANDBOX_USERNAME, SANDBOX_PASSWORD, backoff_initial_s=0.01, **options
-    )
+def _login(base_url: str, **options) -> OpenMRSClient:
+    config = ClientConfig(base_url, SANDBOX_USERNAME, SANDBOX_PASSWORD, backoff_initial_s=0.01, **options)
 
     async def log_in() -> OpenMRSClient:
         async with OpenMRSClient(config) as client:
@@ -74,15 +72,22 @@ def _login(server: SandboxServer, **options) -> OpenMRSClient:
 
 def test_a_certificate_from_an_unknown_ca_stops_the_run_with_the_setting_to_use(https_server) -> None:
     with pytest.raises(OpenMRSConfigError) as caught:
-        _login(https_server)
+        _login(https_server.base_url)
     message = str(caught.value)
-    assert message.startswith("login: the TLS certificate of 127.0.0.1 is not trusted (")
+    assert message.startswith("login: the TLS certificate of 127.0.0.1 is not accepted (")
     assert "set OPENMRS_CA_BUNDLE" in message
     assert caught.value.__cause__ is None
 
 
+def test_a_certificate_for_another_host_name_says_so(https_server, private_ca) -> None:
+    by_name = https_server.base_url.replace("127.0.0.1", "localhost")  # issued for 127.0.0.1 only
+    with pytest.raises(OpenMRSConfigError) as caught:
+        _login(by_name, ca_bundle=str(private_ca["ca"]))
+    assert "use the host name the certificate was issued for in OPENMRS_BASE_URL" in str(caught.value)
+
+
 def test_the_ca_bundle_is_trusted_besides_the_public_cas(https_server, private_ca) -> None:
-    client = _login(https_server, ca_bundle=str(private_ca["ca"]))
+    client = _login(https_server.base_url, ca_bundle=str(private_ca["ca"]))
     assert client.login_attempts == 1
     assert client.config.tls_verification().get_ca_certs()  # certifi's public CAs are still there
 

@@ -142,6 +142,21 @@ def test_a_database_setting_that_contradicts_the_uri_is_refused(monkeypatch):
     assert "secret" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "mongodb://u:p@h/clinic?appName=ops@site&w=1",  # an '@' in an option value
+        "mongodb://alice:p@ss/w0rd@host/db",  # an unescaped '@' then '/' in the password
+    ],
+)
+def test_a_mongodb_uri_whose_parts_cannot_be_told_apart_is_refused(monkeypatch, uri):
+    # Its database and options would be misread (the defaults would then override its own w).
+    monkeypatch.setenv("MONGODB_URI", uri)
+    with pytest.raises(SettingsError, match="percent-encoded") as caught:
+        load_settings()
+    assert "w0rd" not in str(caught.value) and "ops@site" not in str(caught.value)
+
+
 def test_credentials_in_the_openmrs_base_url_are_refused(monkeypatch):
     monkeypatch.setenv("OPENMRS_BASE_URL", "https://admin:Secret1@emr.example.org/openmrs")
     monkeypatch.setenv("OPENMRS_USERNAME", "admin")

@@ -37,6 +37,7 @@ CONCEPT_INDEX_VIEW = "custom:(uuid,retired,mappings:(conceptReferenceTerm:(code,
 MAX_INDEXED_CONCEPTS = 2000
 
 Sleep = Callable[[float], Awaitable[None]]
+_HOSTNAME_MISMATCH = 62  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH
 
 
 @dataclass(frozen=True)
@@ -137,11 +138,15 @@ class OpenMRSClient:
         response = await self._exchange("GET", "/session", what="login", auth=credentials)
         self._raise_if_transient(response, "GET", "login", server_error_is_transient=True)
         if response.status_code == 404 or response.is_redirect:
-            # Not an answer about the credentials: the URL does not lead to OpenMRS's REST API.
+            # Not an answer about the credentials. At the run's first login: the URL does not lead to
+            # OpenMRS's REST API. At a re-login, the same URL worked: OpenMRS redeploying, a gateway.
+            what = f"GET {self.config.rest_base}/session answered {response.status_code}"
+            if self._session_generation:
+                raise TransientOpenMRSError(what, method="GET", status=response.status_code)
             raise OpenMRSConfigError(
-                f"GET {self.config.rest_base}/session answered {response.status_code}"
-                f"{' (a redirect; redirects are not followed)' if response.is_redirect else ''}: "
-                "set OPENMRS_BASE_URL to the OpenMRS webapp root, such as https://host/openmrs"
+                f"{what}{' (a redirect; redirects are not followed)' if response.is_redirect else ''}: "
+                "set OPENMRS_BASE_URL to the OpenMRS webapp root, such as https://host/openmrs (a "
+                "gateway's login page, or OpenMRS still starting, can answer so too)"
             )
         authenticated = False
         if response.status_code == 200:
@@ -194,10 +199,14 @@ class OpenMRSClient:
             ) from None
         except httpx.TransportError as error:
             if untrusted := _untrusted_certificate(error):
+                hint = (
+                    "use the host name the certificate was issued for in OPENMRS_BASE_URL"
+                    if untrusted.verify_code == _HOSTNAME_MISMATCH
+                    else "if a private CA signed it, set OPENMRS_CA_BUNDLE to that CA's PEM file"
+                )
                 raise OpenMRSConfigError(
-                    f"{what}: the TLS certificate of {self.config.host} is not trusted "
-                    f"({untrusted.verify_message}); if a private CA signed it, set OPENMRS_CA_BUNDLE "
-                    "to that CA's PEM file"
+                    f"{what}: the TLS certificate of {self.config.host} is not accepted "
+                    f"({untrusted.verify_message}); {hint}"
                 ) from None
             raise TransientOpenMRSError(
                 f"{what}: connection failed ({type(error).__name__})", method=method

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
@@ -67,10 +68,13 @@ class ClientConfig:
         return urlsplit(self.base_url).hostname or ""
 
     def tls_verification(self) -> ssl.SSLContext | bool:
-        """What httpx verifies server certificates with: the public CAs (certifi), plus `ca_bundle`."""
+        """What httpx verifies server certificates with: its default (SSL_CERT_FILE / SSL_CERT_DIR when
+        set, else the public CAs of certifi), plus `ca_bundle`."""
         if not self.ca_bundle:
             return True
-        context = ssl.create_default_context(cafile=certifi.where())
+        context = ssl.create_default_context(
+            cafile=os.environ.get("SSL_CERT_FILE") or certifi.where(), capath=os.environ.get("SSL_CERT_DIR")
+        )
         try:
             context.load_verify_locations(cafile=self.ca_bundle)
         except (OSError, ssl.SSLError) as error:

@@ -135,11 +135,6 @@ class MongoResource(dg.ConfigurableResource):
     def _new_client(self, uri: str) -> MongoClient:
         w = _write_concern(self.write_concern)
         written = uri_options(uri)
-        if written.get("w") == "0":
-            raise MongoSettingsError(
-                "MONGODB_URI sets w=0: unacknowledged writes would make the stored counts fiction; "
-                "use w=majority or w=1"
-            )
         # Options written in the URI win (an Atlas connection string's w, a longer selection timeout):
         # keyword arguments would silently override them.
         defaults = {
@@ -150,7 +145,11 @@ class MongoResource(dg.ConfigurableResource):
         }
         options = {name: value for name, value in defaults.items() if name.lower() not in written}
         try:
-            return MongoClient(uri, tz_aware=True, **options)
+            client = MongoClient(uri, tz_aware=True, **options)
+        except OSError as error:  # a TLS file named in the URI (tlsCAFile, tlsCertificateKeyFile)
+            raise MongoSettingsError(
+                f"a file named in MONGODB_URI cannot be read ({type(error).__name__})"
+            ) from None
         except (PyMongoError, ValueError, TypeError) as error:
             # pymongo's text can quote the URI (credentials included): keep only the error's class name.
             kind = type(error).__name__
@@ -158,3 +157,10 @@ class MongoResource(dg.ConfigurableResource):
                 # An SRV record that does not resolve: the cluster cannot be reached, the URI is fine.
                 raise MongoUnavailable(f"cannot reach MongoDB at {self._target} ({kind})") from None
             raise MongoSettingsError(f"MONGODB_URI is not a valid MongoDB URI ({kind})") from None
+        if not client.write_concern.acknowledged:
+            client.close()
+            # w=0 (however written): unacknowledged writes would make the stored counts fiction.
+            raise MongoSettingsError(
+                "MONGODB_URI asks for unacknowledged writes (w=0): use w=majority or w=1"
+            )
+        return client

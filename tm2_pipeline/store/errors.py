@@ -31,7 +31,10 @@ class RecordFrameError(ValueError):
 
 def client_target(client: MongoClient) -> str:
     """host:port of every seed the client knows (no credentials: pymongo never keeps them there)."""
-    addresses = sorted(client.topology_description.server_descriptions())
+    try:
+        addresses = sorted(client.topology_description.server_descriptions())
+    except (AttributeError, TypeError):  # not a pymongo client (mongomock, in unit tests)
+        return "an unknown address"
     return ",".join(f"{host}:{port}" for host, port in addresses) or "an unknown address"
 
 
