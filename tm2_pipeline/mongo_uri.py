@@ -38,8 +38,15 @@ def _hosts_of(uri: str) -> tuple[bool, list[str]] | None:
         return None
     is_srv = scheme == "mongodb+srv"
     if not is_srv:
-        hosts = [host if _HOST.match(host).group(2) else f"{host}:{DEFAULT_PORT}" for host in hosts]
+        hosts = [_with_port(host) for host in hosts]
     return is_srv, hosts
+
+
+def _with_port(host: str) -> str:
+    """host:port as pymongo connects; a unix socket (a percent-encoded path ending in .sock) as its path."""
+    if host.lower().endswith(".sock"):
+        return unquote(host)
+    return host if _HOST.match(host).group(2) else f"{host}:{DEFAULT_PORT}"
 
 
 def describe_mongo_target(uri: str | None, tm2_home: str | Path | None = None) -> str:

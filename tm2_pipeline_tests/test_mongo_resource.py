@@ -32,6 +32,7 @@ UNREACHABLE = "mongodb://user:secret@127.0.0.1:1/?authSource=admin"
             "cluster0.abcde.mongodb.net",
         ),
         ("mongodb://[::1]:27017/", "[::1]:27017"),
+        ("mongodb://%2Ftmp%2Fmongodb-27017.sock/tm2", "/tmp/mongodb-27017.sock"),
         ("mongodb://u:p@ss@host:5/", "host:5"),
         # An unescaped '/' in the password: pymongo would split inside it, so nothing is shown.
         ("mongodb://admin:12/34@host/", "a MongoDB URI that cannot be shown safely"),
