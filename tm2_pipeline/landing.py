@@ -2,17 +2,15 @@
 its fate is known: `processed/<date>/` or `failed/` with `<archived name>.error.txt`.
 
 Nothing is ever deleted: a name already taken by different content gets the content hash appended.
-Also what the landing sensor remembers of each file between ticks (`LandedFile`, its cursor).
+What the sensor sees in the landing dir, and remembers between ticks: `landing_watch.py`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 CHUNK = 1 << 20
@@ -98,93 +96,3 @@ def write_error_note(failed_dir: Path, file_name: str, message: str) -> Path:
     note = failed_dir / f"{file_name}.error.txt"
     note.write_text(message.rstrip() + "\n", encoding="utf-8")
     return note
-
-
-# Files that are still being written or are not exports: editors' lock and swap files, partial
-# downloads and uploads (browsers, WinSCP, sync tools), folder metadata. Compared lower-cased.
-IGNORED_PREFIXES = (".", "~$")
-IGNORED_SUFFIXES = (".part", ".tmp", ".filepart", ".crdownload", ".partial", ".swp", "~", ".!sync")
-IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini"})
-
-
-def is_ignored(name: str) -> bool:
-    lowered = name.lower()
-    return (
-        lowered.startswith(IGNORED_PREFIXES) or lowered.endswith(IGNORED_SUFFIXES) or lowered in IGNORED_NAMES
-    )
-
-
-def scan_landing_dir(landing_dir: Path) -> dict[str, tuple[int, int, int]]:
-    """name -> (size, mtime_ns, ctime_ns) of candidate files; temporary and lock files are not candidates.
-
-    ctime too: it changes with any write and cannot be set back, so an unchanged triple means unchanged bytes.
-    """
-    if not landing_dir.is_dir():
-        return {}
-    found: dict[str, tuple[int, int, int]] = {}
-    with os.scandir(landing_dir) as entries:
-        for entry in entries:
-            if is_ignored(entry.name) or not entry.is_file(follow_symlinks=False):
-                continue
-            stat = entry.stat(follow_symlinks=False)
-            found[entry.name] = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-    return found
-
-
-def is_unchanged(path: Path, seen: tuple[int, ...]) -> bool:
-    """Whether the file still has the (size, mtime_ns, ctime_ns) `scan_landing_dir` saw."""
-    try:
-        stat = path.stat(follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns) == tuple(seen)
-
-
-def stable_files(current: dict[str, tuple[int, ...]], previous: dict[str, tuple[int, ...]]) -> list[str]:
-    """Files whose size and times did not change since the previous look: their writer is done.
-
-    mtime order is never used: an atomic `mv` keeps a file's old mtime.
-    """
-    return sorted(name for name, seen in current.items() if previous.get(name) == seen)
-
-
-@dataclass
-class LandedFile:
-    """What the landing sensor remembers of one file still in the landing dir."""
-
-    seen: tuple[int, ...]  # scan_landing_dir's (size, mtime_ns, ctime_ns)
-    sha256: str | None = None  # hashed once stable; reused while `seen` holds
-    # Storage id of the file's partition's newest run when the sensor first handled this arrival:
-    # runs after it are this arrival's attempts (a file put back after failing is tried again).
-    arrived_after_run: int | None = None
-
-
-def read_cursor(cursor: str | None) -> dict[str, LandedFile]:
-    """The sensor's cursor; entries in an older format are forgotten (the file waits one more tick)."""
-    files: dict[str, LandedFile] = {}
-    for name, entry in json.loads(cursor or "{}").items():
-        if isinstance(entry, dict):
-            files[name] = LandedFile(
-                seen=tuple(entry["seen"]),
-                sha256=entry.get("sha256"),
-                arrived_after_run=entry.get("arrived_after_run"),
-            )
-    return files
-
-
-def write_cursor(files: dict[str, LandedFile]) -> str:
-    return json.dumps({name: asdict(landed) for name, landed in files.items()}, sort_keys=True)
-
-
-def remembered(current: dict[str, tuple[int, ...]], previous: dict[str, LandedFile]) -> dict[str, LandedFile]:
-    """This tick's entries: a file's hash is kept while it is unchanged, its arrival while it stays."""
-    files = {}
-    for name, seen in current.items():
-        before = previous.get(name)
-        if before is None:
-            files[name] = LandedFile(seen)
-        elif before.seen == seen:
-            files[name] = before
-        else:
-            files[name] = LandedFile(seen, arrived_after_run=before.arrived_after_run)
-    return files

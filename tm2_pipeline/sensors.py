@@ -16,18 +16,15 @@ import dagster as dg
 
 from tm2_pipeline.assets.raw import SHA256_TAG
 from tm2_pipeline.jobs import ingest_tm2_file
-from tm2_pipeline.landing import (
+from tm2_pipeline.landing import archive, bounded_name, sha256_of_file, write_error_note
+from tm2_pipeline.landing_watch import (
     LandedFile,
-    archive,
-    bounded_name,
     is_unchanged,
     read_cursor,
     remembered,
     scan_landing_dir,
-    sha256_of_file,
     stable_files,
     write_cursor,
-    write_error_note,
 )
 from tm2_pipeline.partitions import PARTITION_TAG, partition_key_problem, tm2_csv_files, unfinished_run
 from tm2_pipeline.pipeline_config import PipelineConfig

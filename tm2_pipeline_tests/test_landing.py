@@ -4,15 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from tm2_pipeline.landing import (
-    ContentChanged,
+from tm2_pipeline.landing import ContentChanged, archive, copy_by_content, sha256_of_file
+from tm2_pipeline.landing_watch import (
     LandedFile,
-    archive,
-    copy_by_content,
     read_cursor,
     remembered,
     scan_landing_dir,
-    sha256_of_file,
     stable_files,
     write_cursor,
 )
