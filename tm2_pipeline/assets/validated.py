@@ -122,6 +122,9 @@ def validated_tm2_records(
         summary.rows, summary.rejected, pipeline.reject_warn, pipeline.reject_block
     )
     blocked = not rate_passed and rate_severity == dg.AssetCheckSeverity.ERROR
+    rate_message = reject_rate_message(
+        summary.rows, summary.rejected, pipeline.reject_warn, pipeline.reject_block
+    )
     mongo.ingestions().record_outcome(
         file=file_name,
         sha256=sha256,
@@ -129,12 +132,10 @@ def validated_tm2_records(
         counts=summary.counts,
         at=now,
         run_id=context.run.run_id,
-        error=reject_rate_message(summary.rows, summary.rejected, pipeline.reject_warn, pipeline.reject_block)
-        if blocked
-        else None,
+        error=rate_message if blocked else None,
     )
     # Checked before the output is handed over: the IO manager then moves the table into place.
-    checks = list(_checks(summary, accepted, rate_passed, rate_severity, pipeline))
+    checks = list(_checks(summary, accepted, rate_passed, rate_severity, rate_message, pipeline))
     yield dg.Output(accepted, metadata=_metadata(summary, reused=earlier is not None))
     yield from checks
 
@@ -170,6 +171,7 @@ def _checks(
     accepted: AcceptedTable,
     rate_passed: bool,
     rate_severity: dg.AssetCheckSeverity,
+    rate_message: str | None,
     pipeline: PipelineConfig,
 ):
     accounted = summary.accepted + summary.duplicates + summary.rejected
@@ -186,9 +188,7 @@ def _checks(
         check_name=REJECT_RATE,
         passed=rate_passed,
         severity=rate_severity,
-        description=reject_rate_message(
-            summary.rows, summary.rejected, pipeline.reject_warn, pipeline.reject_block
-        ),
+        description=rate_message,
         metadata={
             "reject_rate": round(summary.reject_rate, 4),
             "warn_above": pipeline.reject_warn,
