@@ -10,13 +10,13 @@ import difflib
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tm2_pipeline.mongo_uri import database_in_uri, is_readable
+from tm2_pipeline.openmrs.client_config import base_url_problem
 
 # The emulator's built-in administrator: only ever used against the local sandbox.
 SANDBOX_USERNAME = "admin"
@@ -97,14 +97,8 @@ class Settings(BaseSettings):
                 "set only one of them"
             )
         if self.openmrs_base_url:
-            parts = urlsplit(self.openmrs_base_url)
-            if parts.scheme not in ("http", "https"):
-                raise SettingsError("OPENMRS_BASE_URL must start with http:// or https://")
-            if parts.username or parts.password:
-                # It would be shown wherever the URL is (the Dagster UI's resource page, the log).
-                raise SettingsError(
-                    "OPENMRS_BASE_URL must not contain credentials; set OPENMRS_USERNAME and OPENMRS_PASSWORD"
-                )
+            if problem := base_url_problem(self.openmrs_base_url):
+                raise SettingsError(problem)
             if unset := _unset(
                 ("OPENMRS_USERNAME", self.openmrs_username), ("OPENMRS_PASSWORD", self.openmrs_password)
             ):

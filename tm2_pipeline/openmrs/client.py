@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import tenacity
 
-from tm2_pipeline.openmrs.client_config import ClientConfig, RetryAfterOrJitter
+from tm2_pipeline.openmrs.client_config import ClientConfig, RetryAfterOrJitter, certificate_problem
 from tm2_pipeline.openmrs.errors import (
     OpenMRSAccessError,
     OpenMRSAuthError,
@@ -26,7 +24,7 @@ from tm2_pipeline.openmrs.errors import (
     OpenMRSError,
     TransientOpenMRSError,
 )
-from tm2_pipeline.openmrs.responses import retry_after_seconds, server_message
+from tm2_pipeline.openmrs.responses import WriteResult, retry_after_seconds, server_message
 
 # Answers that say "not processed, try later", on any method: a gateway's 502/503/504, and the 408
 # and 429 that a gateway or rate limiter in front of OpenMRS sends (OpenMRS itself sends neither).
@@ -37,20 +35,6 @@ CONCEPT_INDEX_VIEW = "custom:(uuid,retired,mappings:(conceptReferenceTerm:(code,
 MAX_INDEXED_CONCEPTS = 2000
 
 Sleep = Callable[[float], Awaitable[None]]
-_HOSTNAME_MISMATCH = 62  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    """The answer to a condition write that was not a transient failure."""
-
-    status: int
-    body: dict[str, Any] | None
-    message: str
-
-    @property
-    def ok(self) -> bool:
-        return self.status in (200, 201)
 
 
 class OpenMRSClient:
@@ -198,16 +182,8 @@ class OpenMRSClient:
                 f"{what}: timed out ({type(error).__name__})", method=method
             ) from None
         except httpx.TransportError as error:
-            if untrusted := _untrusted_certificate(error):
-                hint = (
-                    "use the host name the certificate was issued for in OPENMRS_BASE_URL"
-                    if untrusted.verify_code == _HOSTNAME_MISMATCH
-                    else "if a private CA signed it, set OPENMRS_CA_BUNDLE to that CA's PEM file"
-                )
-                raise OpenMRSConfigError(
-                    f"{what}: the TLS certificate of {self.config.host} is not accepted "
-                    f"({untrusted.verify_message}); {hint}"
-                ) from None
+            if problem := certificate_problem(error, self.config.host):
+                raise OpenMRSConfigError(f"{what}: {problem}") from None
             raise TransientOpenMRSError(
                 f"{what}: connection failed ({type(error).__name__})", method=method
             ) from None
@@ -409,14 +385,3 @@ class OpenMRSClient:
                     f"{what}: answer was not JSON", method="POST", status=response.status_code
                 ) from None
         return WriteResult(response.status_code, body, server_message(response.text) if body is None else "")
-
-
-def _untrusted_certificate(error: BaseException) -> ssl.SSLCertVerificationError | None:
-    """The certificate verification failure behind a connection error, if that is what it was: no
-    retry fixes it, so it is reported as configuration, not as an outage."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None

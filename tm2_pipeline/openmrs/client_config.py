@@ -1,4 +1,5 @@
-"""How the OpenMRS client connects and retries: the base URL rules, timeouts, the retry wait."""
+"""How the OpenMRS client connects and retries: the base URL rules, timeouts, TLS trust and what a
+failed certificate means, the retry wait."""
 
 from __future__ import annotations
 
@@ -15,6 +16,18 @@ from tm2_pipeline.openmrs.errors import OpenMRSConfigError
 REST_PATH = "/ws/rest/v1"
 # Basic auth over plain http is tolerated only where the password cannot leave the machine.
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def base_url_problem(base_url: str) -> str | None:
+    """What is wrong with an OpenMRS base URL as such, or None: checked when settings load and again
+    by every ClientConfig (resources can be built without settings)."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "OPENMRS_BASE_URL must look like https://host/openmrs"
+    if parts.username or parts.password:
+        # It would be shown wherever the URL is (the Dagster UI's resource page, the log).
+        return "OPENMRS_BASE_URL must not contain credentials; set OPENMRS_USERNAME and OPENMRS_PASSWORD"
+    return None
 
 
 @dataclass(frozen=True)
@@ -36,13 +49,9 @@ class ClientConfig:
     page_limit: int = 100
 
     def __post_init__(self) -> None:
+        if problem := base_url_problem(self.base_url):
+            raise OpenMRSConfigError(problem)
         parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise OpenMRSConfigError("the OpenMRS base URL must look like https://host/openmrs")
-        if parts.username or parts.password:
-            raise OpenMRSConfigError(
-                "the OpenMRS base URL must not contain credentials; set OPENMRS_USERNAME and OPENMRS_PASSWORD"
-            )
         if parts.scheme == "http" and parts.hostname not in LOCAL_HOSTS and not self.allow_insecure:
             raise OpenMRSConfigError(
                 f"refusing to send the OpenMRS password over plain http to {parts.hostname}; "
@@ -87,6 +96,25 @@ class ClientConfig:
     @property
     def rest_base(self) -> str:
         return self.server + REST_PATH
+
+
+_HOSTNAME_MISMATCH = 62  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH
+
+
+def certificate_problem(error: BaseException, host: str) -> str | None:
+    """What is wrong with the server's certificate, when that is what failed a connection (no retry
+    fixes it: it is configuration, not an outage), with the setting to change; else None."""
+    seen: BaseException | None = error
+    while seen is not None and not isinstance(seen, ssl.SSLCertVerificationError):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None:
+        return None
+    hint = (
+        "use the host name the certificate was issued for in OPENMRS_BASE_URL"
+        if seen.verify_code == _HOSTNAME_MISMATCH
+        else "if a private CA signed it, set OPENMRS_CA_BUNDLE to that CA's PEM file"
+    )
+    return f"the TLS certificate of {host} is not accepted ({seen.verify_message}); {hint}"
 
 
 class RetryAfterOrJitter(tenacity.wait.wait_base):

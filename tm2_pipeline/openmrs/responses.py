@@ -1,14 +1,17 @@
 """Reading OpenMRS answers: error messages (sanitized), duplicate detection, Retry-After, HTML pages.
 
-Pure functions over status, headers and body text, so they are tested without a server.
+Pure functions over status, headers and body text, so they are tested without a server; and what a
+condition write answered (`WriteResult`).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 MAX_MESSAGE = 200
@@ -79,3 +82,16 @@ def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> fl
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """The answer to a condition write that was not a transient failure."""
+
+    status: int
+    body: dict[str, Any] | None
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (200, 201)

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from tm2_pipeline.openmrs.client import OpenMRSClient, Sleep, WriteResult
+from tm2_pipeline.openmrs.client import OpenMRSClient, Sleep
 from tm2_pipeline.openmrs.client_config import ClientConfig
 from tm2_pipeline.openmrs.decisions import Action, Plan, plan_submission
 from tm2_pipeline.openmrs.errors import OpenMRSError, OpenMRSNotRetryable, TransientOpenMRSError
@@ -29,7 +29,7 @@ from tm2_pipeline.openmrs.payloads import (
     condition_payload,
     correction_payload,
 )
-from tm2_pipeline.openmrs.responses import is_duplicate_error, sanitize
+from tm2_pipeline.openmrs.responses import WriteResult, is_duplicate_error, sanitize
 from tm2_pipeline.openmrs.states import (
     Attempt,
     PendingSubmission,
