@@ -18,7 +18,7 @@ from dagster import DagsterEventType
 from tm2_pipeline.assets.validated import reject_rate_message, reject_rate_outcome
 from tm2_pipeline.definitions import build_definitions
 from tm2_pipeline.landing import sha256_of_file
-from tm2_pipeline.partitions import partition_key_problem, tm2_csv_files, unfinished_run
+from tm2_pipeline.partitions import latest_run, partition_key_problem, tm2_csv_files, unfinished_run
 from tm2_pipeline.reading import FileRefused
 from tm2_pipeline.run_outcome import BLOCKED, FAILED, REFUSED, SUCCEEDED, classify_run
 from tm2_pipeline.sensors import ingest_run_request
@@ -132,7 +132,9 @@ class Ingestor:
         if problem := partition_key_problem(path.name):
             return IngestReport(file=path.name, sha256=sha256, status=REFUSED, error=problem)
         # In-process runs skip the run queue and its one-run-per-file-name limit: checked here.
-        if (running := unfinished_run(self.instance, path.name)) is not None:
+        if (
+            running := unfinished_run(self.instance, path.name, latest_run(self.instance, path.name))
+        ) is not None:
             return IngestReport(
                 file=path.name,
                 sha256=sha256,

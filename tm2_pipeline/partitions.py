@@ -24,19 +24,28 @@ _UNFINISHED = [
 _RETRY_GRACE_S = 600
 
 
-def unfinished_run(instance: dg.DagsterInstance, name: str) -> dg.DagsterRun | None:
-    """A run of this file name's partition that has not ended, or whose retry by Dagster is about to
-    start; else None. Two runs of one partition at once would share its tables between steps: an
-    older version of the file could win."""
+def latest_run(instance: dg.DagsterInstance, name: str) -> dg.RunRecord | None:
+    """The newest run of this file name's partition, or None."""
+    records = instance.get_run_records(dg.RunsFilter(tags={PARTITION_TAG: name}), limit=1)
+    return records[0] if records else None
+
+
+def unfinished_run(
+    instance: dg.DagsterInstance, name: str, latest: dg.RunRecord | None
+) -> dg.DagsterRun | None:
+    """A run of this file name's partition that has not ended, or `latest` (its newest run) when
+    Dagster is about to retry it; else None. Two runs of one partition at once would share its tables
+    between steps: an older version of the file could win."""
     runs = instance.get_runs(dg.RunsFilter(tags={PARTITION_TAG: name}, statuses=_UNFINISHED), limit=1)
     if runs:
         return runs[0]
-    records = instance.get_run_records(dg.RunsFilter(tags={PARTITION_TAG: name}), limit=1)
-    if records and records[0].dagster_run.is_complete_and_waiting_to_retry:
-        ended = records[0].end_time
-        if ended is not None and time.time() - ended < _RETRY_GRACE_S:
-            return records[0].dagster_run
-    return None
+    about_to_retry = (
+        latest is not None
+        and latest.dagster_run.is_complete_and_waiting_to_retry
+        and latest.end_time is not None
+        and time.time() - latest.end_time < _RETRY_GRACE_S
+    )
+    return latest.dagster_run if about_to_retry else None
 
 
 def partition_key_problem(name: str) -> str | None:

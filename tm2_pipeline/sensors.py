@@ -26,7 +26,7 @@ from tm2_pipeline.landing_watch import (
     stable_files,
     write_cursor,
 )
-from tm2_pipeline.partitions import PARTITION_TAG, partition_key_problem, tm2_csv_files, unfinished_run
+from tm2_pipeline.partitions import latest_run, partition_key_problem, tm2_csv_files, unfinished_run
 from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.run_outcome import FAILED, REFUSED, SUCCEEDED, classify_run
 
@@ -114,11 +114,10 @@ def _next_step(
         _move_to_failed(pipeline, source, landed, note=f"refused: {problem}")
         return None
     instance = context.instance
+    latest = latest_run(instance, name)
     # Two runs of one partition would share its tables between steps: the later file waits its turn.
-    if unfinished_run(instance, name) is not None:
+    if unfinished_run(instance, name, latest) is not None:
         return None
-    records = instance.get_run_records(dg.RunsFilter(tags={PARTITION_TAG: name}), limit=1)
-    latest = records[0] if records else None
     after_run = latest.storage_id if latest else 0
     if landed.arrived_after_run is None:
         landed.arrived_after_run = after_run
