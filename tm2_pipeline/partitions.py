@@ -48,6 +48,18 @@ def unfinished_run(
     return latest.dagster_run if about_to_retry else None
 
 
+def older_unfinished_run(instance: dg.DagsterInstance, name: str, run_id: str) -> dg.DagsterRun | None:
+    """The oldest run of this file name's partition created before run `run_id` that has not ended, or
+    None. Checking for a run under way and then starting one leaves a gap (`tm2 ingest` runs outside
+    the queue); of two runs that both got through it, the newer sees the older here and stops."""
+    own = instance.get_run_record_by_id(run_id)
+    if own is None:
+        return None
+    unfinished = instance.get_run_records(dg.RunsFilter(tags={PARTITION_TAG: name}, statuses=_UNFINISHED))
+    older = [record for record in unfinished if record.storage_id < own.storage_id]
+    return min(older, key=lambda record: record.storage_id).dagster_run if older else None
+
+
 def partition_key_problem(name: str) -> str | None:
     """Why a file name cannot be a partition key, or None: the UI breaks on commas and `...`, Dagster
     stores keys as UTF-8 text, and the files named after it need room (landing.MAX_NAME_BYTES)."""

@@ -6,7 +6,7 @@ import dagster as dg
 
 from tm2_pipeline.assets.refusal import describe, record_refusal
 from tm2_pipeline.landing import ContentChanged, copy_by_content, sha256_of_file
-from tm2_pipeline.partitions import tm2_csv_files
+from tm2_pipeline.partitions import older_unfinished_run, tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.reading import FileRefused, inspect_tm2_file
 from tm2_pipeline.resources.mongo import MongoResource
@@ -18,6 +18,14 @@ CHANGED_AFTER_SEEN = (
     "the file changed after it was hashed for this run (still being written?); nothing was kept: "
     "the landing sensor runs it again once it stops changing, or run `tm2 ingest` again"
 )
+
+
+def concurrent_run_message(other: dg.DagsterRun) -> str:
+    return (
+        f"another run of this file name was requested first and has not ended (run {other.run_id}, "
+        f"{other.status.value.lower()}): this run stopped before reading the file and kept nothing "
+        "(two runs of one file name would share its tables); run it again when that run has ended"
+    )
 
 
 class RawTm2FileConfig(dg.Config):
@@ -41,6 +49,11 @@ def raw_tm2_file(
         Path(config.source_path) if config.source_path else Path(pipeline.landing_dir) / context.partition_key
     )
     home = pipeline.home
+    # The queue and `tm2 ingest` look for a run under way before starting one; this closes the gap
+    # between their look and the start: the newer of two runs of one name stops here.
+    other = older_unfinished_run(context.instance, context.partition_key, context.run.run_id)
+    if other is not None:
+        raise dg.Failure(description=concurrent_run_message(other), allow_retries=False)
     # The bytes the sensor (or `tm2 ingest`) hashed, or none: a file overwritten or still being
     # uploaded since then is not ingested as it is now (a cut-short row would be stored).
     expected = context.run.tags.get(SHA256_TAG)
