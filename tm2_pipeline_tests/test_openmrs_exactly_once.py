@@ -355,3 +355,75 @@ def test_a_concept_is_required_when_noncoded_is_not_allowed(
     assert summary.state_counts == {"concept_not_found": 1, "submitted": 1}
     (condition,) = conditions_by_uuid(server).values()
     assert condition["coded"] is not None
+
+
+def test_a_record_resumed_as_a_create_is_not_corrected_while_another_run_holds_it(
+    server: SandboxServer, mongo_db: Database
+) -> None:
+    # Never confirmed (a crash after the create), so the next runs resume it as a create: they look,
+    # find the first version with other content, and would post a new version. Another live run
+    # already claimed that correction: a second post of a new version would fork the condition.
+    record, _ = submitted_once(server, mongo_db)
+    unsettled = {"state": "in_flight", "confirmed_hash": None}
+    held = {"claim": "their-token", "claimed_by": "another-run", "claimed_at": datetime.now(UTC)}
+    mongo_db.openmrs_submissions.update_one({"_id": record["_id"]}, {"$set": {**unsettled, **held}})
+
+    summary = submit(server, [with_changes(record, severity="Severe")], SubmissionLog(mongo_db), NOW)
+    assert summary.state_counts == {"in_flight": 1} and summary.requests.get("POST", 0) == 0
+    assert len(conditions_by_uuid(server)) == 1
+    entry = mongo_db.openmrs_submissions.find_one({"_id": record["_id"]})
+    assert (entry["claim"], entry["claimed_by"]) == ("their-token", "another-run")  # theirs to finish
+
+    # Unclaimed (or the claim's lease run out), the same run corrects it, once.
+    mongo_db.openmrs_submissions.update_one({"_id": record["_id"]}, {"$set": {"claimed_at": None}})
+    summary = submit(server, [with_changes(record, severity="Severe")], SubmissionLog(mongo_db), NOW)
+    assert summary.corrected == 1 and summary.state_counts == {"submitted": 1}
+
+
+def slow_corrections(app, posts: Counter, delay_s: float):
+    """OpenMRS busy with every correction for `delay_s` before it writes it: the client times out
+    first, and the version lands after any look the client takes meanwhile."""
+    import asyncio
+    import base64
+
+    async def middleware(scope, receive, send):
+        parts = scope.get("path", "").rstrip("/").split("/")
+        if scope["type"] == "http" and scope["method"] == "POST" and parts[-2] == "condition":
+            posts[parts[-1]] += 1
+            body = []  # read whole first: a server goes on with a request whose client has gone
+            while not body or body[-1].get("more_body"):
+                body.append(await receive())
+            await asyncio.sleep(delay_s)
+            # It was let in when it arrived: the run's logout meanwhile must not refuse it now.
+            credentials = base64.b64encode(b"admin:Admin123")
+            scope = {**scope, "headers": [*scope["headers"], (b"authorization", b"Basic " + credentials)]}
+
+            async def replay():
+                return body.pop(0) if body else {"type": "http.disconnect"}
+
+            return await app(scope, replay, send)
+        await app(scope, receive, send)
+
+    return middleware
+
+
+def test_a_correction_that_timed_out_is_not_posted_again_by_the_same_run(mongo_db: Database) -> None:
+    import time
+
+    from tm2_pipeline.openmrs.emulator.server import Sandbox
+
+    posts: Counter = Counter()
+    with open_sandbox(None) as sandbox:
+        slow = Sandbox(state=sandbox.state, app=slow_corrections(sandbox.app, posts, 1.0), faults=None)
+        with SandboxServer(slow) as server:
+            record, log = submitted_once(server, mongo_db)
+            corrected = with_changes(record, severity="Severe")
+            summary = submit(server, [corrected], log, NOW + timedelta(days=1), read_timeout_s=0.3)
+            assert summary.state_counts == {"failed_retryable": 1} and sum(posts.values()) == 1
+            time.sleep(1.2)  # the late version lands
+            live = [c for c in conditions_by_uuid(server).values() if not c["voided"]]
+            assert len(live) == 1 and "Severity: Severe" in live[0]["additionalDetail"]
+
+            # The next run finds it and sends nothing.
+            summary = submit(server, [corrected], log, NOW + timedelta(days=2))
+            assert summary.state_counts == {"already_present": 1} and sum(posts.values()) == 1

@@ -54,6 +54,9 @@ class MemoryLog:
     def rebase(self, key: str, condition_uuid: str, now: datetime) -> None:
         raise AssertionError("no record here is a correction")
 
+    def hold_claim(self, key: str, claim: str | None) -> bool:
+        raise AssertionError("no record here is a correction")
+
 
 def records_for(patients: Sequence[str], per_patient: int) -> list[dict]:
     dates = [f"2025-01-{day:02d}" for day in range(1, per_patient + 1)]

@@ -29,6 +29,10 @@ from tm2_pipeline.openmrs.responses import WriteResult, retry_after_seconds, ser
 # Answers that say "not processed, try later", on any method: a gateway's 502/503/504, and the 408
 # and 429 that a gateway or rate limiter in front of OpenMRS sends (OpenMRS itself sends neither).
 RETRY_LATER_STATUSES = frozenset({408, 429, 502, 503, 504})
+# A gateway's answers after it passed the request on: OpenMRS may still be processing it.
+_GATEWAY_GAVE_UP = frozenset({502, 504})
+# Failures before a request left this machine: nothing can have reached OpenMRS.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 # What the concept index needs of each concept listed for the source, and no more.
 CONCEPT_INDEX_VIEW = "custom:(uuid,retired,mappings:(conceptReferenceTerm:(code,conceptSource:(uuid))))"
 # TM2 has 648 codes: a source mapping many more concepts is not a TM2 source; ask it code by code.
@@ -179,13 +183,17 @@ class OpenMRSClient:
                 response = await self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as error:
             raise TransientOpenMRSError(
-                f"{what}: timed out ({type(error).__name__})", method=method
+                f"{what}: timed out ({type(error).__name__})",
+                method=method,
+                in_doubt=not isinstance(error, _NOT_SENT),
             ) from None
         except httpx.TransportError as error:
             if problem := certificate_problem(error, self.config.host):
                 raise OpenMRSConfigError(f"{what}: {problem}") from None
             raise TransientOpenMRSError(
-                f"{what}: connection failed ({type(error).__name__})", method=method
+                f"{what}: connection failed ({type(error).__name__})",
+                method=method,
+                in_doubt=not isinstance(error, _NOT_SENT),
             ) from None
         self.requests[method] += 1
         return response
@@ -211,6 +219,7 @@ class OpenMRSClient:
                 method=method,
                 status=status,
                 retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+                in_doubt=status in _GATEWAY_GAVE_UP,
             )
 
     async def _get_json(

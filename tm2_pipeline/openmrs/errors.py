@@ -35,13 +35,22 @@ class OpenMRSAccessError(OpenMRSNotRetryable):
 class TransientOpenMRSError(OpenMRSError):
     """A failure that can succeed later: connection error, timeout, 502/503/504, a 500 not yet written.
 
-    `retry_after` is the server's Retry-After in seconds, when it sent one.
+    `retry_after` is the server's Retry-After in seconds, when it sent one. `in_doubt`: the request
+    may have reached OpenMRS and may still be processed (a timeout after sending, a cut connection,
+    a gateway's 502/504), so what it writes can land after a look that did not find it.
     """
 
     def __init__(
-        self, message: str, *, method: str, status: int | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        method: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+        in_doubt: bool = False,
     ) -> None:
         super().__init__(message)
         self.method = method
         self.status = status
         self.retry_after = retry_after
+        self.in_doubt = in_doubt

@@ -98,6 +98,8 @@ class SubmissionOutcome:
     confirmed_hash: str | None = None  # set only when OpenMRS now holds the record's content
     created: bool = False  # this run created a condition or a new version
     corrected: bool = False  # ...and it was a new version of an existing one
+    # Another run holds this record's correction: its outcome is that run's to write, not this one's.
+    left_to_other_run: bool = False
 
 
 @dataclass

@@ -51,6 +51,7 @@ class SubmissionLogLike(Protocol):
     ) -> set[str]: ...
     def record_outcomes(self, outcomes: Sequence[SubmissionOutcome], now: datetime) -> None: ...
     def rebase(self, key: str, condition_uuid: str, now: datetime) -> None: ...
+    def hold_claim(self, key: str, claim: str | None) -> bool: ...
 
 
 _CORRECTIONS = (Action.CORRECT, Action.VERIFY_CORRECT)
@@ -70,6 +71,7 @@ class _Work:
     record: Record
     plan: Plan
     current_uuid: str
+    claim: str | None = None  # the log entry's claim when the record was planned
     attempts: list[Attempt] = field(default_factory=list)
 
     @property
@@ -84,6 +86,7 @@ class _Work:
         confirmed: bool = False,
         created: bool = False,
         corrected: bool = False,
+        left_to_other_run: bool = False,
     ) -> SubmissionOutcome:
         return SubmissionOutcome(
             key=self.key,
@@ -93,6 +96,7 @@ class _Work:
             confirmed_hash=self.plan.content_hash if confirmed else None,
             created=created,
             corrected=corrected,
+            left_to_other_run=left_to_other_run,
         )
 
 
@@ -129,7 +133,8 @@ class _Submitter:
                     self.launch(works)
             elif self.finished:
                 outcomes, self.finished = self.finished, []
-                await asyncio.to_thread(self.log.record_outcomes, outcomes, self.now)
+                owned = [outcome for outcome in outcomes if not outcome.left_to_other_run]
+                await asyncio.to_thread(self.log.record_outcomes, owned, self.now)
                 for outcome in outcomes:
                     summary.add(outcome.state)
                     summary.submitted += outcome.created
@@ -155,7 +160,7 @@ class _Submitter:
                 patient_retry_days=self.options.patient_retry_days,
             )
             if plan.sends:
-                works.append(_Work(record, plan, plan.condition_uuid))
+                works.append(_Work(record, plan, plan.condition_uuid, entry.claim if entry else None))
             else:
                 summary.unchanged += 1
                 summary.add(entry.state if entry else SubmissionState.SUBMITTED)
@@ -277,6 +282,8 @@ class _Submitter:
         if condition_matches(found, payload):
             self.note(work, "GET", 200, "already present")
             return work.outcome(SubmissionState.ALREADY_PRESENT, uuid=found["uuid"], confirmed=True)
+        if not await self.hold(work):
+            return work.outcome(SubmissionState.IN_FLIGHT, left_to_other_run=True)
         if found["uuid"] != work.current_uuid:
             # Write down the newest version before replacing it: a crash now must not lose its uuid.
             await asyncio.to_thread(self.log.rebase, work.key, found["uuid"], self.now)
@@ -299,8 +306,24 @@ class _Submitter:
             )
         return work.outcome(SubmissionState.REJECTED_BY_SERVER)
 
+    async def hold(self, work: _Work) -> bool:
+        """Whether this run may post a new version of the record now: a correction has no uuid of its
+        own, so two runs posting one would fork the condition. Asked before every post, whatever the
+        plan was (a record planned as a create can meet another run's version with other content)."""
+        return await asyncio.to_thread(self.log.hold_claim, work.key, work.claim)
+
     async def correct(self, work: _Work, uuid: str, payload: dict[str, Any]) -> SubmissionOutcome:
-        result: WriteResult = await self.client.update_condition(uuid, correction_payload(payload))
+        if not await self.hold(work):
+            return work.outcome(SubmissionState.IN_FLIGHT, left_to_other_run=True)
+        try:
+            result: WriteResult = await self.client.update_condition(uuid, correction_payload(payload))
+        except TransientOpenMRSError as error:
+            if not error.in_doubt:
+                raise
+            # OpenMRS may still be writing this version: a look now could miss it and post a second
+            # one (a fork). The next run looks, once it has landed.
+            self.note(work, "POST", error.status, f"{error}; checked by the next run before anything is sent")
+            return work.outcome(SubmissionState.FAILED_RETRYABLE)
         if result.ok and result.body and result.body.get("uuid"):
             if result.body.get("voided"):
                 # OpenMRS returns a voided version unchanged: another run replaced it first.

@@ -134,18 +134,10 @@ class SubmissionLog:
         not in flight under another live run's claim (younger than CORRECTION_LEASE)."""
         if not pending:
             return set()
-        token = uuid.uuid4().hex
-        wall = stored_timestamp(datetime.now(UTC))  # the lease is real time, whatever `now` the run uses
-        free = [
-            {"state": {"$ne": SubmissionState.IN_FLIGHT.value}},
-            {"claimed_by": self.owner},
-            {"claimed_at": None},
-            {"claimed_at": {"$lt": wall - CORRECTION_LEASE}},
-        ]
-        claim = {"claim": token, "claimed_by": self.owner, "claimed_at": wall}
+        token, claim = self._new_claim()
         operations = [
             UpdateOne(
-                {"_id": item.key, "claim": item.claim, "$or": free},
+                {"_id": item.key, **self._claimable(item.claim, claim["claimed_at"])},
                 {"$set": {**self._mark_fields(item, server, at), **claim}},
             )
             for item in pending
@@ -156,6 +148,32 @@ class SubmissionLog:
             for chunk in self._key_chunks([item.key for item in pending])
             for document in self._collection.find({"_id": {"$in": chunk}, "claim": token}, {"_id": 1})
         }
+
+    @_translated
+    def hold_claim(self, key: str, claim: str | None) -> bool:
+        """Right before a correction is posted: renew this run's claim on `key`, or take it when the
+        entry still holds `claim` (read when the record was planned) and no other live run holds it.
+        False: another run is correcting it, so this run must not post. Renewing at each post keeps a
+        slow run's lease from running out between its mark and its post."""
+        _, fields = self._new_claim()
+        held = {"$or": [{"claimed_by": self.owner}, self._claimable(claim, fields["claimed_at"])]}
+        return self._collection.update_one({"_id": key, **held}, {"$set": fields}).matched_count == 1
+
+    def _new_claim(self) -> tuple[str, dict]:
+        token = uuid.uuid4().hex
+        wall = stored_timestamp(datetime.now(UTC))  # the lease is real time, whatever `now` the run uses
+        return token, {"claim": token, "claimed_by": self.owner, "claimed_at": wall}
+
+    def _claimable(self, claim: str | None, wall: datetime) -> dict:
+        """The entry still holds the claim read at planning time and is not in flight under another
+        live run's claim (younger than CORRECTION_LEASE)."""
+        free = [
+            {"state": {"$ne": SubmissionState.IN_FLIGHT.value}},
+            {"claimed_by": self.owner},
+            {"claimed_at": None},
+            {"claimed_at": {"$lt": wall - CORRECTION_LEASE}},
+        ]
+        return {"claim": claim, "$or": free}
 
     def _insert_marks(self, pending: Sequence[PendingSubmission], server: str, at: datetime) -> set[str]:
         """Insert whole in_flight entries; the keys that turned out to exist already."""
