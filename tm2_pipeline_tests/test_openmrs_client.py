@@ -227,6 +227,24 @@ def test_a_stale_session_gets_one_fresh_login_then_stops() -> None:
     assert len(script.paths("/patient")) == 2
 
 
+def test_each_session_expiry_gets_a_fresh_login_once_the_last_one_worked() -> None:
+    # OpenMRS restarted twice during a long run: each time the session ends, once.
+    answers = iter([None, httpx.Response(401, html="<p>Session timed out</p>")] * 2)
+
+    def route(request: httpx.Request) -> httpx.Response:
+        return session_ok(request) or next(answers, None) or httpx.Response(200, json={"results": []})
+
+    script = Script(route)
+
+    async def scenario() -> None:
+        async with script.client() as client:
+            for number in range(3):  # three patients (lookups are remembered per identifier)
+                assert await client.patient_uuids(f"{IDENTIFIER}{number}") == []
+
+    run(scenario())
+    assert len(script.paths("/session")) == 3 and len(script.paths("/patient")) == 5
+
+
 def test_a_session_timeout_is_recovered_transparently() -> None:
     answers = iter([httpx.Response(401, html="<p>Session timed out</p>")])
 

@@ -151,7 +151,8 @@ class OpenMRSClient:
         self._session_generation += 1
 
     async def _relogin(self, generation: int) -> None:
-        """A stale session (401): drop the cookie and log in again, once per run.
+        """A stale session (401): drop the cookie and log in again; a second 401 before any request
+        succeeded on the fresh session stops the run (`_send` allows another once one has).
 
         Only a re-login that succeeded counts: one that met an outage proved nothing about sessions.
         """
@@ -205,6 +206,9 @@ class OpenMRSClient:
             generation = self._session_generation
             response = await self._exchange(method, path, what=what, **kwargs)
             if response.status_code != 401:
+                if generation == self._session_generation:
+                    # The fresh session works: a later expiry (an OpenMRS restart) gets its own login.
+                    self._relogin_used = False
                 return response
             await self._relogin(generation)
         raise OpenMRSAuthError(f"OpenMRS keeps refusing the session of user {self.config.username!r}")
