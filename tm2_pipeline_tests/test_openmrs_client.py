@@ -534,3 +534,18 @@ def test_a_source_too_large_to_list_is_asked_code_by_code(total_count: bool, pag
     assert [r.url.params["code"] for r in by_code] == ["C1", "C2"]  # still cached per code
     # Pages until the size shows (the first one, when the server counts), then one lookup per code.
     assert len(script.paths("/concept")) == pages_read + 2
+
+
+def test_a_404_page_on_a_lookup_is_transient_not_an_answer_about_the_patient() -> None:
+    # OpenMRS redeploying behind Tomcat or a gateway: the webapp's URLs answer an HTML 404 for a while.
+    def route(request: httpx.Request) -> httpx.Response:
+        return session_ok(request) or httpx.Response(404, html="<html><h1>HTTP Status 404</h1></html>")
+
+    script = Script(route)
+
+    async def scenario() -> None:
+        async with script.client() as client:
+            await client.patient_uuids(IDENTIFIER)
+
+    with pytest.raises(TransientOpenMRSError, match="answered 404 with a page"):
+        run(scenario())

@@ -427,3 +427,34 @@ def test_a_correction_that_timed_out_is_not_posted_again_by_the_same_run(mongo_d
             # The next run finds it and sends nothing.
             summary = submit(server, [corrected], log, NOW + timedelta(days=2))
             assert summary.state_counts == {"already_present": 1} and sum(posts.values()) == 1
+
+
+def duplicates_answered_409(app):
+    """A gateway (or another OpenMRS version) that answers a create of a uuid already held with 409."""
+
+    async def middleware(scope, receive, send):
+        async def send_409(message):
+            if message["type"] == "http.response.start" and message["status"] == 500:
+                message = {**message, "status": 409}
+            await send(message)
+
+        creating = (
+            scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/condition")
+        )
+        await app(scope, receive, send_409 if creating else send)
+
+    return middleware
+
+
+def test_a_create_answered_409_is_looked_up_not_recorded_as_refused(mongo_db: Database) -> None:
+    from tm2_pipeline.openmrs.emulator.server import Sandbox
+
+    record = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
+    with open_sandbox(None) as sandbox:
+        with SandboxServer(sandbox) as plain:  # another run, with its own log, created it first
+            submit(plain, [record], SubmissionLog(mongo_db.client[mongo_db.name + "_other"]))
+        mongo_db.client.drop_database(mongo_db.name + "_other")
+        gateway = Sandbox(state=sandbox.state, app=duplicates_answered_409(sandbox.app), faults=None)
+        with SandboxServer(gateway) as server:
+            summary = submit(server, [record], SubmissionLog(mongo_db))
+    assert summary.state_counts == {"already_present": 1} and summary.requests["POST"] == 1

@@ -226,6 +226,22 @@ class OpenMRSClient:
                 in_doubt=status in _GATEWAY_GAVE_UP,
             )
 
+    @staticmethod
+    def _raise_if_webapp_missing(response: httpx.Response, method: str, what: str) -> None:
+        """A 404 that is not OpenMRS's JSON error comes from the servlet container or a gateway: the
+        webapp is not there for now (redeploying), which says nothing about the record. The login
+        already proved the URL right."""
+        if response.status_code != 404:
+            return
+        try:
+            response.json()
+        except ValueError:
+            raise TransientOpenMRSError(
+                f"{what}: answered 404 with a page, not OpenMRS's error (redeploying?)",
+                method=method,
+                status=404,
+            ) from None
+
     async def _get_json(
         self,
         path: str,
@@ -242,6 +258,7 @@ class OpenMRSClient:
         """
         response = await self._send("GET", path, what=what, params=params)
         self._raise_if_transient(response, "GET", what, server_error_is_transient=True)
+        self._raise_if_webapp_missing(response, "GET", what)
         if response.status_code == 404 and missing_ok:
             return None
         if response.status_code == 403:
@@ -389,6 +406,7 @@ class OpenMRSClient:
         because whether a 500 wrote anything must be checked by the caller."""
         response = await self._send("POST", path, what=what, json=payload)
         self._raise_if_transient(response, "POST", what)
+        self._raise_if_webapp_missing(response, "POST", what)
         body = None
         if response.status_code in (200, 201):
             try:

@@ -296,14 +296,18 @@ class _Submitter:
             self.note(work, "POST", result.status, "created")
             return work.outcome(SubmissionState.SUBMITTED, confirmed=True, created=True)
         self.note(work, "POST", result.status, result.message)
-        if result.status >= 500:
+        # OpenMRS answers a uuid it already holds with a 500; behind some gateways or versions it is a
+        # 409 or a 400 naming the duplicate. Any of them: look before calling it refused.
+        if result.status >= 500 or result.status == 409 or is_duplicate_error(result.message):
             existing = await self.client.get_condition(work.current_uuid)
             if existing is not None:
                 return await self.settle(work, existing, payload, payload["patient"])
-            reason = "duplicate reported but absent" if is_duplicate_error(result.message) else "not written"
-            raise TransientOpenMRSError(
-                f"condition create: {result.status}, {reason}", method="POST", status=result.status
-            )
+            if result.status >= 500:
+                duplicate = is_duplicate_error(result.message)
+                reason = "duplicate reported but absent" if duplicate else "not written"
+                raise TransientOpenMRSError(
+                    f"condition create: {result.status}, {reason}", method="POST", status=result.status
+                )
         return work.outcome(SubmissionState.REJECTED_BY_SERVER)
 
     async def hold(self, work: _Work) -> bool:
