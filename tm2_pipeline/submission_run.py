@@ -38,7 +38,7 @@ def submit_stored_records(
 
     log = mongo.submissions()
     try:
-        return openmrs.submit_batches(batches(), log, now)
+        return openmrs.submit_batches(batches(), log, now, store=records)
     except OpenMRSError as error:
         _leave_for_the_nightly_retry(keys, log, openmrs, error, now)
         if isinstance(error, OpenMRSNotRetryable):

@@ -458,3 +458,23 @@ def test_a_create_answered_409_is_looked_up_not_recorded_as_refused(mongo_db: Da
         with SandboxServer(gateway) as server:
             summary = submit(server, [record], SubmissionLog(mongo_db))
     assert summary.state_counts == {"already_present": 1} and summary.requests["POST"] == 1
+
+
+def test_a_batch_read_before_newer_content_was_stored_and_sent_does_not_put_the_old_back(
+    server: SandboxServer, mongo_db: Database
+) -> None:
+    from tm2_pipeline.store.records import RecordStore
+
+    old = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
+    newer = with_changes(old, severity="Severe")
+    log = SubmissionLog(mongo_db)
+    submit(server, [old], log)
+    # This run read `old` from the store; meanwhile a later file stored `newer`, and its run sent it.
+    mongo_db.tm2_records.insert_one(dict(newer))
+    submit(server, [newer], log, now=NOW + timedelta(days=1))
+    config = config_for(server)
+    later = NOW + timedelta(days=2)
+    summary = run_submission([[old]], config=config, log=log, now=later, store=RecordStore(mongo_db))
+    assert summary.requests.get("POST", 0) == 0 and summary.unchanged == 1
+    (live,) = [c for c in conditions_by_uuid(server).values() if not c["voided"]]
+    assert "Severity: Severe" in live["additionalDetail"]

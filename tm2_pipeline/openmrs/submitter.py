@@ -54,6 +54,13 @@ class SubmissionLogLike(Protocol):
     def hold_claim(self, key: str, claim: str | None) -> bool: ...
 
 
+class StoredRecords(Protocol):
+    """The record store, read again just before records are planned (`RecordStore`)."""
+
+    def content_hashes(self, keys: Sequence[str]) -> dict[str, str]: ...
+    def find_by_keys(self, keys: Iterable[str]) -> list[dict[str, Any]]: ...
+
+
 _CORRECTIONS = (Action.CORRECT, Action.VERIFY_CORRECT)
 
 
@@ -108,8 +115,10 @@ class _Submitter:
         now: datetime,
         options: SubmitterOptions,
         clock: Callable[[], datetime],
+        store: StoredRecords | None = None,
     ) -> None:
         self.client, self.log, self.now, self.options, self.clock = client, log, now, options, clock
+        self.store = store
         self.live: set[_Task] = set()  # launched, not finished
         self.finished: list[SubmissionOutcome] = []  # outcomes not written to the log yet
         self.progress = asyncio.Event()  # set whenever a task ends
@@ -147,6 +156,8 @@ class _Submitter:
 
     async def prepare(self, records: Sequence[Record], summary: SubmissionSummary) -> list[_Work]:
         """Plan a chunk from the log and write its write-ahead mark; returns what must be sent."""
+        if self.store is not None:
+            records = await asyncio.to_thread(self.current, records)
         entries = await asyncio.to_thread(self.log.entries_for, [record["_id"] for record in records])
         works: list[_Work] = []
         for record in records:
@@ -186,6 +197,17 @@ class _Submitter:
                     summary.add(SubmissionState.IN_FLIGHT)
             works = [work for work in works if work.key in marked]
         return works
+
+    def current(self, records: Sequence[Record]) -> Sequence[Record]:
+        """The store's content now. The batch was read a while ago: another file may have stored newer
+        content for a key since, and been sent; planning the older copy would put it back in OpenMRS."""
+        assert self.store is not None
+        hashes = self.store.content_hashes([record["_id"] for record in records])
+        stale = [r["_id"] for r in records if hashes.get(r["_id"], r["content_hash"]) != r["content_hash"]]
+        if not stale:
+            return records
+        fresh = {document["_id"]: document for document in self.store.find_by_keys(stale)}
+        return [fresh.get(record["_id"], record) for record in records]
 
     def launch(self, works: Sequence[_Work]) -> None:
         """Start sending; the client's semaphore keeps at most C requests in flight."""
@@ -361,10 +383,12 @@ async def submit_records(
     now: datetime,
     options: SubmitterOptions | None = None,
     clock: Callable[[], datetime] | None = None,
+    store: StoredRecords | None = None,
 ) -> SubmissionSummary:
-    """Submit every record that OpenMRS does not hold yet (or holds with other content); see module doc."""
+    """Submit every record that OpenMRS does not hold yet (or holds with other content); see module doc.
+    With `store`, each chunk is planned from the store's content at that moment (`_Submitter.current`)."""
     options = options or SubmitterOptions()
-    submitter = _Submitter(client, log, now, options, clock or (lambda: datetime.now(UTC)))
+    submitter = _Submitter(client, log, now, options, clock or (lambda: datetime.now(UTC)), store)
     summary = SubmissionSummary()
     unique = _unique_by_key(records)
     try:
@@ -395,6 +419,7 @@ def run_submission(
     options: SubmitterOptions | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     sleep: Sleep = asyncio.sleep,
+    store: StoredRecords | None = None,
 ) -> SubmissionSummary:
     """Synchronous entry point (the Dagster resource calls this): one event loop, one login.
 
@@ -407,7 +432,11 @@ def run_submission(
         async with OpenMRSClient(config, transport=transport, sleep=sleep) as client:
             summary = SubmissionSummary()
             for records in batches:
-                summary.merge(await submit_records(records, client=client, log=log, now=now, options=options))
+                summary.merge(
+                    await submit_records(
+                        records, client=client, log=log, now=now, options=options, store=store
+                    )
+                )
             summary.requests = dict(client.requests)
             await client.logout()
             return summary

@@ -20,7 +20,12 @@ import httpx
 from tm2_pipeline.home import Tm2Home
 from tm2_pipeline.openmrs.client_config import ClientConfig
 from tm2_pipeline.openmrs.states import SubmissionSummary
-from tm2_pipeline.openmrs.submitter import SubmissionLogLike, SubmitterOptions, run_submission
+from tm2_pipeline.openmrs.submitter import (
+    StoredRecords,
+    SubmissionLogLike,
+    SubmitterOptions,
+    run_submission,
+)
 from tm2_pipeline.settings import SANDBOX_PASSWORD, SANDBOX_USERNAME
 
 # Never resolved: the sandbox is reached through an in-process transport, never the network.
@@ -113,10 +118,14 @@ class OpenMRSResource(dg.ConfigurableResource):
         return self.submit_batches([records], log, now)
 
     def submit_batches(
-        self, batches: Iterable[Sequence[Mapping[str, Any]]], log: SubmissionLogLike, now: datetime
+        self,
+        batches: Iterable[Sequence[Mapping[str, Any]]],
+        log: SubmissionLogLike,
+        now: datetime,
+        store: StoredRecords | None = None,
     ) -> SubmissionSummary:
-        """`submit` for records that come a batch at a time (read lazily from the store), all in one
-        OpenMRS session; keys distinct across batches."""
+        """`submit` for records that come a batch at a time (read lazily from `store`), all in one
+        OpenMRS session; keys distinct across batches. Each chunk is sent as `store` holds it then."""
         config = self.client_config()
         options = SubmitterOptions(
             allow_noncoded=self.allow_noncoded,
@@ -125,5 +134,5 @@ class OpenMRSResource(dg.ConfigurableResource):
         )
         with self._connection(config) as transport:
             return run_submission(
-                batches, config=config, log=log, now=now, options=options, transport=transport
+                batches, config=config, log=log, now=now, options=options, transport=transport, store=store
             )

@@ -9,7 +9,7 @@ and ISO strings sort and range-query like dates in the (patient_id, diagnosis_da
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -229,6 +229,11 @@ class RecordStore:
     def count(self) -> int:
         with translate_mongo_errors(self.target):
             return self.collection.count_documents({})
+
+    def content_hashes(self, keys: Sequence[str]) -> dict[str, str]:
+        """content_hash of the stored keys among `keys`."""
+        with translate_mongo_errors(self.target):
+            return self._existing_hashes(list(keys))
 
     def _existing_hashes(self, keys: list[str]) -> dict[str, str]:
         """content_hash of the stored keys among `keys` (one query, or SecantusDB-sized chunks)."""
