@@ -24,6 +24,7 @@ from tm2_pipeline.run_outcome import BLOCKED, FAILED, REFUSED, SUCCEEDED, classi
 from tm2_pipeline.sensors import ingest_run_request
 from tm2_pipeline.settings import Settings
 from tm2_pipeline.store.ingestions import COUNT_NAMES
+from tm2_pipeline.submission_run import NOT_FINAL
 from tm2_pipeline.validation import validate_tm2_export
 
 REPO_DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
@@ -38,7 +39,7 @@ METADATA_COUNTS = {
     "tm2_mongo_records": {"inserted": "inserted", "updated": "updated", "unchanged": "unchanged"},
     "openmrs_submissions": {
         "submitted_this_run": "submitted",
-        "not_final": "submission_failed",
+        NOT_FINAL: "submission_failed",
         "waiting_for_a_person": "needs_a_person",  # ambiguous patient, rejected by the server
     },
 }
@@ -175,4 +176,9 @@ class Ingestor:
             for name, value in materialization.metadata.items():
                 if name in wanted:
                     counts[wanted[name]] = int(value.value)
+        # A failed submission step materializes nothing: its Failure says how many records are left.
+        for entry in self.instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
+            failure = entry.dagster_event.step_failure_data.user_failure_data
+            if failure is not None and NOT_FINAL in failure.metadata:
+                counts["submission_failed"] = int(failure.metadata[NOT_FINAL].value)
         return counts

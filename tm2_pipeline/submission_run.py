@@ -10,7 +10,7 @@ import dagster as dg
 
 from tm2_pipeline.openmrs.errors import OpenMRSError, OpenMRSNotRetryable
 from tm2_pipeline.openmrs.responses import sanitize
-from tm2_pipeline.openmrs.states import SubmissionSummary
+from tm2_pipeline.openmrs.states import UNSETTLED_STATES, WAITING_STATES, SubmissionSummary
 from tm2_pipeline.resources.mongo import MongoResource
 from tm2_pipeline.resources.openmrs import OpenMRSResource
 from tm2_pipeline.store.submissions import SubmissionLog
@@ -18,6 +18,8 @@ from tm2_pipeline.store.submissions import SubmissionLog
 # Stored records read and submitted at a time: a file's records are never all in memory at once
 # (a stored record decodes to a dict of about 3 KB: a million of them would take about 3 GB).
 SUBMISSION_BATCH_RECORDS = 5_000
+# Metadata of a failed submission step (and of the asset's materialization): records left for later.
+NOT_FINAL = "not_final"
 
 
 def submit_stored_records(
@@ -40,18 +42,29 @@ def submit_stored_records(
     try:
         return openmrs.submit_batches(batches(), log, now, store=records)
     except OpenMRSError as error:
-        _leave_for_the_nightly_retry(keys, log, openmrs, error, now)
-        if isinstance(error, OpenMRSNotRetryable):
-            raise dg.Failure(description=str(error), allow_retries=False) from None
-        raise
+        waiting = _leave_for_the_nightly_retry(keys, log, openmrs, error, now)
+        # A Failure, so that the run's report can say how many records are left (not 0 for want of
+        # a materialization); a transient one is still retried by the step's RetryPolicy.
+        description = str(error)
+        if waiting:
+            description += f"; {waiting} of these records wait for a later run (the nightly retry)"
+        raise dg.Failure(
+            description=description,
+            allow_retries=not isinstance(error, OpenMRSNotRetryable),
+            metadata={NOT_FINAL: waiting},
+        ) from None
 
 
 def _leave_for_the_nightly_retry(
     keys: Sequence[str], log: SubmissionLog, openmrs: OpenMRSResource, error: OpenMRSError, now: datetime
-) -> None:
-    """Keys this run never marked would otherwise wait for a re-run of their file."""
+) -> int:
+    """Keys this run never marked would otherwise wait for a re-run of their file. Returns how many
+    of `keys` the log now holds as not final (unsettled, or waiting for a patient or concept)."""
     try:
         server = openmrs.client_config().server
     except OpenMRSError:
-        return  # the settings themselves are wrong: nothing can be sent until they are fixed
-    log.mark_unsent(keys, server, f"not sent: {sanitize(str(error))}", now)
+        server = None  # the settings themselves are wrong: nothing can be sent until they are fixed
+    if server is not None:
+        log.mark_unsent(keys, server, f"not sent: {sanitize(str(error))}", now)
+    counts = log.state_counts(keys)
+    return sum(counts.get(state.value, 0) for state in UNSETTLED_STATES | WAITING_STATES)

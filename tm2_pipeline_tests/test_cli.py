@@ -269,3 +269,18 @@ def test_an_instance_seeded_with_an_older_dagster_yaml_is_pointed_out_not_overwr
     prepare_dagster_home(load_settings())
     assert (home / "dagster.yaml").read_text() == older  # the user's copy is never replaced
     assert instance_config_is_outdated(home)
+
+
+def test_a_refused_openmrs_login_reports_every_record_left_for_the_nightly_retry(env, monkeypatch):
+    from tm2_pipeline.openmrs.emulator.server import SandboxServer, open_sandbox
+
+    with open_sandbox(None) as sandbox, SandboxServer(sandbox) as server:
+        monkeypatch.setenv("OPENMRS_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENMRS_USERNAME", "admin")
+        monkeypatch.setenv("OPENMRS_PASSWORD", "not-the-password")
+        result = run("ingest", str(SAMPLE), "--json")
+    [report] = json_lines(result.stdout)
+    assert result.exit_code == 1 and report["status"] == "failed"
+    assert report["accepted"] > 0 and report["submission_failed"] == report["accepted"]
+    assert f"{report['accepted']} of these records wait for a later run" in report["error"]
+    assert "not-the-password" not in result.stdout

@@ -6,12 +6,12 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import pytest
 
 from tm2_pipeline import submission_run
 from tm2_pipeline.identity import condition_uuid
-from tm2_pipeline.openmrs.errors import TransientOpenMRSError
 from tm2_pipeline.openmrs.states import PendingSubmission, SubmissionState, SubmissionSummary
 from tm2_pipeline.resources.mongo import MongoResource
 from tm2_pipeline.resources.openmrs import SANDBOX_BASE_URL, OpenMRSResource
@@ -107,8 +107,14 @@ def test_records_a_failed_login_never_marked_are_left_for_the_nightly_retry(
             down.client_config().server,
             NOW,
         )  # an earlier run's entry: left as it is
-        with pytest.raises(TransientOpenMRSError):
+        with pytest.raises(dg.Failure) as failed:
             submission_run.submit_stored_records(keys, mongo=store, openmrs=down, now=NOW)
+        assert failed.value.allow_retries  # the step's RetryPolicy still retries it
+        assert failed.value.description == (
+            f"login: server answered 503; {len(keys)} of these records wait for a later run "
+            "(the nightly retry)"
+        )
+        assert failed.value.metadata["not_final"].value == len(keys)
         entries = log.entries_for(keys)
         assert entries[keys[0]].state is SubmissionState.IN_FLIGHT
         unsent = [entries[key] for key in keys[1:]]

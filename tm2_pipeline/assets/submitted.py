@@ -17,7 +17,7 @@ from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.resources.mongo import MongoResource
 from tm2_pipeline.resources.openmrs import OpenMRSResource
-from tm2_pipeline.submission_run import submit_stored_records
+from tm2_pipeline.submission_run import NOT_FINAL, submit_stored_records
 
 SUBMISSION_HEALTH = "submission_health"
 
@@ -60,7 +60,7 @@ def openmrs_submissions(
         status="succeeded",
         counts={
             "submitted": summary.submitted,
-            "submission_failed": metadata["not_final"],
+            "submission_failed": metadata[NOT_FINAL],
             "needs_a_person": metadata["waiting_for_a_person"],
         },
         at=datetime.now(UTC),
@@ -79,7 +79,7 @@ def summary_metadata(summary: SubmissionSummary) -> dict:
         "dagster/row_count": summary.total,
         "submitted_this_run": summary.submitted,
         # Left for a later run (crashed, transient error, patient or concept not there yet).
-        "not_final": records_in(summary, UNSETTLED_STATES | WAITING_STATES),
+        NOT_FINAL: records_in(summary, UNSETTLED_STATES | WAITING_STATES),
         "waiting_for_a_person": records_in(summary, NEEDS_HUMAN_STATES),
         "states": dg.MetadataValue.md(
             "| state | records |\n| --- | --- |\n"
