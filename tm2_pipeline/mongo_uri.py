@@ -11,6 +11,9 @@ import re
 from pathlib import Path
 from urllib.parse import unquote
 
+from pymongo.errors import ConfigurationError
+from pymongo.uri_parser import split_options
+
 DEFAULT_PORT = 27017
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._%-]+)(:\d{1,5})?$")
 
@@ -100,3 +103,22 @@ def uri_options(uri: str) -> dict[str, str]:
         if name:
             options[unquote(name).lower()] = unquote(value)
     return options
+
+
+def option_problem(uri: str) -> str | None:
+    """Why pymongo would refuse or drop one of the URI's options (an unknown name, a value it cannot
+    read), or None. pymongo itself only warns and drops such an option, and the run then fails as
+    something else ("cannot reach MongoDB"). Values are cut out: an option can carry a secret."""
+    split = _split(uri)
+    query = split[2].partition("?")[2] if split else ""
+    if not query:
+        return None
+    try:
+        split_options(query, validate=True, warn=False)
+    except (ConfigurationError, ValueError, TypeError) as error:
+        message = str(error).removesuffix(" Refer to docstring.")
+        for value in sorted(uri_options(uri).values(), key=len, reverse=True):
+            if len(value) > 1:
+                message = message.replace(value, "…")
+        return f"an option pymongo cannot use: {message}"
+    return None

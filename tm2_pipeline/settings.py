@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tm2_pipeline.mongo_uri import database_in_uri, is_readable
+from tm2_pipeline.mongo_uri import database_in_uri, is_readable, option_problem
 from tm2_pipeline.openmrs.client_config import base_url_problem
 
 # The emulator's built-in administrator: only ever used against the local sandbox.
@@ -90,6 +90,8 @@ class Settings(BaseSettings):
                 "mongodb+srv://...), with '@', '/' and '?' percent-encoded in the user name, the "
                 "password and option values"
             )
+        if self.mongodb_uri and (problem := option_problem(self.mongodb_uri.get_secret_value())):
+            raise SettingsError(f"MONGODB_URI has {problem}")
         named = self._database_in_uri
         if self.mongodb_db and named and named != self.mongodb_db:
             raise SettingsError(

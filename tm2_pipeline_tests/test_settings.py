@@ -157,6 +157,24 @@ def test_a_mongodb_uri_whose_parts_cannot_be_told_apart_is_refused(monkeypatch, 
     assert "w0rd" not in str(caught.value) and "ops@site" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("uri", "named"),
+    [
+        ("mongodb://u:secret@h/clinic?tls=maybe", "tls must be 'true' or 'false'"),
+        ("mongodb://u:secret@h/?retryWrite=true", "Unknown option: retrywrite. Did you mean one of (retry"),
+        ("mongodb://h/?readPreference=secretish", "… is not a valid read preference"),
+        ("mongodb://h/?serverSelectionTimeoutMS=abc", "serverselectiontimeoutms must be an integer"),
+    ],
+)
+def test_a_mongodb_uri_option_pymongo_would_drop_is_refused_by_name(monkeypatch, recwarn, uri, named):
+    # pymongo only warns and drops it; the run would then fail as "cannot reach MongoDB".
+    monkeypatch.setenv("MONGODB_URI", uri)
+    with pytest.raises(SettingsError, match="MONGODB_URI has an option pymongo cannot use") as caught:
+        load_settings()
+    assert named in str(caught.value) and "secret" not in str(caught.value)
+    assert not [warning for warning in recwarn if "pymongo" in str(warning.filename)]
+
+
 def test_credentials_in_the_openmrs_base_url_are_refused(monkeypatch):
     monkeypatch.setenv("OPENMRS_BASE_URL", "https://admin:Secret1@emr.example.org/openmrs")
     monkeypatch.setenv("OPENMRS_USERNAME", "admin")
