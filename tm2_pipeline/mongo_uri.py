@@ -88,7 +88,9 @@ def database_in_uri(uri: str) -> str | None:
 def is_readable(uri: str) -> bool:
     """Whether hosts, database and options can be read without guessing: a MongoDB URI whose user
     name, password and option values percent-encode '@', '/' and '?'."""
-    return _hosts_of(uri) is not None
+    credentials = uri.partition("://")[2].partition("?")[0].partition("/")[0].rpartition("@")[0]
+    # An '@' in the credentials still leaves the host readable (it is shown), but pymongo refuses it.
+    return _hosts_of(uri) is not None and "@" not in credentials
 
 
 def uri_options(uri: str) -> dict[str, str]:

@@ -147,6 +147,7 @@ def test_a_database_setting_that_contradicts_the_uri_is_refused(monkeypatch):
     [
         "mongodb://u:p@h/clinic?appName=ops@site&w=1",  # an '@' in an option value
         "mongodb://alice:p@ss/w0rd@host/db",  # an unescaped '@' then '/' in the password
+        "mongodb://alice:p@ssw0rd@host/db",  # an unescaped '@' in the password
     ],
 )
 def test_a_mongodb_uri_whose_parts_cannot_be_told_apart_is_refused(monkeypatch, uri):
