@@ -99,7 +99,7 @@ class Settings(BaseSettings):
                 "set only one of them"
             )
         if self.openmrs_base_url:
-            if problem := base_url_problem(self.openmrs_base_url):
+            if problem := base_url_problem(self.openmrs_base_url, allow_insecure=self.openmrs_allow_insecure):
                 raise SettingsError(problem)
             if unset := _unset(
                 ("OPENMRS_USERNAME", self.openmrs_username), ("OPENMRS_PASSWORD", self.openmrs_password)

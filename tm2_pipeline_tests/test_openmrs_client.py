@@ -374,6 +374,8 @@ def test_gateway_errors_on_post_are_transient(status: int) -> None:
     with pytest.raises(TransientOpenMRSError) as caught:
         run(scenario())
     assert caught.value.status == status and caught.value.method == "POST"
+    # After a gateway passed the request on, OpenMRS may still write it: its outcome is in doubt.
+    assert caught.value.in_doubt == (status in (502, 504))
 
 
 def test_transport_failures_are_transient_and_never_show_the_identifier(caplog) -> None:
@@ -391,6 +393,7 @@ def test_transport_failures_are_transient_and_never_show_the_identifier(caplog) 
     with caplog.at_level(logging.DEBUG), pytest.raises(TransientOpenMRSError) as caught:
         run(scenario())
     assert str(caught.value) == "patient lookup: timed out (ReadTimeout)"
+    assert caught.value.in_doubt  # sent, then no answer
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
     assert IDENTIFIER not in caplog.text
     assert "3229" not in json.dumps([record.getMessage() for record in caplog.records])
@@ -549,3 +552,19 @@ def test_a_404_page_on_a_lookup_is_transient_not_an_answer_about_the_patient() -
 
     with pytest.raises(TransientOpenMRSError, match="answered 404 with a page"):
         run(scenario())
+
+
+def test_a_refused_connection_names_the_host_and_is_known_not_to_have_reached_openmrs() -> None:
+    def route(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    script = Script(route)
+
+    async def scenario() -> None:
+        async with script.client() as client:
+            await client.ensure_session()
+
+    with pytest.raises(TransientOpenMRSError) as caught:
+        run(scenario())
+    assert str(caught.value) == "login: connection to emr.example.org failed (ConnectError)"
+    assert not caught.value.in_doubt

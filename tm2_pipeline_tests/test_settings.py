@@ -176,6 +176,19 @@ def test_a_mongodb_uri_option_pymongo_would_drop_is_refused_by_name(monkeypatch,
     assert not [warning for warning in recwarn if "pymongo" in str(warning.filename)]
 
 
+def test_a_password_over_plain_http_to_another_host_is_refused_before_any_file_is_read(monkeypatch):
+    monkeypatch.setenv("OPENMRS_BASE_URL", "http://emr.example.org/openmrs")
+    monkeypatch.setenv("OPENMRS_USERNAME", "admin")
+    monkeypatch.setenv("OPENMRS_PASSWORD", "Secret1")
+    with pytest.raises(SettingsError, match=r"plain http to emr\.example\.org"):
+        load_settings()
+    monkeypatch.setenv("OPENMRS_ALLOW_INSECURE", "true")  # said out loud: accepted
+    assert load_settings().openmrs_allow_insecure
+    monkeypatch.setenv("OPENMRS_ALLOW_INSECURE", "false")
+    monkeypatch.setenv("OPENMRS_BASE_URL", "http://127.0.0.1:8080/openmrs")  # never leaves the machine
+    assert load_settings().openmrs_base_url == "http://127.0.0.1:8080/openmrs"
+
+
 def test_credentials_in_the_openmrs_base_url_are_refused(monkeypatch):
     monkeypatch.setenv("OPENMRS_BASE_URL", "https://admin:Secret1@emr.example.org/openmrs")
     monkeypatch.setenv("OPENMRS_USERNAME", "admin")

@@ -192,7 +192,7 @@ class OpenMRSClient:
             if problem := certificate_problem(error, self.config.host):
                 raise OpenMRSConfigError(f"{what}: {problem}") from None
             raise TransientOpenMRSError(
-                f"{what}: connection failed ({type(error).__name__})",
+                f"{what}: connection to {self.config.host} failed ({type(error).__name__})",
                 method=method,
                 in_doubt=not isinstance(error, _NOT_SENT),
             ) from None

@@ -18,15 +18,20 @@ REST_PATH = "/ws/rest/v1"
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-def base_url_problem(base_url: str) -> str | None:
-    """What is wrong with an OpenMRS base URL as such, or None: checked when settings load and again
-    by every ClientConfig (resources can be built without settings)."""
+def base_url_problem(base_url: str, *, allow_insecure: bool = False) -> str | None:
+    """What is wrong with an OpenMRS base URL as such, or None: checked when settings load (before
+    a file is read) and again by every ClientConfig (resources can be built without settings)."""
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "OPENMRS_BASE_URL must look like https://host/openmrs"
     if parts.username or parts.password:
         # It would be shown wherever the URL is (the Dagster UI's resource page, the log).
         return "OPENMRS_BASE_URL must not contain credentials; set OPENMRS_USERNAME and OPENMRS_PASSWORD"
+    if parts.scheme == "http" and parts.hostname not in LOCAL_HOSTS and not allow_insecure:
+        return (
+            f"refusing to send the OpenMRS password over plain http to {parts.hostname}; "
+            "use https:// or set OPENMRS_ALLOW_INSECURE=true"
+        )
     return None
 
 
@@ -49,14 +54,8 @@ class ClientConfig:
     page_limit: int = 100
 
     def __post_init__(self) -> None:
-        if problem := base_url_problem(self.base_url):
+        if problem := base_url_problem(self.base_url, allow_insecure=self.allow_insecure):
             raise OpenMRSConfigError(problem)
-        parts = urlsplit(self.base_url)
-        if parts.scheme == "http" and parts.hostname not in LOCAL_HOSTS and not self.allow_insecure:
-            raise OpenMRSConfigError(
-                f"refusing to send the OpenMRS password over plain http to {parts.hostname}; "
-                "use https:// or set OPENMRS_ALLOW_INSECURE=true"
-            )
         if not self.username or not self.password:
             raise OpenMRSConfigError(
                 "OpenMRS needs a username and a password (OPENMRS_USERNAME, OPENMRS_PASSWORD)"
