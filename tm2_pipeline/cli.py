@@ -166,13 +166,22 @@ def _iso(value) -> str | None:
 @click.option("--with-values", is_flag=True, help="Also print the raw values (they hold patient ids).")
 def rejects(name: str, as_json: bool, with_values: bool) -> None:
     """The rejected rows of NAME's latest ingestion (NAME = the file's base name)."""
+    from tm2_pipeline.store.ingestions import IngestionStatus
+
     with _mongo(_settings()) as mongo:
         latest = mongo.ingestions().latest_for_file(name)
         if latest is None:
             _say(f"{name} was never ingested")
             sys.exit(1)
+        if latest["status"] == IngestionStatus.REFUSED:
+            # No row of it was read: there are no rejected rows, only the reason it was refused.
+            reason = latest.get("error") or "see tm2 status"
+            _say(f"{name} was refused as a whole, so no row was read: {reason}")
+            sys.exit(1)
+        shown = 0
         # Printed as they are read: a file can have hundreds of thousands of rejected rows.
         for reject in mongo.rejects().iter_for_file(latest["sha256"]):
+            shown += 1
             row = {"row": reject["row"], "reasons": reject["reasons"]}
             if with_values:
                 row["values"] = reject["values"]
@@ -183,6 +192,8 @@ def rejects(name: str, as_json: bool, with_values: bool) -> None:
                     f"{r['column']}: {r['check']} ({r['message']})" for r in reject["reasons"]
                 )
                 click.echo(f"row {reject['row']}: {reasons}")
+        if not shown:
+            _say(f"{name}: no rejected rows in its latest ingestion ({latest['status']})")
 
 
 @main.group()

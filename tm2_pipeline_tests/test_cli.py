@@ -284,3 +284,19 @@ def test_a_refused_openmrs_login_reports_every_record_left_for_the_nightly_retry
     assert report["accepted"] > 0 and report["submission_failed"] == report["accepted"]
     assert f"{report['accepted']} of these records wait for a later run" in report["error"]
     assert "not-the-password" not in result.stdout
+
+
+def test_rejects_of_a_refused_file_says_why_and_of_a_clean_file_says_none(env, tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    assert run("ingest", str(empty)).exit_code == 1
+    refused = run("rejects", "empty.csv")
+    assert refused.exit_code == 1 and refused.stdout == ""
+    assert refused.stderr.startswith("empty.csv was refused as a whole, so no row was read: ")
+
+    clean = tmp_path / "clean.csv"
+    clean.write_text("\n".join(SAMPLE.read_text(encoding="utf-8").splitlines()[:3]) + "\n", encoding="utf-8")
+    assert run("ingest", str(clean)).exit_code == 0
+    none = run("rejects", "clean.csv", "--json")
+    assert none.exit_code == 0 and none.stdout == ""  # JSON lines: none
+    assert "clean.csv: no rejected rows in its latest ingestion (succeeded)" in none.stderr
