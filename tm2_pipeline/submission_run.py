@@ -42,21 +42,35 @@ def submit_stored_records(
     try:
         return openmrs.submit_batches(batches(), log, now, store=records)
     except OpenMRSError as error:
-        waiting = _leave_for_the_nightly_retry(keys, log, openmrs, error, now)
-        # A Failure, so that the run's report can say how many records are left (not 0 for want of
-        # a materialization); a transient one is still retried by the step's RetryPolicy.
-        description = str(error)
-        if waiting:
-            description += f"; {waiting} of these records wait for a later run (the nightly retry)"
-        raise dg.Failure(
-            description=description,
-            allow_retries=not isinstance(error, OpenMRSNotRetryable),
-            metadata={NOT_FINAL: waiting},
-        ) from None
+        # A transient one is still retried by the step's RetryPolicy.
+        retry = not isinstance(error, OpenMRSNotRetryable)
+        raise _stopped(str(error), keys, log, openmrs, now, allow_retries=retry) from None
+    except KeyboardInterrupt as interrupt:
+        # Ctrl-C or SIGTERM (openmrs.interrupts): Dagster would retry an interrupted step under its
+        # RetryPolicy, sending again what the user just stopped. Stopped, it is the next run's.
+        reason = f"interrupted ({interrupt}): stopped sending"
+        raise _stopped(reason, keys, log, openmrs, now, allow_retries=False) from None
+
+
+def _stopped(
+    reason: str,
+    keys: Sequence[str],
+    log: SubmissionLog,
+    openmrs: OpenMRSResource,
+    now: datetime,
+    *,
+    allow_retries: bool,
+) -> dg.Failure:
+    """A Failure, so that the run's report can say how many records are left (not 0 for want of a
+    materialization)."""
+    waiting = _leave_for_the_nightly_retry(keys, log, openmrs, reason, now)
+    if waiting:
+        reason += f"; {waiting} of these records wait for a later run (the nightly retry)"
+    return dg.Failure(description=reason, allow_retries=allow_retries, metadata={NOT_FINAL: waiting})
 
 
 def _leave_for_the_nightly_retry(
-    keys: Sequence[str], log: SubmissionLog, openmrs: OpenMRSResource, error: OpenMRSError, now: datetime
+    keys: Sequence[str], log: SubmissionLog, openmrs: OpenMRSResource, reason: str, now: datetime
 ) -> int:
     """Keys this run never marked would otherwise wait for a re-run of their file. Returns how many
     of `keys` the log now holds as not final (unsettled, or waiting for a patient or concept)."""
@@ -65,6 +79,6 @@ def _leave_for_the_nightly_retry(
     except OpenMRSError:
         server = None  # the settings themselves are wrong: nothing can be sent until they are fixed
     if server is not None:
-        log.mark_unsent(keys, server, f"not sent: {sanitize(str(error))}", now)
+        log.mark_unsent(keys, server, f"not sent: {sanitize(reason)}", now)
     counts = log.state_counts(keys)
     return sum(counts.get(state.value, 0) for state in UNSETTLED_STATES | WAITING_STATES)

@@ -24,6 +24,7 @@ from tm2_pipeline.openmrs.client import OpenMRSClient, Sleep
 from tm2_pipeline.openmrs.client_config import ClientConfig
 from tm2_pipeline.openmrs.decisions import Action, Plan, plan_submission
 from tm2_pipeline.openmrs.errors import OpenMRSError, OpenMRSNotRetryable, TransientOpenMRSError
+from tm2_pipeline.openmrs.interrupts import stopped_by_interrupts
 from tm2_pipeline.openmrs.payloads import (
     condition_matches,
     condition_payload,
@@ -441,4 +442,4 @@ def run_submission(
             await client.logout()
             return summary
 
-    return asyncio.run(main())
+    return asyncio.run(stopped_by_interrupts(main()))
