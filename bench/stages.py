@@ -254,7 +254,8 @@ def stage_openmrs(ctx: BenchContext) -> StageResult:
         )
         result = StageResult("openmrs", note=f"{len(records)} new records, concurrency {ctx.concurrency}")
         with measured(result):
-            summary = openmrs.submit(records, SubmissionLog(db), datetime.now(UTC))
+            # As the asset sends them: each chunk planned from the store's content at that moment.
+            summary = openmrs.submit_batches([records], SubmissionLog(db), datetime.now(UTC), store=store)
     bound = ctx.concurrency / (ctx.latency_ms / 1000)
     # After the measured block, outside it: the same number of bare requests, for the HTTP floor.
     http_floor = bare_http_rate(
