@@ -26,9 +26,10 @@ def submit_stored_records(
     keys: Sequence[str], *, mongo: MongoResource, openmrs: OpenMRSResource, now: datetime
 ) -> SubmissionSummary:
     """Submit the stored records of these (distinct) keys, read from the store a batch at a time;
-    keys without a stored record are skipped. Bad credentials, missing privileges or config become
-    a Failure no retry repeats. When the run fails, keys it never marked are logged as
-    `failed_retryable` (`SubmissionLog.mark_unsent`) for the nightly retry.
+    keys without a stored record are skipped. Bad credentials, missing privileges, config and an
+    interrupt (Ctrl-C, SIGTERM) become a Failure no retry repeats; an outage, one the step's
+    RetryPolicy retries. Either way keys the run never marked are logged as `failed_retryable`
+    (`SubmissionLog.mark_unsent`) for the nightly retry, and the Failure says how many wait.
 
     Seven failed logins lock the OpenMRS account for five minutes, so one attempt per run is all.
     """
