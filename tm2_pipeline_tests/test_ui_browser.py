@@ -142,6 +142,9 @@ def test_landed_file_flows_through_and_the_asset_graph_shows_it(tm2_home: Path, 
 def browse_asset_graph(playwright, url: str, out_dir: Path) -> list[Path]:
     """Open the tm2 group's graph and one asset's checks tab; assert what a user would look for."""
     expect = playwright.expect
+    # The page's 60 s, not expect's own 5 s: on a loaded 2-core machine the graph's check badges
+    # render after the node names (one CI run missed them by that margin).
+    expect.set_options(timeout=60_000)
     graph_png, checks_png = out_dir / "asset_graph.png", out_dir / "validated_checks.png"
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
