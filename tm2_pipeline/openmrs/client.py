@@ -24,15 +24,13 @@ from tm2_pipeline.openmrs.errors import (
     OpenMRSError,
     TransientOpenMRSError,
 )
-from tm2_pipeline.openmrs.responses import WriteResult, retry_after_seconds, server_message
+from tm2_pipeline.openmrs.responses import WriteResult, server_message
+from tm2_pipeline.openmrs.transient import (
+    may_have_been_sent,
+    raise_if_transient,
+    raise_if_webapp_missing,
+)
 
-# Answers that say "not processed, try later", on any method: a gateway's 502/503/504, and the 408
-# and 429 that a gateway or rate limiter in front of OpenMRS sends (OpenMRS itself sends neither).
-RETRY_LATER_STATUSES = frozenset({408, 429, 502, 503, 504})
-# A gateway's answers after it passed the request on: OpenMRS may still be processing it.
-_GATEWAY_GAVE_UP = frozenset({502, 504})
-# Failures before a request left this machine: nothing can have reached OpenMRS.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 # What the concept index needs of each concept listed for the source, and no more.
 CONCEPT_INDEX_VIEW = "custom:(uuid,retired,mappings:(conceptReferenceTerm:(code,conceptSource:(uuid))))"
 # TM2 has 648 codes: a source mapping many more concepts is not a TM2 source; ask it code by code.
@@ -124,7 +122,7 @@ class OpenMRSClient:
         credentials = httpx.BasicAuth(self.config.username, self.config.password)
         self.login_attempts += 1
         response = await self._exchange("GET", "/session", what="login", auth=credentials)
-        self._raise_if_transient(response, "GET", "login", server_error_is_transient=True)
+        raise_if_transient(response, "GET", "login", server_error_is_transient=True)
         if response.status_code == 404 or response.is_redirect:
             # Not an answer about the credentials. At the run's first login: the URL does not lead to
             # OpenMRS's REST API. At a re-login, the same URL worked: OpenMRS redeploying, a gateway.
@@ -186,7 +184,7 @@ class OpenMRSClient:
             raise TransientOpenMRSError(
                 f"{what}: timed out ({type(error).__name__})",
                 method=method,
-                in_doubt=not isinstance(error, _NOT_SENT),
+                in_doubt=may_have_been_sent(error),
             ) from None
         except httpx.TransportError as error:
             if problem := certificate_problem(error, self.config.host):
@@ -194,7 +192,7 @@ class OpenMRSClient:
             raise TransientOpenMRSError(
                 f"{what}: connection to {self.config.host} failed ({type(error).__name__})",
                 method=method,
-                in_doubt=not isinstance(error, _NOT_SENT),
+                in_doubt=may_have_been_sent(error),
             ) from None
         self.requests[method] += 1
         return response
@@ -213,35 +211,6 @@ class OpenMRSClient:
             await self._relogin(generation)
         raise OpenMRSAuthError(f"OpenMRS keeps refusing the session of user {self.config.username!r}")
 
-    def _raise_if_transient(
-        self, response: httpx.Response, method: str, what: str, *, server_error_is_transient: bool = False
-    ) -> None:
-        status = response.status_code
-        if status in RETRY_LATER_STATUSES or (server_error_is_transient and status >= 500):
-            raise TransientOpenMRSError(
-                f"{what}: server answered {status}",
-                method=method,
-                status=status,
-                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
-                in_doubt=status in _GATEWAY_GAVE_UP,
-            )
-
-    @staticmethod
-    def _raise_if_webapp_missing(response: httpx.Response, method: str, what: str) -> None:
-        """A 404 that is not OpenMRS's JSON error comes from the servlet container or a gateway: the
-        webapp is not there for now (redeploying), which says nothing about the record. The login
-        already proved the URL right."""
-        if response.status_code != 404:
-            return
-        try:
-            response.json()
-        except ValueError:
-            raise TransientOpenMRSError(
-                f"{what}: answered 404 with a page, not OpenMRS's error (redeploying?)",
-                method=method,
-                status=404,
-            ) from None
-
     async def _get_json(
         self,
         path: str,
@@ -257,8 +226,8 @@ class OpenMRSClient:
         error: a proxy or gateway may echo the request line, query string included.
         """
         response = await self._send("GET", path, what=what, params=params)
-        self._raise_if_transient(response, "GET", what, server_error_is_transient=True)
-        self._raise_if_webapp_missing(response, "GET", what)
+        raise_if_transient(response, "GET", what, server_error_is_transient=True)
+        raise_if_webapp_missing(response, "GET", what)
         if response.status_code == 404 and missing_ok:
             return None
         if response.status_code == 403:
@@ -405,8 +374,8 @@ class OpenMRSClient:
         """POST once. Gateway errors raise `TransientOpenMRSError`; everything else is returned as is,
         because whether a 500 wrote anything must be checked by the caller."""
         response = await self._send("POST", path, what=what, json=payload)
-        self._raise_if_transient(response, "POST", what)
-        self._raise_if_webapp_missing(response, "POST", what)
+        raise_if_transient(response, "POST", what)
+        raise_if_webapp_missing(response, "POST", what)
         body = None
         if response.status_code in (200, 201):
             try:
