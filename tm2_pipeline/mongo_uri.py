@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import unquote
 
 from pymongo.errors import ConfigurationError
@@ -18,8 +19,19 @@ DEFAULT_PORT = 27017
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._%-]+)(:\d{1,5})?$")
 
 
-def _split(uri: str) -> tuple[str, str, str] | None:
-    """(scheme, host list, the rest: "/db?options" or "?options" or ""), or None if not safely split."""
+class _Parts(NamedTuple):
+    scheme: str
+    credentials: str  # "user:password" as written (percent-encoded), or ""
+    hosts: str  # the host list as written
+    tail: str  # "/db?options", "?options" or ""
+
+    @property
+    def query(self) -> str:
+        return self.tail.partition("?")[2]
+
+
+def _split(uri: str) -> _Parts | None:
+    """The URI's parts, or None if they cannot be told apart safely."""
     scheme, separator, rest = uri.partition("://")
     if not separator or scheme not in ("mongodb", "mongodb+srv"):
         return None
@@ -27,7 +39,8 @@ def _split(uri: str) -> tuple[str, str, str] | None:
     tail = rest[len(host_part) :]
     if "@" in tail:
         return None  # an unescaped '/' or '?' in the credentials (or an '@' in an option value)
-    return scheme, host_part.rpartition("@")[2], tail
+    credentials, _, hosts = host_part.rpartition("@")
+    return _Parts(scheme, credentials, hosts, tail)
 
 
 def _hosts_of(uri: str) -> tuple[bool, list[str]] | None:
@@ -35,7 +48,7 @@ def _hosts_of(uri: str) -> tuple[bool, list[str]] | None:
     split = _split(uri)
     if split is None:
         return None
-    scheme, host_list, _ = split
+    scheme, host_list = split.scheme, split.hosts
     hosts = [host for host in host_list.split(",") if host]
     if not hosts or not all(_HOST.match(host) for host in hosts):
         return None
@@ -80,7 +93,7 @@ def database_in_uri(uri: str) -> str | None:
     split = _split(uri)
     if split is None:
         return None
-    path = split[2].partition("?")[0].removeprefix("/")
+    path = split.tail.partition("?")[0].removeprefix("/")
     # `/db.collection` names the database `db` (the form pymongo still accepts).
     return unquote(path).partition(".")[0] or None
 
@@ -88,9 +101,9 @@ def database_in_uri(uri: str) -> str | None:
 def is_readable(uri: str) -> bool:
     """Whether hosts, database and options can be read without guessing: a MongoDB URI whose user
     name, password and option values percent-encode '@', '/' and '?'."""
-    credentials = uri.partition("://")[2].partition("?")[0].partition("/")[0].rpartition("@")[0]
     # An '@' in the credentials still leaves the host readable (it is shown), but pymongo refuses it.
-    return _hosts_of(uri) is not None and "@" not in credentials
+    split = _split(uri)
+    return split is not None and "@" not in split.credentials and _hosts_of(uri) is not None
 
 
 def uri_options(uri: str) -> dict[str, str]:
@@ -98,9 +111,8 @@ def uri_options(uri: str) -> dict[str, str]:
     split = _split(uri)
     if split is None:
         return {}
-    query = split[2].partition("?")[2]
     options = {}
-    for pair in re.split(r"[&;]", query):
+    for pair in re.split(r"[&;]", split.query):
         name, _, value = pair.partition("=")
         if name:
             options[unquote(name).lower()] = unquote(value)
@@ -112,7 +124,7 @@ def option_problem(uri: str) -> str | None:
     read), or None. pymongo itself only warns and drops such an option, and the run then fails as
     something else ("cannot reach MongoDB"). Values are cut out: an option can carry a secret."""
     split = _split(uri)
-    query = split[2].partition("?")[2] if split else ""
+    query = split.query if split else ""
     if not query:
         return None
     try:
