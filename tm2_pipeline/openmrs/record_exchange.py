@@ -173,7 +173,7 @@ class RecordExchange:
             # Write down the newest version before replacing it: a crash now must not lose its uuid.
             await asyncio.to_thread(self.log.rebase, work.key, found["uuid"], self.now)
             work.current_uuid = found["uuid"]
-        return await self.correct(work, found["uuid"], payload)
+        return await self.correct(work, found["uuid"], payload, held=True)
 
     async def create(self, work: Work, payload: dict[str, Any]) -> SubmissionOutcome:
         result = await self.client.create_condition(payload)
@@ -201,8 +201,11 @@ class RecordExchange:
         plan was (a record planned as a create can meet another run's version with other content)."""
         return await asyncio.to_thread(self.log.hold_claim, work.key, work.claim)
 
-    async def correct(self, work: Work, uuid: str, payload: dict[str, Any]) -> SubmissionOutcome:
-        if not await self.hold(work):
+    async def correct(
+        self, work: Work, uuid: str, payload: dict[str, Any], *, held: bool = False
+    ) -> SubmissionOutcome:
+        """Post a new version of `uuid`; `held`: the claim was just taken (by `settle`), not again."""
+        if not held and not await self.hold(work):
             return work.outcome(SubmissionState.IN_FLIGHT, left_to_other_run=True)
         try:
             result: WriteResult = await self.client.update_condition(uuid, correction_payload(payload))
