@@ -41,6 +41,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         connect_timeout_s=settings.openmrs_connect_timeout_s,
         read_timeout_s=settings.openmrs_read_timeout_s,
         page_limit=settings.openmrs_page_limit,
+        api=settings.openmrs_api,
         concept_source=settings.openmrs_concept_source,
         allow_noncoded=settings.openmrs_allow_noncoded,
         allow_insecure=settings.openmrs_allow_insecure,

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     openmrs_username: str | None = Field(None, validation_alias=_env("OPENMRS_USERNAME"))
     openmrs_password: SecretStr | None = Field(None, validation_alias=_env("OPENMRS_PASSWORD"))
     openmrs_allow_insecure: bool = Field(False, validation_alias=_env("OPENMRS_ALLOW_INSECURE"))
+    # Conditions through the REST API (default) or FHIR2's Condition resource.
+    openmrs_api: Literal["rest", "fhir"] = Field("rest", validation_alias=_env("OPENMRS_API"))
     openmrs_ca_bundle: Path | None = Field(None, validation_alias=_env("OPENMRS_CA_BUNDLE"))
     openmrs_concurrency: int = Field(8, gt=0, validation_alias=_env("TM2_OPENMRS_CONCURRENCY"))
     openmrs_connect_timeout_s: float = Field(
@@ -129,6 +131,14 @@ class Settings(BaseSettings):
                 f"OPENMRS_CA_BUNDLE={str(value)!r} is not a file (a PEM file of CA certificates)"
             )
         return value.expanduser().resolve() if value is not None else None
+
+    @field_validator("openmrs_api", mode="before")
+    @classmethod
+    def _api_name(cls, value: object) -> object:
+        """`OPENMRS_API=FHIR` or ` fhir ` mean fhir; an empty value means the default."""
+        if isinstance(value, str):
+            return value.strip().lower() or "rest"
+        return value
 
     @field_validator(
         "mongodb_uri",

@@ -221,7 +221,7 @@ def test_a_correction_whose_answer_was_lost_is_found_not_resent(
     waiting = submit(server, [corrected], SubmissionLog(mongo_db), now=NOW + timedelta(days=1))
     assert waiting.requests.get("POST", 0) == 0 and waiting.state_counts == {"in_flight": 1}
 
-    monkeypatch.setattr(submissions, "CORRECTION_LEASE", timedelta(0))  # the lease has run out
+    monkeypatch.setattr(submissions, "CLAIM_LEASE", timedelta(0))  # the lease has run out
     log = SubmissionLog(mongo_db)
     summary = submit(server, [corrected], log, now=NOW + timedelta(days=2))
     assert "POST" not in summary.requests and summary.state_counts == {"already_present": 1}

@@ -179,7 +179,7 @@ def _confirmed(log: SubmissionLog, key: str) -> None:
 
 def _correction(log: SubmissionLog, key: str) -> PendingSubmission:
     claim = log.entries_for([key])[key].claim  # what the run read when it planned the batch
-    return PendingSubmission(key, "v1", "h2", fresh=False, correction=True, claim=claim)
+    return PendingSubmission(key, "v1", "h2", fresh=False, claimed=True, claim=claim)
 
 
 def test_a_correction_is_marked_by_one_run_only(mongo_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -194,7 +194,7 @@ def test_a_correction_is_marked_by_one_run_only(mongo_db: Database, monkeypatch:
     # The first run itself may mark it again (a step retried inside the same run).
     assert first.mark_in_flight([_correction(first, "k")], SERVER, NOW) == {"k"}
     # A claim older than the lease belongs to a run that died: anyone may take it over.
-    monkeypatch.setattr(submissions, "CORRECTION_LEASE", timedelta(0))
+    monkeypatch.setattr(submissions, "CLAIM_LEASE", timedelta(0))
     assert second.mark_in_flight([_correction(second, "k")], SERVER, NOW) == {"k"}
     entry = second.entries_for(["k"])["k"]
     assert (entry.state, entry.content_hash, entry.confirmed_hash) == (SubmissionState.IN_FLIGHT, "h2", "h1")
@@ -209,6 +209,31 @@ def test_creates_are_marked_whoever_else_marks_them(mongo_db: Database) -> None:
     assert second.mark_in_flight([PendingSubmission("k", "u", "h", fresh=False, new=True)], SERVER, NOW) == {
         "k"
     }
+
+
+def test_a_claimed_create_of_a_new_key_is_marked_by_one_run_only(mongo_db: Database) -> None:
+    # Over FHIR a create is claimed too: FHIR2 ignores a client id, so two runs would make two conditions.
+    first, second = SubmissionLog(mongo_db), SubmissionLog(mongo_db)
+    new = PendingSubmission("k", "u", "h", fresh=False, new=True, claimed=True)
+    assert first.mark_in_flight([new], SERVER, NOW) == {"k"}
+    assert second.mark_in_flight([new], SERVER, NOW) == set()  # planned from the same (empty) read
+    entry = first.entries_for(["k"])["k"]
+    assert (entry.state, entry.content_hash, entry.first_attempt_at is not None) == (
+        SubmissionState.IN_FLIGHT,
+        "h",
+        True,
+    )
+    assert first.hold_claim("k", None) and not second.hold_claim("k", None)
+
+
+def test_a_claimed_create_for_another_server_starts_the_entry_afresh(mongo_db: Database) -> None:
+    log = SubmissionLog(mongo_db)
+    _confirmed(log, "k")
+    claim = log.entries_for(["k"])["k"].claim
+    fresh = PendingSubmission("k", "u2", "h2", fresh=True, claimed=True, claim=claim)
+    assert log.mark_in_flight([fresh], "https://other.example.org/openmrs", NOW) == {"k"}
+    entry = log.entries_for(["k"])["k"]
+    assert (entry.condition_uuid, entry.confirmed_hash, entry.attempts) == ("u2", None, ())
 
 
 def test_new_content_starts_a_new_retry_window(mongo_db: Database) -> None:

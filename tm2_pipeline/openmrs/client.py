@@ -150,7 +150,7 @@ class OpenMRSClient:
 
     async def _relogin(self, generation: int) -> None:
         """A stale session (401): drop the cookie and log in again; a second 401 before any request
-        succeeded on the fresh session stops the run (`_send` allows another once one has).
+        succeeded on the fresh session stops the run (`send` allows another once one has).
 
         Only a re-login that succeeded counts: one that met an outage proved nothing about sessions.
         """
@@ -197,7 +197,7 @@ class OpenMRSClient:
         self.requests[method] += 1
         return response
 
-    async def _send(self, method: str, path: str, *, what: str, **kwargs: Any) -> httpx.Response:
+    async def send(self, method: str, path: str, *, what: str, **kwargs: Any) -> httpx.Response:
         """A request inside the session: a 401 gets one re-login (per run), then the request again."""
         await self.ensure_session()
         for _ in range(2):
@@ -225,7 +225,7 @@ class OpenMRSClient:
         `secrets` (a looked-up patient identifier) are cut out of any server message quoted in an
         error: a proxy or gateway may echo the request line, query string included.
         """
-        response = await self._send("GET", path, what=what, params=params)
+        response = await self.send("GET", path, what=what, params=params)
         raise_if_transient(response, "GET", what, server_error_is_transient=True)
         raise_if_webapp_missing(response, "GET", what)
         if response.status_code == 404 and missing_ok:
@@ -373,7 +373,7 @@ class OpenMRSClient:
     async def _write(self, path: str, payload: dict[str, Any], *, what: str) -> WriteResult:
         """POST once. Gateway errors raise `TransientOpenMRSError`; everything else is returned as is,
         because whether a 500 wrote anything must be checked by the caller."""
-        response = await self._send("POST", path, what=what, json=payload)
+        response = await self.send("POST", path, what=what, json=payload)
         raise_if_transient(response, "POST", what)
         raise_if_webapp_missing(response, "POST", what)
         body = None

@@ -14,6 +14,8 @@ import tenacity
 from tm2_pipeline.openmrs.errors import OpenMRSConfigError
 
 REST_PATH = "/ws/rest/v1"
+FHIR_PATH = "/ws/fhir2/R4"
+REST, FHIR = "rest", "fhir"  # which OpenMRS API conditions are written through (OPENMRS_API)
 # Basic auth over plain http is tolerated only where the password cannot leave the machine.
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -52,8 +54,11 @@ class ClientConfig:
     ca_bundle: str | None = None  # PEM file of a CA to trust besides the public ones (a hospital CA)
     # Items per page of a list; OpenMRS answers 500 above webservices.rest.maxResultsAbsolute (100).
     page_limit: int = 100
+    api: str = REST  # conditions through the REST API, or FHIR2's Condition (lookups stay REST)
 
     def __post_init__(self) -> None:
+        if self.api not in (REST, FHIR):
+            raise OpenMRSConfigError(f"OPENMRS_API must be {REST!r} or {FHIR!r}, not {self.api!r}")
         if problem := base_url_problem(self.base_url, allow_insecure=self.allow_insecure):
             raise OpenMRSConfigError(problem)
         if not self.username or not self.password:
@@ -95,6 +100,10 @@ class ClientConfig:
     @property
     def rest_base(self) -> str:
         return self.server + REST_PATH
+
+    @property
+    def fhir_base(self) -> str:
+        return self.server + FHIR_PATH
 
 
 _HOSTNAME_MISMATCH = 62  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH

@@ -23,13 +23,17 @@ _TAG = re.compile(r"<[^>]+>")
 
 
 def error_message(body_text: str) -> str:
-    """The human part of an OpenMRS error body: `error.message` plus field errors, or the HTML page's text."""
+    """The human part of an OpenMRS error body: `error.message` plus field errors, a FHIR
+    OperationOutcome's diagnostics, or the HTML page's text."""
     try:
         body = json.loads(body_text)
     except ValueError:
         return _TAG.sub(" ", body_text)
     if not isinstance(body, dict):
         return ""
+    if body.get("resourceType") == "OperationOutcome":  # FHIR's errors
+        issues = [issue for issue in body.get("issue") or [] if isinstance(issue, dict)]
+        return "; ".join(str(issue.get("diagnostics") or issue.get("code") or "") for issue in issues)
     error = body.get("error")
     if not isinstance(error, dict):
         return str(body.get("message", ""))

@@ -72,9 +72,11 @@ class PendingSubmission:
 
     `fresh` means: forget what the log knew (never sent to this server), start from the record's own uuid.
     `new` means: the log had no entry for this key when the batch was planned (it can be inserted).
-    `correction` means: a new version of a condition in OpenMRS will be posted. Two runs posting one
-    at the same time would fork it, so a correction is marked only if the entry still holds the
-    `claim` read when the batch was planned, and no other live run holds it (`SubmissionLog`).
+    `claimed` means: OpenMRS cannot tell two runs' copies apart, so only one run may send it. That is
+    a correction over the REST API (a new version has no uuid of its own: two would fork the
+    condition), and any write over FHIR (FHIR2 ignores a client id: two creates are two conditions).
+    It is marked only if the entry still holds the `claim` read when the batch was planned (none, for
+    a key the log does not hold yet), and no other live run holds it (`SubmissionLog`).
     """
 
     key: str
@@ -82,7 +84,7 @@ class PendingSubmission:
     content_hash: str
     fresh: bool
     new: bool = False
-    correction: bool = False
+    claimed: bool = False
     claim: str | None = None
     changed: bool = False  # other content than the log's entry was last marked with: a new retry window
 

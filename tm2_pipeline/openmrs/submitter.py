@@ -20,10 +20,12 @@ from typing import Any, Protocol
 import httpx
 
 from tm2_pipeline.openmrs.client import OpenMRSClient, Sleep
-from tm2_pipeline.openmrs.client_config import ClientConfig
+from tm2_pipeline.openmrs.client_config import FHIR, ClientConfig
 from tm2_pipeline.openmrs.decisions import Action, plan_submission
+from tm2_pipeline.openmrs.fhir_exchange import FhirRecordExchange
 from tm2_pipeline.openmrs.interrupts import stopped_by_interrupts
-from tm2_pipeline.openmrs.record_exchange import Record, RecordExchange, SubmissionLogLike, Work
+from tm2_pipeline.openmrs.record_exchange import Record, SubmissionLogLike, Work
+from tm2_pipeline.openmrs.rest_exchange import RestRecordExchange
 from tm2_pipeline.openmrs.states import (
     PendingSubmission,
     SubmissionOutcome,
@@ -62,7 +64,8 @@ class _Submitter:
         store: StoredRecords | None = None,
     ) -> None:
         self.client, self.log, self.now, self.options = client, log, now, options
-        self.exchange = RecordExchange(client, log, now, clock, allow_noncoded=options.allow_noncoded)
+        exchange = FhirRecordExchange if client.config.api == FHIR else RestRecordExchange
+        self.exchange = exchange(client, log, now, clock, allow_noncoded=options.allow_noncoded)
         self.store = store
         self.live: set[_Task] = set()  # launched, not finished
         self.finished: list[SubmissionOutcome] = []  # outcomes not written to the log yet
@@ -125,7 +128,7 @@ class _Submitter:
                     w.plan.content_hash,
                     w.plan.fresh,
                     new=w.key not in entries,
-                    correction=w.plan.action in _CORRECTIONS,
+                    claimed=w.plan.action in _CORRECTIONS or self.exchange.claims_every_send,
                     claim=entries[w.key].claim if w.key in entries else None,
                     changed=w.key in entries and entries[w.key].content_hash != w.plan.content_hash,
                 )
@@ -134,7 +137,7 @@ class _Submitter:
             # Awaited before the chunk's tasks exist: no request can precede its record's mark.
             marked = await asyncio.to_thread(self.log.mark_in_flight, pending, self.client.server, self.now)
             for work in works:
-                if work.key not in marked:  # another run is correcting it: that run's to finish
+                if work.key not in marked:  # another run claimed it: that run's to finish
                     summary.add(SubmissionState.IN_FLIGHT)
             works = [work for work in works if work.key in marked]
         return works

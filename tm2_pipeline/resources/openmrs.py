@@ -48,6 +48,7 @@ class OpenMRSResource(dg.ConfigurableResource):
     backoff_max_s: float = 30.0
     batch_size: int = 200
     page_limit: int = 100  # OpenMRS's webservices.rest.maxResultsAbsolute
+    api: str = "rest"  # conditions through the REST API, or "fhir": FHIR2's Condition
     sandbox_wait_s: float = 120.0  # how long a run waits for another process holding the sandbox
 
     def __repr_args__(self) -> Any:
@@ -91,6 +92,7 @@ class OpenMRSResource(dg.ConfigurableResource):
             allow_insecure=self.allow_insecure or sandbox,
             ca_bundle=None if sandbox else self.ca_bundle,
             page_limit=self.page_limit,
+            api=self.api,
         )
 
     @contextlib.contextmanager

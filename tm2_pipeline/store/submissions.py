@@ -3,8 +3,9 @@
 Document: `_id` (record key), `state`, `condition_uuid` (newest version in OpenMRS), `content_hash`
 (last sent), `confirmed_hash` (what OpenMRS is known to hold), `server` (base URL, no credentials),
 `attempts` (the last 20: at, method, status, message without identifiers), `first_attempt_at` (of
-the content last marked: the patient retry window counts from it), `updated_at`, and for
-corrections `claim`, `claimed_by`, `claimed_at`. Writes are bulk wherever a batch is at hand.
+the content last marked: the patient retry window counts from it), `updated_at`, and for claimed
+sends (REST corrections, every FHIR write) `claim`, `claimed_by`, `claimed_at`. Writes are bulk
+wherever a batch is at hand.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ from tm2_pipeline.store.lookups import chunked, lookup_chunk_size
 from tm2_pipeline.store.timestamps import stored_timestamp
 
 KEEP_ATTEMPTS = 20
-# How long a correction claimed by a run is left to that run. Its requests, retries and backoff
+# How long a record claimed by a run is left to that run. Its requests, retries and backoff
 # included, a record is in flight for minutes at most; a run that died holding claims leaves them to
 # the nightly retry (or to any run after this long).
-CORRECTION_LEASE = timedelta(minutes=15)
+CLAIM_LEASE = timedelta(minutes=15)
 _READ_CHUNK = 1000
 _UNSENT_CHUNK = 5000
 
@@ -92,7 +93,7 @@ class SubmissionLog:
         self.target = target or client_target(db.client)
         self._collection = db[SUBMISSIONS_COLLECTION]
         self._lookup_keys: int | None = None
-        self.owner = uuid.uuid4().hex  # this run's name on the corrections it claims
+        self.owner = uuid.uuid4().hex  # this run's name on the sends it claims
 
     def _key_chunks(self, keys: Sequence[str]) -> Iterator[list[str]]:
         if self._lookup_keys is None:
@@ -113,36 +114,41 @@ class SubmissionLog:
 
         Keys the log did not hold are inserted (on SecantusDB an insert costs a quarter of an upsert);
         one another run inserted meanwhile comes back as a duplicate key and is upserted instead
-        (creates are safe to race: both runs use the record's own uuid, and OpenMRS keeps one).
-        Corrections are claimed instead (`_claim_corrections`): one another run claimed since the
-        batch was planned, or still holds, is not marked, and this run does not send it.
+        (REST creates are safe to race: both runs use the record's own uuid, and OpenMRS keeps one).
+        Claimed records (`PendingSubmission.claimed`) are claimed instead (`_claim`): one another run
+        claimed since the batch was planned, or still holds, is not marked, and this run does not send it.
         """
         if not pending:
             return set()
         at = stored_timestamp(now)
-        corrections = [item for item in pending if item.correction]
-        creates = [item for item in pending if not item.correction]
+        claimed = [item for item in pending if item.claimed]
+        creates = [item for item in pending if not item.claimed]
         new = [item for item in creates if item.new]
         raced = self._insert_marks(new, server, at)
         operations = [self._mark(item, server, at) for item in creates if not item.new or item.key in raced]
         if operations:
             self._collection.bulk_write(operations, ordered=False)
-        return {item.key for item in creates} | self._claim_corrections(corrections, server, at)
+        return {item.key for item in creates} | self._claim(claimed, server, at)
 
-    def _claim_corrections(self, pending: Sequence[PendingSubmission], server: str, at: datetime) -> set[str]:
-        """Mark each correction only if its entry still holds the claim read at planning time, and is
-        not in flight under another live run's claim (younger than CORRECTION_LEASE)."""
+    def _claim(self, pending: Sequence[PendingSubmission], server: str, at: datetime) -> set[str]:
+        """Mark each record only if its entry still holds the claim read at planning time, and is not
+        in flight under another live run's claim (younger than CLAIM_LEASE). A key the log did
+        not hold is inserted with the claim: if another run inserted it first, that run has it."""
         if not pending:
             return set()
         token, claim = self._new_claim()
-        operations = [
-            UpdateOne(
-                {"_id": item.key, **self._claimable(item.claim, claim["claimed_at"])},
-                {"$set": {**self._mark_fields(item, server, at), **claim}},
-            )
-            for item in pending
-        ]
-        self._collection.bulk_write(operations, ordered=False)
+        self._insert_marks([item for item in pending if item.new], server, at, claim)
+        operations = []
+        for item in pending:
+            if item.new:
+                continue
+            fields = {**self._mark_fields(item, server, at), **claim}
+            if item.fresh:  # what the log knew was about another server
+                fields.update(_first_mark(at))
+            claimable = self._claimable(item.claim, claim["claimed_at"])
+            operations.append(UpdateOne({"_id": item.key, **claimable}, {"$set": fields}))
+        if operations:
+            self._collection.bulk_write(operations, ordered=False)
         return {
             document["_id"]
             for chunk in self._key_chunks([item.key for item in pending])
@@ -151,9 +157,9 @@ class SubmissionLog:
 
     @_translated
     def hold_claim(self, key: str, claim: str | None) -> bool:
-        """Right before a correction is posted: renew this run's claim on `key`, or take it when the
+        """Right before a claimed record is sent: renew this run's claim on `key`, or take it when the
         entry still holds `claim` (read when the record was planned) and no other live run holds it.
-        False: another run is correcting it, so this run must not post. Renewing at each post keeps a
+        False: another run is sending it, so this run must not. Renewing at each post keeps a
         slow run's lease from running out between its mark and its post."""
         _, fields = self._new_claim()
         held = {"$or": [{"claimed_by": self.owner}, self._claimable(claim, fields["claimed_at"])]}
@@ -166,19 +172,23 @@ class SubmissionLog:
 
     def _claimable(self, claim: str | None, wall: datetime) -> dict:
         """The entry still holds the claim read at planning time and is not in flight under another
-        live run's claim (younger than CORRECTION_LEASE)."""
+        live run's claim (younger than CLAIM_LEASE)."""
         free = [
             {"state": {"$ne": SubmissionState.IN_FLIGHT.value}},
             {"claimed_by": self.owner},
             {"claimed_at": None},
-            {"claimed_at": {"$lt": wall - CORRECTION_LEASE}},
+            {"claimed_at": {"$lt": wall - CLAIM_LEASE}},
         ]
         return {"claim": claim, "$or": free}
 
-    def _insert_marks(self, pending: Sequence[PendingSubmission], server: str, at: datetime) -> set[str]:
-        """Insert whole in_flight entries; the keys that turned out to exist already."""
+    def _insert_marks(
+        self, pending: Sequence[PendingSubmission], server: str, at: datetime, claim: dict | None = None
+    ) -> set[str]:
+        """Insert whole in_flight entries (with `claim`'s fields, if any); the keys that turned out to
+        exist already."""
         documents = [
-            {"_id": item.key, **self._mark_fields(item, server, at), **_first_mark(at)} for item in pending
+            {"_id": item.key, **self._mark_fields(item, server, at), **_first_mark(at), **(claim or {})}
+            for item in pending
         ]
         return {document["_id"] for document in insert_new(self._collection, documents)}
 

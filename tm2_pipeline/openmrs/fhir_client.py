@@ -1,0 +1,138 @@
+"""OpenMRS FHIR2's Condition resource (`<webapp>/ws/fhir2/R4/Condition`), inside the REST client's
+session: one login serves both APIs (the JSESSIONID cookie is the webapp's).
+
+Reads: a search by patient and onset date (every page), and a read by id. Writes: `POST` (FHIR2
+assigns the id) and `PUT` (in place: the id stays). Failures mean what they mean for the REST
+calls (`transient.py`); FHIR's own errors are OperationOutcomes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+
+from tm2_pipeline.openmrs.client import OpenMRSClient
+from tm2_pipeline.openmrs.errors import OpenMRSAccessError, OpenMRSError, TransientOpenMRSError
+from tm2_pipeline.openmrs.responses import WriteResult, server_message
+from tm2_pipeline.openmrs.transient import raise_if_transient, raise_if_webapp_missing
+
+FHIR_JSON = "application/fhir+json"
+# A search listing more pages than this for one patient and day is not a clinic's problem list.
+MAX_SEARCH_PAGES = 50
+
+
+@dataclass(frozen=True)
+class ConditionRead:
+    """A read by id: the resource (200), absent (404), or voided in OpenMRS (410)."""
+
+    resource: dict[str, Any] | None
+    gone: bool = False
+
+
+class FhirConditions:
+    def __init__(self, client: OpenMRSClient) -> None:
+        self.client = client
+        self.base = client.config.fhir_base
+
+    async def search(self, patient_uuid: str, onset_date: str) -> list[dict[str, Any]]:
+        """The patient's conditions with onset on that day (every page)."""
+        url: str | None = f"{self.base}/Condition"
+        params: dict[str, str] | None = {
+            "patient": patient_uuid,
+            "onset-date": onset_date,
+            "_count": str(self.client.config.page_limit),
+        }
+        found: list[dict[str, Any]] = []
+        for _ in range(MAX_SEARCH_PAGES):
+            if url is None:
+                return found
+            bundle = await self._get(url, what="condition search", params=params)
+            for entry in bundle.get("entry") or []:
+                resource = entry.get("resource") or {}
+                if resource.get("resourceType") == "Condition":
+                    found.append(resource)
+            url, params = self._next_page(bundle), None
+        if url is not None:
+            raise OpenMRSError(
+                f"condition search: more than {MAX_SEARCH_PAGES} pages for one patient and day"
+            )
+        return found
+
+    def _next_page(self, bundle: dict[str, Any]) -> str | None:
+        """The bundle's `next` link, sent to the configured server: OpenMRS behind a gateway builds its
+        links from the address it was reached at inside, which this machine may not reach."""
+        for link in bundle.get("link") or []:
+            if link.get("relation") == "next" and link.get("url"):
+                ours, theirs = urlsplit(self.base), urlsplit(link["url"])
+                return urlunsplit((ours.scheme, ours.netloc, theirs.path, theirs.query, ""))
+        return None
+
+    async def read(self, condition_id: str) -> ConditionRead:
+        response = await self.client.send(
+            "GET", f"{self.base}/Condition/{quote(condition_id, safe='')}", what="condition read"
+        )
+        if response.status_code == 410:
+            return ConditionRead(None, gone=True)
+        if response.status_code == 404:
+            raise_if_webapp_missing(response, "GET", "condition read")
+            return ConditionRead(None)
+        return ConditionRead(self._json(response, "condition read"))
+
+    async def create(self, resource: dict[str, Any]) -> WriteResult:
+        return await self._write("POST", f"{self.base}/Condition", resource, what="condition create")
+
+    async def update(self, condition_id: str, resource: dict[str, Any]) -> WriteResult:
+        path = f"{self.base}/Condition/{quote(condition_id, safe='')}"
+        return await self._write("PUT", path, resource, what="condition update")
+
+    async def _get(self, url: str, *, what: str, params: dict[str, str] | None) -> dict[str, Any]:
+        response = await self.client.send("GET", url, what=what, params=params)
+        raise_if_webapp_missing(response, "GET", what)
+        return self._json(response, what)
+
+    def _json(self, response: httpx.Response, what: str) -> dict[str, Any]:
+        """A read's body. Reads are idempotent, so any 5xx is transient; 403 stops the run."""
+        raise_if_transient(response, "GET", what, server_error_is_transient=True)
+        if response.status_code == 403:
+            raise OpenMRSAccessError(
+                f"the OpenMRS user {self.client.config.username!r} lacks a privilege for {what}: "
+                f"{server_message(response.text)}"
+            )
+        if response.status_code != 200:
+            raise OpenMRSError(
+                f"{what}: OpenMRS answered {response.status_code}: {server_message(response.text)}"
+            )
+        try:
+            return response.json()
+        except ValueError:
+            raise TransientOpenMRSError(f"{what}: answer was not JSON", method="GET", status=200) from None
+
+    async def _write(self, method: str, url: str, resource: dict[str, Any], *, what: str) -> WriteResult:
+        """Send once. Gateway errors raise `TransientOpenMRSError`; everything else is returned as is,
+        because whether a 500 wrote anything must be checked by the caller."""
+        headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON, "Prefer": "return=representation"}
+        response = await self.client.send(method, url, what=what, json=resource, headers=headers)
+        raise_if_transient(response, method, what)
+        raise_if_webapp_missing(response, method, what)
+        if response.status_code not in (200, 201):
+            return WriteResult(response.status_code, None, server_message(response.text))
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if not body.get("id"):
+            # Without a body, the id is in Location: .../Condition/<id>/_history/<version>.
+            parts = urlsplit(response.headers.get("Location", "")).path.split("/")
+            if "Condition" in parts[:-1]:
+                body = {**body, "id": parts[parts.index("Condition") + 1]}
+        if not body.get("id"):
+            raise TransientOpenMRSError(
+                f"{what}: answered {response.status_code} without the condition's id",
+                method=method,
+                status=response.status_code,
+                in_doubt=True,
+            )
+        return WriteResult(response.status_code, body, "")

@@ -1,0 +1,121 @@
+"""One record's exchange with OpenMRS through FHIR2's Condition, exactly once (OPENMRS_API=fhir).
+
+FHIR2 ignores a client id on create, so OpenMRS cannot refuse a second copy of a record. Instead:
+- every send is claimed in the log first (`claims_every_send`): one run at a time per record;
+- before any create, the record's condition is searched for (the patient's conditions of that onset
+  day, the one whose note names the record's uuid, or whose id is it: created over the REST API);
+- a create whose answer is in doubt (a timeout after sending, a cut connection, a gateway's 502/504)
+  is not sent again by the same run: a search now could miss a condition OpenMRS is still writing.
+  The next run searches first, once it has landed.
+An update (`PUT`) replaces the condition in place and keeps its id: sent twice, it writes the same
+content twice, so it is retried like a read. Lookups (patient, concept) are the REST API's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tm2_pipeline.identity import condition_uuid
+from tm2_pipeline.openmrs.decisions import Action
+from tm2_pipeline.openmrs.errors import TransientOpenMRSError
+from tm2_pipeline.openmrs.fhir_client import FhirConditions
+from tm2_pipeline.openmrs.fhir_payloads import (
+    fhir_condition,
+    fhir_condition_matches,
+    fhir_update,
+    is_record_condition,
+)
+from tm2_pipeline.openmrs.record_exchange import RecordExchange, Work
+from tm2_pipeline.openmrs.states import SubmissionOutcome, SubmissionState
+
+_KNOWN = (Action.CORRECT, Action.VERIFY_CORRECT)  # the log holds the condition's id
+
+
+class FhirRecordExchange(RecordExchange):
+    claims_every_send = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conditions = FhirConditions(self.client)
+
+    async def attempt_unchecked(self, work: Work, number: int) -> SubmissionOutcome:
+        resolved = await self.resolve(work)
+        if isinstance(resolved, SubmissionOutcome):
+            return resolved
+        patient_uuid, concept = resolved
+        record_uuid = condition_uuid(work.key)
+        wanted = fhir_condition(
+            work.record, record_uuid=record_uuid, patient_uuid=patient_uuid, concept_uuid=concept
+        )
+        known = work.plan.action in _KNOWN
+        found, gone = None, False
+        if known:
+            read = await self.conditions.read(work.current_uuid)
+            found, gone = read.resource, read.gone
+        if found is None:
+            # Also when the logged id is gone: an edit in OpenMRS's REST UI replaces the condition
+            # with a new id, and the note (the record's uuid in it) goes with it.
+            found = await self.search(work, patient_uuid, record_uuid, wanted["onsetDateTime"])
+        if found is not None:
+            return await self.settle(work, found, wanted)
+        if gone:
+            self.note(work, "GET", 410, "voided in OpenMRS; not sent again")
+            return work.outcome(SubmissionState.REJECTED_BY_SERVER)
+        if known:
+            self.note(work, "GET", 404, "the condition this record updates is no longer in OpenMRS")
+            return work.outcome(SubmissionState.REJECTED_BY_SERVER)
+        if work.plan.action is Action.VERIFY_CREATE or number > 1:
+            self.note(work, "GET", 200, "not in OpenMRS yet")
+        return await self.create(work, wanted)
+
+    async def search(
+        self, work: Work, patient_uuid: str, record_uuid: str, onset_date: str
+    ) -> dict[str, Any] | None:
+        """The record's condition among the patient's of that day; the logged one first if several."""
+        listed = await self.conditions.search(patient_uuid, onset_date)
+        mine = [resource for resource in listed if is_record_condition(resource, record_uuid)]
+        mine.sort(key=lambda resource: resource.get("id") != work.current_uuid)
+        return mine[0] if mine else None
+
+    async def settle(self, work: Work, found: dict[str, Any], wanted: dict[str, Any]) -> SubmissionOutcome:
+        """OpenMRS holds the record's condition: done if it says the same, else update it in place."""
+        if fhir_condition_matches(found, wanted):
+            self.note(work, "GET", 200, "already present")
+            return work.outcome(SubmissionState.ALREADY_PRESENT, uuid=found["id"], confirmed=True)
+        if not await self.hold(work):
+            return work.outcome(SubmissionState.IN_FLIGHT, left_to_other_run=True)
+        result = await self.conditions.update(found["id"], fhir_update(found, wanted))
+        self.note(work, "PUT", result.status, "updated" if result.ok else result.message)
+        if result.ok:
+            return work.outcome(
+                SubmissionState.SUBMITTED, uuid=found["id"], confirmed=True, created=True, corrected=True
+            )
+        if result.status >= 500:
+            raise TransientOpenMRSError(
+                f"condition update: {result.status}", method="PUT", status=result.status
+            )
+        return work.outcome(SubmissionState.REJECTED_BY_SERVER)
+
+    async def create(self, work: Work, wanted: dict[str, Any]) -> SubmissionOutcome:
+        if not await self.hold(work):
+            return work.outcome(SubmissionState.IN_FLIGHT, left_to_other_run=True)
+        try:
+            result = await self.conditions.create(wanted)
+        except TransientOpenMRSError as error:
+            if not error.in_doubt:
+                raise
+            self.note(
+                work, "POST", error.status, f"{error}; searched for by the next run before anything is sent"
+            )
+            return work.outcome(SubmissionState.FAILED_RETRYABLE)
+        self.note(work, "POST", result.status, "created" if result.ok else result.message)
+        if result.ok and result.body:
+            return work.outcome(
+                SubmissionState.SUBMITTED, uuid=result.body["id"], confirmed=True, created=True
+            )
+        if result.status >= 500:
+            # FHIR2 answered, so its transaction is over: the retry's search sees whatever it wrote.
+            raise TransientOpenMRSError(
+                f"condition create: {result.status}", method="POST", status=result.status
+            )
+        return work.outcome(SubmissionState.REJECTED_BY_SERVER)
