@@ -1,4 +1,5 @@
-"""The emulator's HTTP surface: the OpenMRS REST endpoints the pipeline uses, mounted at /openmrs/ws/rest/v1.
+"""The emulator's HTTP surface: the OpenMRS REST endpoints the pipeline uses, mounted at /openmrs/ws/rest/v1,
+and FHIR2's Condition endpoints at /openmrs/ws/fhir2/R4 (`fhir.py`), both over one EmulatorState.
 
 Authentication as OpenMRS does it: Basic on any request (a new session each time), then the
 JSESSIONID cookie; wrong credentials on /session -> 200 authenticated:false; no credentials -> 401
@@ -7,8 +8,6 @@ JSON with WWW-Authenticate; an unknown JSESSIONID without Basic -> HTML 401 "Ses
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -21,7 +20,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from tm2_pipeline.openmrs.emulator import representations as rep
+from tm2_pipeline.openmrs.emulator.auth import (
+    USER_PERSON,
+    USER_UUID,
+    authenticate,
+    emulator_state,
+    with_cookie,
+)
 from tm2_pipeline.openmrs.emulator.custom_rep import CustomRepError
+from tm2_pipeline.openmrs.emulator.fhir import fhir_routes
+from tm2_pipeline.openmrs.emulator.fhir_search import SearchStore
 from tm2_pipeline.openmrs.emulator.state import DuplicateUuid, EmulatorState
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -43,54 +51,16 @@ VERIFICATION = frozenset({"PROVISIONAL", "CONFIRMED"})
 _DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})([T ]\d{2}:\d{2}(:\d{2}(\.\d{3})?)?([+-]\d{2}:?\d{2}|Z)?)?$")
 
 
-def _state(request: Request) -> EmulatorState:
-    return request.app.state.emulator
-
-
-def _credentials(request: Request) -> tuple[str, str] | Response | None:
-    header = request.headers.get("authorization", "")
-    if not header.lower().startswith("basic "):
-        return None
-    try:
-        username, _, password = base64.b64decode(header[6:], validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return rep.html_page(400, "HTTP Status 400 – Bad Request", "Malformed Basic authorization header")
-    return username, password
-
-
-def _authenticate(request: Request) -> tuple[str | None, Response | None, str | None]:
-    """(user, error response, new session token)."""
-    state = _state(request)
-    credentials = _credentials(request)
-    if isinstance(credentials, Response):
-        return None, credentials, None
-    if credentials is not None:
-        if state.authenticate(*credentials):
-            return credentials[0], None, state.new_session(credentials[0])
-        return None, None, None
-    cookie = request.cookies.get("JSESSIONID")
-    if cookie:
-        user = state.sessions.get(cookie)
-        return (user, None, None) if user else (None, rep.session_timed_out(), None)
-    return None, None, None
-
-
-def _with_cookie(response: Response, token: str | None) -> Response:
-    if token:
-        response.set_cookie("JSESSIONID", token, path="/openmrs", httponly=True)
-    return response
-
-
 def protected(privilege: str) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
-            _state(request).requests[f"{request.method} {handler.__name__}"] += 1
-            user, failure, token = _authenticate(request)
+            emulator_state(request).requests[f"{request.method} {handler.__name__}"] += 1
+            user, failure, token = authenticate(request)
             if failure is not None:
                 return failure
             if user is None:
                 return rep.not_logged_in(privilege)
-            return _with_cookie(await handler(request), token)
+            return with_cookie(await handler(request), token)
 
         return endpoint
 
@@ -98,11 +68,11 @@ def protected(privilege: str) -> Callable[[Handler], Handler]:
 
 
 async def session(request: Request) -> Response:
-    state = _state(request)
+    state = emulator_state(request)
     if request.method == "DELETE":
         state.sessions.pop(request.cookies.get("JSESSIONID", ""), None)
         return Response(status_code=204)
-    user, failure, token = _authenticate(request)
+    user, failure, token = authenticate(request)
     if failure is not None:
         return failure
     body: dict[str, Any] = {
@@ -115,17 +85,17 @@ async def session(request: Request) -> Response:
             sessionLocation=None,
             currentProvider=None,
             user={
-                "uuid": "45ce6c2e-dd5a-11e6-9d9c-0242ac150002",
+                "uuid": USER_UUID,
                 "display": user,
                 "username": user,
                 "systemId": user,
                 "userProperties": {},
                 "privileges": [],
                 "roles": [{"display": "System Developer"}],
-                "person": {"uuid": "24252571-dd5a-11e6-9d9c-0242ac150002", "display": "Super User"},
+                "person": dict(USER_PERSON),
             },
         )
-    return _with_cookie(JSONResponse(body), token)
+    return with_cookie(JSONResponse(body), token)
 
 
 @protected("Get Patients")
@@ -134,13 +104,13 @@ async def patients(request: Request) -> Response:
     if identifier is None:
         return rep.error(400, "This search is not supported here: use ?identifier=")
     view = rep.view_of(request, "ref")
-    found = [rep.patient_rep(request, p, view) for p in _state(request).find_patients(identifier)]
+    found = [rep.patient_rep(request, p, view) for p in emulator_state(request).find_patients(identifier)]
     return rep.paged(request, found)
 
 
 @protected("Get Patients")
 async def patient(request: Request) -> Response:
-    found = _state(request).patients.get(request.path_params["uuid"])
+    found = emulator_state(request).patients.get(request.path_params["uuid"])
     return (
         rep.not_found()
         if found is None
@@ -150,7 +120,7 @@ async def patient(request: Request) -> Response:
 
 @protected("Get Concepts")
 async def concepts(request: Request) -> Response:
-    state, params = _state(request), request.query_params
+    state, params = emulator_state(request), request.query_params
     if "source" in params and "code" in params:
         found = state.concepts_mapped_to(params["source"], params["code"])
     elif "source" in params:
@@ -173,7 +143,7 @@ async def concepts(request: Request) -> Response:
 
 @protected("Get Concepts")
 async def concept(request: Request) -> Response:
-    state = _state(request)
+    state = emulator_state(request)
     found = state.resolve_concept(request.path_params["reference"])
     if len(found) > 1:
         return rep.error(
@@ -190,13 +160,13 @@ async def concept(request: Request) -> Response:
 @protected("Get Concept Sources")
 async def concept_sources(request: Request) -> Response:
     wanted = request.query_params.get("q", "").lower()
-    found = [s for s in _state(request).concept_sources if wanted in s["name"].lower()]
+    found = [s for s in emulator_state(request).concept_sources if wanted in s["name"].lower()]
     return rep.paged(request, [rep.source_rep(request, s, rep.view_of(request, "ref")) for s in found])
 
 
 @protected("Get Concept Sources")
 async def concept_source(request: Request) -> Response:
-    found = _state(request).find_source(request.path_params["reference"])
+    found = emulator_state(request).find_source(request.path_params["reference"])
     return (
         rep.not_found()
         if found is None
@@ -285,7 +255,7 @@ def _duplicate(uuid: str) -> Response:
 
 @protected("Get Conditions")
 async def conditions(request: Request) -> Response:
-    state = _state(request)
+    state = emulator_state(request)
     if request.method == "POST":
         body = await _json_body(request)
         if isinstance(body, Response):
@@ -308,7 +278,7 @@ async def conditions(request: Request) -> Response:
 
 @protected("Get Conditions")
 async def condition(request: Request) -> Response:
-    state = _state(request)
+    state = emulator_state(request)
     existing = state.conditions.get(request.path_params["uuid"])
     if existing is None:
         return rep.not_found()
@@ -346,6 +316,7 @@ def create_app(state: EmulatorState) -> Starlette:
         Route("/condition/{uuid}", condition, methods=["GET", "POST", "DELETE"]),
         Route("/{path:path}", unknown, methods=["GET", "POST", "DELETE", "PUT"]),
     ]
-    app = Starlette(routes=[Mount(rep.REST_PREFIX, routes=routes)])
+    app = Starlette(routes=[Mount(rep.REST_PREFIX, routes=routes), *fhir_routes()])
     app.state.emulator = state
+    app.state.fhir_searches = SearchStore()
     return app

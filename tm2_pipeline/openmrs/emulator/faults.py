@@ -1,7 +1,7 @@
 """Fault injection in front of the emulator, as a gateway and an overloaded OpenMRS would misbehave.
 
-Kinds (each a probability per request):
-- error_500        OpenMRS JSON 500, nothing written
+Kinds (each a probability per request), on the REST and the FHIR paths alike:
+- error_500        OpenMRS JSON 500 (on FHIR paths: an OperationOutcome), nothing written
 - bad_gateway      nginx HTML 502, nothing written
 - unavailable      HTML 503 with Retry-After (OpenMRS starting up), nothing written
 - gateway_timeout  nginx HTML 504, nothing written
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tm2_pipeline.openmrs.emulator.representations import error, html_page
+from tm2_pipeline.openmrs.emulator.representations import FHIR_PREFIX, error, html_page, operation_outcome
 
 KINDS = ("error_500", "bad_gateway", "unavailable", "gateway_timeout", "timeout", "drop", "lost_response")
 
@@ -109,12 +109,7 @@ class FaultInjector:
         elif kind == "drop":
             await _cut(send)
         elif kind == "error_500":
-            await error(
-                500,
-                "Unexpected error [org.hibernate.exception.JDBCConnectionException: Unable to "
-                "acquire JDBC Connection]",
-                "org.hibernate.exception.JDBCConnectionException:0",
-            )(scope, receive, send)
+            await _server_error(scope["path"])(scope, receive, send)
         elif kind == "unavailable":
             page = html_page(
                 503,
@@ -125,6 +120,14 @@ class FaultInjector:
             await page(scope, receive, send)
         else:
             await _gateway_page(502 if kind == "bad_gateway" else 504)(scope, receive, send)
+
+
+def _server_error(path: str) -> Response:
+    """The database gone: OpenMRS's JSON 500, or HAPI's OperationOutcome on the FHIR paths."""
+    cause = "org.hibernate.exception.JDBCConnectionException: Unable to acquire JDBC Connection"
+    if path.startswith(FHIR_PREFIX):
+        return operation_outcome(500, f"Failed to call access method: {cause}")
+    return error(500, f"Unexpected error [{cause}]", "org.hibernate.exception.JDBCConnectionException:0")
 
 
 async def _buffered(receive: Receive) -> Receive:

@@ -1,4 +1,5 @@
-"""JSON as OpenMRS writes it: representations (ref/default/full), error bodies, HTML pages, paging."""
+"""JSON as OpenMRS writes it: representations (ref/default/full), error bodies (REST's and FHIR's
+OperationOutcome), HTML pages, paging."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from tm2_pipeline.openmrs.emulator.custom_rep import parse_custom, project
 
 REST_PREFIX = "/openmrs/ws/rest/v1"
+FHIR_PREFIX = "/openmrs/ws/fhir2/R4"
+FHIR_JSON = "application/fhir+json;charset=utf-8"
 REALM = 'Basic realm="OpenMRS at /ws/rest"'
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
@@ -230,6 +233,18 @@ def not_logged_in(privilege: str = "Get Patients") -> JSONResponse:
     )
     response.headers["WWW-Authenticate"] = REALM
     return response
+
+
+def fhir_json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers, media_type=FHIR_JSON)
+
+
+def operation_outcome(
+    status: int, diagnostics: str, severity: str = "error", code: str = "processing"
+) -> Response:
+    """How HAPI (FHIR2) answers an error: an OperationOutcome with one issue."""
+    issue = {"severity": severity, "code": code, "diagnostics": diagnostics}
+    return fhir_json({"resourceType": "OperationOutcome", "issue": [issue]}, status)
 
 
 def html_page(status: int, title: str, text: str, headers: dict[str, str] | None = None) -> Response:

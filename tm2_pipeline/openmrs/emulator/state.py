@@ -1,8 +1,11 @@
 """The emulator's data and rules: users and sessions (with lockout), patients, concepts, conditions.
 
-Conditions are plain dicts (persisted through `ConditionJournal`); their update rule follows
-OpenMRS's ConditionServiceImpl: a changed condition voids the old row and creates a new one whose
-`previousVersion` is the old; an unchanged one, or one already voided, is returned as it is.
+Conditions are plain dicts (persisted through `ConditionJournal`). Two update rules, as OpenMRS has:
+- REST (`update_condition`, ConditionServiceImpl): a changed condition voids the old row and creates a
+  new one whose `previousVersion` is the old; an unchanged one, or one already voided, is returned as it is.
+- FHIR2 (`revise_condition`, BaseFhirService.update): the same row changes in place (same uuid), its
+  `version` (FHIR's meta.versionId; absent = 1) counts up and `dateChanged` is set.
+`fhir_concept_sources` is FHIR2's table fhir_concept_source: a coding system URL -> a concept source name.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class EmulatorState:
         self.concept_sources = list(seed.concept_sources)
         self.concepts = {concept["uuid"]: concept for concept in seed.concepts}
         self.conditions: dict[str, dict[str, Any]] = dict(conditions or {})
+        self.fhir_concept_sources = {row["url"]: row["conceptSource"] for row in seed.fhir_concept_sources}
 
     # --- users and sessions --------------------------------------------------------------------
 
@@ -178,6 +182,19 @@ class EmulatorState:
         self._store({**existing, "voided": True, "voidReason": f"Condition replaced by {new_uuid}"})
         return self.create_condition({**proposed, "uuid": new_uuid, "previousVersion": existing["uuid"]})
 
+    def revise_condition(self, existing: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+        """FHIR2's update: the condition changed in place, its version counted up; unchanged -> as it is."""
+        proposed = {**existing, **changes}
+        if all(proposed.get(name) == existing.get(name) for name in ("patient", *CONDITION_CONTENT)):
+            return existing
+        return self._store(
+            {
+                **proposed,
+                "version": existing.get("version", 1) + 1,
+                "dateChanged": datetime.now(UTC).isoformat(),
+            }
+        )
+
     def void_condition(self, existing: dict[str, Any], reason: str) -> None:
         if not existing["voided"]:
             self._store({**existing, "voided": True, "voidReason": reason})
@@ -186,6 +203,11 @@ class EmulatorState:
         """Non-voided conditions of a patient, newest first (as OpenMRS lists them)."""
         found = [c for c in self.conditions.values() if c["patient"] == patient_uuid and not c["voided"]]
         return sorted(found, key=lambda condition: condition["dateCreated"], reverse=True)
+
+    def live_conditions(self) -> list[dict[str, Any]]:
+        """Every non-voided condition, oldest first (as FHIR2 lists them without a _sort)."""
+        found = [c for c in self.conditions.values() if not c["voided"]]
+        return sorted(found, key=lambda condition: condition["dateCreated"])
 
     def close(self) -> None:
         if self.journal is not None:
