@@ -63,6 +63,7 @@ def test_production_settings_reach_the_resources(monkeypatch, tmp_path):
         "OPENMRS_PASSWORD": "emr-secret",
         "OPENMRS_CA_BUNDLE": str(bundle),
         "TM2_OPENMRS_READ_TIMEOUT_S": "90",
+        "OPENMRS_API": "FHIR",
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -71,6 +72,8 @@ def test_production_settings_reach_the_resources(monkeypatch, tmp_path):
     openmrs = resources["openmrs"]
     assert (openmrs.ca_bundle, openmrs.read_timeout_s) == (str(bundle), 90.0)
     assert openmrs.client_config().rest_base == "https://emr.example.org/openmrs/ws/rest/v1"
+    assert openmrs.client_config().fhir_base == "https://emr.example.org/openmrs/ws/fhir2/R4"
+    assert openmrs.api == "fhir"
 
 
 def test_production_without_endpoints_refuses_to_load(monkeypatch):

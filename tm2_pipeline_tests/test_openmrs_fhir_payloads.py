@@ -81,6 +81,12 @@ def test_matches_compares_concept_statuses_onset_day_and_note() -> None:
     inactive = {**found, "clinicalStatus": {"coding": [{"system": CLINICAL_SYSTEM, "code": "inactive"}]}}
     assert not fhir_condition_matches(inactive, wanted)
     assert not fhir_condition_matches({**found, "onsetDateTime": "2024-01-16T00:00:00+05:30"}, wanted)
+    created_over_rest = {
+        **found,
+        "id": RECORD_UUID,
+        "note": [{"text": wanted["note"][0]["text"].split("; Record:")[0]}],
+    }
+    assert fhir_condition_matches(created_over_rest, wanted)
     noncoded = build(record, concept=None)
     assert fhir_condition_matches(as_returned(noncoded), noncoded)
     assert not fhir_condition_matches(

@@ -37,6 +37,21 @@ def test_the_sandbox_keeps_its_conditions_between_runs(tmp_path: Path, mongo_db:
         assert len(sandbox.state.conditions) == first.submitted
 
 
+def test_the_sandbox_serves_fhir_mode_and_keeps_its_conditions(tmp_path: Path, mongo_db: Database) -> None:
+    records = sample_records()[:25]
+    sandbox_fhir = OpenMRSResource(tm2_home=str(tmp_path), api="fhir")
+    first = sandbox_fhir.submit(records, SubmissionLog(mongo_db), NOW)
+    assert first.submitted > 0 and first.failed == 0 and first.requests["POST"] == first.submitted
+
+    # Forget the log: FHIR2 would take a second copy, so only the search before each create prevents it.
+    mongo_db.drop_collection(SUBMISSIONS_COLLECTION)
+    second = sandbox_fhir.submit(records, SubmissionLog(mongo_db), NOW)
+    assert second.submitted == 0 and second.state_counts["already_present"] == first.submitted
+    assert "POST" not in second.requests
+    with open_sandbox(tmp_path / "openmrs-sandbox") as sandbox:
+        assert len(sandbox.state.conditions) == first.submitted
+
+
 def test_a_real_base_url_is_used_over_http(mongo_db: Database) -> None:
     record = make_record("MRN-01001", "SK01", "2024-01-15")
     with open_sandbox(None) as sandbox, SandboxServer(sandbox) as server:

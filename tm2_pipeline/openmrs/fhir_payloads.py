@@ -93,6 +93,13 @@ def _note(resource: Mapping[str, Any]) -> str:
     return notes[0].get("text") or ""
 
 
+def _note_content(resource: Mapping[str, Any]) -> str:
+    """The note without the record's reference: a condition created over the REST API has none."""
+    text = _note(resource)
+    head, separator, _ = text.rpartition(f"; {REFERENCE_LABEL} ")
+    return head if separator else text
+
+
 def is_record_condition(resource: Mapping[str, Any], record_uuid: str) -> bool:
     """True when a condition OpenMRS listed is the record's: its id is the record's uuid (created over
     the REST API, which keeps a client uuid), or its note names the record."""
@@ -101,7 +108,8 @@ def is_record_condition(resource: Mapping[str, Any], record_uuid: str) -> bool:
 
 def fhir_condition_matches(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
     """True when a condition OpenMRS returned already says what `wanted` would say: the concept (or
-    the non-coded text), both statuses, the onset date (its date part) and the note."""
+    the non-coded text), both statuses, the onset date (its date part) and the note (the record's
+    reference aside: found by its id, a condition created over the REST API is the record's too)."""
     want_concept = _coding_code(wanted.get("code"), None)
     if _coding_code(found.get("code"), None) != want_concept:
         return False
@@ -111,5 +119,5 @@ def fhir_condition_matches(found: Mapping[str, Any], wanted: Mapping[str, Any]) 
         _coding_code(found.get("clinicalStatus"), CLINICAL_SYSTEM) == CLINICAL_STATUS
         and _coding_code(found.get("verificationStatus"), VERIFICATION_SYSTEM) == VERIFICATION_STATUS
         and str(found.get("onsetDateTime") or "")[:10] == wanted["onsetDateTime"]
-        and _note(found) == _note(wanted)
+        and _note_content(found) == _note_content(wanted)
     )

@@ -1,0 +1,230 @@
+"""Exactly-once submission through FHIR2's Condition (OPENMRS_API=fhir): the emulator over real HTTP,
+the submission log on SecantusDB. FHIR2 ignores a client id, so these are the cases where a second
+copy could be made: a lost answer, a lost log, two runs at once, faults, a late write."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+from pymongo.database import Database
+
+from tm2_pipeline.identity import condition_uuid
+from tm2_pipeline.openmrs.emulator.faults import FaultConfig
+from tm2_pipeline.openmrs.emulator.server import Sandbox, SandboxServer, open_sandbox
+from tm2_pipeline.openmrs.errors import TransientOpenMRSError
+from tm2_pipeline.openmrs.fhir_payloads import REFERENCE_LABEL
+from tm2_pipeline.openmrs.states import SubmissionState
+from tm2_pipeline.store import submissions
+from tm2_pipeline.store.submissions import SubmissionLog
+from tm2_pipeline_tests.openmrs_sample_records import make_record, sample_records, with_changes
+from tm2_pipeline_tests.test_openmrs_exactly_once import (
+    NOW,
+    CrashingLog,
+    SimulatedCrash,
+    expected_outcomes,
+    submit,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def server() -> Iterator[SandboxServer]:
+    with open_sandbox(None) as sandbox, SandboxServer(sandbox) as running:
+        yield running
+
+
+def fhir(server: SandboxServer, records, log: SubmissionLog, now=NOW, **overrides):
+    return submit(server, records, log, now, api="fhir", **overrides)
+
+
+def live_conditions(server: SandboxServer) -> list[dict]:
+    return [c for c in server.sandbox.state.conditions.values() if not c["voided"]]
+
+
+def record_of(condition: dict) -> str:
+    """The record uuid a condition's note names (or its own uuid: created over REST)."""
+    detail = condition.get("additionalDetail") or ""
+    return detail.rsplit(f"{REFERENCE_LABEL} ", 1)[1] if REFERENCE_LABEL in detail else condition["uuid"]
+
+
+def assert_each_record_in_openmrs_once(server: SandboxServer, records, log: SubmissionLog) -> int:
+    expected = expected_outcomes(server, records)
+    wanted = {
+        condition_uuid(key): key for key, state in expected.items() if state is SubmissionState.SUBMITTED
+    }
+    live = live_conditions(server)
+    assert Counter(record_of(c) for c in live) == Counter(wanted.keys()), (
+        "missing, extra or doubled conditions"
+    )
+    by_record = {record_of(c): c["uuid"] for c in live}
+    entries = log.entries_for([record["_id"] for record in records])
+    for key, state in expected.items():
+        if state is SubmissionState.SUBMITTED:
+            entry = entries[key]
+            assert entry.state in (SubmissionState.SUBMITTED, SubmissionState.ALREADY_PRESENT)
+            assert entry.confirmed_hash is not None
+            assert entry.condition_uuid == by_record[condition_uuid(key)]
+        else:
+            assert entries[key].state is state
+    return len(wanted)
+
+
+def test_the_sample_reaches_openmrs_once_and_a_rerun_sends_nothing(
+    server: SandboxServer, mongo_db: Database
+) -> None:
+    records, log = sample_records(), SubmissionLog(mongo_db)
+    summary = fhir(server, records, log)
+    created = assert_each_record_in_openmrs_once(server, records, log)
+    assert summary.submitted == created == summary.requests["POST"] > 0
+    # FHIR2 assigned the ids: none is the record's own uuid.
+    assert not {c["uuid"] for c in live_conditions(server)} & {condition_uuid(r["_id"]) for r in records}
+
+    again = fhir(server, records, log, now=NOW + timedelta(minutes=5))
+    assert again.submitted == 0 and "POST" not in again.requests and "PUT" not in again.requests
+
+
+def test_a_crash_between_post_and_log_update_creates_nothing_twice(
+    server: SandboxServer, mongo_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = sample_records()[:40]
+    with pytest.raises(SimulatedCrash):
+        fhir(server, records, CrashingLog(mongo_db))
+    created_before = len(live_conditions(server))
+    assert created_before > 0
+
+    # Within the crashed run's lease another run leaves its records alone: it cannot tell a dead run
+    # from a slow one, and two runs creating one record would make two conditions.
+    waiting = fhir(server, records, SubmissionLog(mongo_db), now=NOW + timedelta(minutes=1))
+    assert set(waiting.requests) == {"GET"} and waiting.state_counts == {"in_flight": len(records)}
+
+    monkeypatch.setattr(submissions, "CLAIM_LEASE", timedelta(0))  # the lease has run out
+    log = SubmissionLog(mongo_db)
+    summary = fhir(server, records, log, now=NOW + timedelta(minutes=5))
+    assert "POST" not in summary.requests and summary.state_counts["already_present"] == created_before
+    assert assert_each_record_in_openmrs_once(server, records, log) == created_before
+
+
+def test_a_lost_log_creates_nothing_twice(server: SandboxServer, mongo_db: Database) -> None:
+    records = sample_records()[:40]
+    other = mongo_db.client[mongo_db.name + "_lost"]
+    try:
+        fhir(server, records, SubmissionLog(other))
+    finally:
+        mongo_db.client.drop_database(other.name)
+    log = SubmissionLog(mongo_db)  # a new database: the log knows nothing
+    summary = fhir(server, records, log)
+    assert "POST" not in summary.requests and summary.submitted == 0
+    assert_each_record_in_openmrs_once(server, records, log)
+
+
+def test_conditions_created_over_rest_are_found_by_their_uuid(
+    server: SandboxServer, mongo_db: Database
+) -> None:
+    records = sample_records()[:40]
+    other = mongo_db.client[mongo_db.name + "_rest"]
+    try:
+        submit(server, records, SubmissionLog(other))  # the REST API, with the records' own uuids
+    finally:
+        mongo_db.client.drop_database(other.name)
+    summary = fhir(server, records, SubmissionLog(mongo_db))
+    assert "POST" not in summary.requests and "PUT" not in summary.requests
+    assert summary.state_counts["already_present"] == len(live_conditions(server))
+
+
+def test_a_corrected_severity_updates_the_condition_in_place(
+    server: SandboxServer, mongo_db: Database
+) -> None:
+    log = SubmissionLog(mongo_db)
+    record = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
+    fhir(server, [record], log)
+    (created,) = live_conditions(server)
+
+    corrected = with_changes(record, severity="Severe")
+    summary = fhir(server, [corrected], log, now=NOW + timedelta(days=1))
+    assert (summary.corrected, summary.requests.get("PUT"), summary.requests.get("POST", 0)) == (1, 1, 0)
+    (current,) = live_conditions(server)
+    assert current["uuid"] == created["uuid"] and "Severity: Severe" in current["additionalDetail"]
+    assert len(server.sandbox.state.conditions) == 1
+    entry = log.entries_for([record["_id"]])[record["_id"]]
+    assert (entry.condition_uuid, entry.confirmed_hash) == (created["uuid"], corrected["content_hash"])
+
+    again = fhir(server, [corrected], log, now=NOW + timedelta(days=2))
+    assert again.corrected == 0 and "PUT" not in again.requests
+
+
+def test_two_runs_at_once_create_each_condition_once(server: SandboxServer, mongo_db: Database) -> None:
+    records = sample_records()[:60]
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(fhir, server, records, SubmissionLog(mongo_db)) for _ in range(2)]
+        summaries = [run.result() for run in runs]
+    created = sum(summary.submitted for summary in summaries)
+    log = SubmissionLog(mongo_db)
+    assert created == assert_each_record_in_openmrs_once(server, records, log)
+
+
+def test_repeated_runs_through_30_percent_faults_converge_to_exactly_once(mongo_db: Database) -> None:
+    records, log = sample_records(), SubmissionLog(mongo_db)
+    faults = FaultConfig.spread(0.3, hang_s=1.0, seed=20251124)
+    with open_sandbox(None, faults=faults) as sandbox, SandboxServer(sandbox) as server:
+        runs = []
+        for run in range(12):
+            try:
+                summary = fhir(
+                    server, records, log, now=NOW + timedelta(minutes=run), read_timeout_s=0.5, max_attempts=4
+                )
+            except TransientOpenMRSError:
+                continue  # the login itself met four faults in a row: that run fails, the next goes on
+            runs.append(summary)
+            if summary.failed == 0:
+                break
+        assert runs[-1].failed == 0, f"did not converge: {[s.state_counts for s in runs]}"
+        assert {"drop", "timeout", "lost_response", "error_500"} <= set(sandbox.faults.injected)
+        assert_each_record_in_openmrs_once(server, records, log)
+
+
+def slow_creates(app, posts: Counter, delay_s: float):
+    """FHIR2 busy with every create for `delay_s` before it writes it: the client times out first,
+    and the condition lands after any search the client makes meanwhile."""
+    import asyncio
+    import base64
+
+    async def middleware(scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/Condition"):
+            posts["POST"] += 1
+            body = []  # read whole first: a server goes on with a request whose client has gone
+            while not body or body[-1].get("more_body"):
+                body.append(await receive())
+            await asyncio.sleep(delay_s)
+            credentials = base64.b64encode(b"admin:Admin123")  # the run's logout must not refuse it now
+            scope = {**scope, "headers": [*scope["headers"], (b"authorization", b"Basic " + credentials)]}
+
+            async def replay():
+                return body.pop(0) if body else {"type": "http.disconnect"}
+
+            return await app(scope, replay, send)
+        await app(scope, receive, send)
+
+    return middleware
+
+
+def test_a_create_that_timed_out_is_not_posted_again_by_the_same_run(mongo_db: Database) -> None:
+    posts: Counter = Counter()
+    record = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
+    log = SubmissionLog(mongo_db)
+    with open_sandbox(None) as sandbox:
+        slow = Sandbox(state=sandbox.state, app=slow_creates(sandbox.app, posts, 1.0), faults=None)
+        with SandboxServer(slow) as server:
+            summary = fhir(server, [record], log, read_timeout_s=0.3)
+            assert summary.state_counts == {"failed_retryable": 1} and posts["POST"] == 1
+            time.sleep(1.2)  # the late condition lands
+            assert len(live_conditions(server)) == 1
+
+            summary = fhir(server, [record], log, NOW + timedelta(days=1))
+            assert summary.state_counts == {"already_present": 1} and posts["POST"] == 1
+            assert_each_record_in_openmrs_once(server, [record], log)
