@@ -227,7 +227,7 @@ def store_stop() -> None:
 @click.option("--username", default="admin", show_default=True)
 @click.option("--password", default="Admin123", show_default=True)
 def openmrs_sandbox(port: int, fault_rate: float, latency_ms: int, username: str, password: str) -> None:
-    """Serve the OpenMRS emulator at http://127.0.0.1:PORT/openmrs/ws/rest/v1."""
+    """Serve the OpenMRS emulator at http://127.0.0.1:PORT/openmrs (REST ws/rest/v1, FHIR ws/fhir2/R4)."""
     from tm2_pipeline.openmrs.emulator.server import serve_sandbox
 
     _require_free_port(port)

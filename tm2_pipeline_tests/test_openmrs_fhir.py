@@ -228,3 +228,50 @@ def test_a_create_that_timed_out_is_not_posted_again_by_the_same_run(mongo_db: D
             summary = fhir(server, [record], log, NOW + timedelta(days=1))
             assert summary.state_counts == {"already_present": 1} and posts["POST"] == 1
             assert_each_record_in_openmrs_once(server, [record], log)
+
+
+def test_a_search_reads_every_page_at_the_configured_server(server: SandboxServer) -> None:
+    import asyncio
+
+    from tm2_pipeline.openmrs.client import OpenMRSClient
+    from tm2_pipeline.openmrs.fhir_client import FhirConditions
+    from tm2_pipeline_tests.test_openmrs_exactly_once import config_for
+
+    state = server.sandbox.state
+    patient = state.find_patients("MRN-01001")[0]["uuid"]
+    for n in range(23):
+        state.create_condition(
+            {
+                "patient": patient,
+                "nonCoded": f"entry {n}",
+                "clinicalStatus": "ACTIVE",
+                "onsetDate": "2024-01-15",
+            }
+        )
+    state.create_condition(
+        {"patient": patient, "nonCoded": "other day", "clinicalStatus": "ACTIVE", "onsetDate": "2024-01-16"}
+    )
+
+    async def search() -> list[dict]:
+        async with OpenMRSClient(config_for(server, page_limit=10, api="fhir")) as client:
+            return await FhirConditions(client).search(patient, "2024-01-15")
+
+    found = asyncio.run(search())
+    assert sorted(resource["extension"][0]["valueString"] for resource in found) == sorted(
+        f"entry {n}" for n in range(23)
+    )
+
+    # A gateway's OpenMRS builds its links from the address it was reached at inside.
+    async def next_page() -> str | None:
+        async with OpenMRSClient(config_for(server, api="fhir")) as client:
+            inside = {
+                "link": [
+                    {
+                        "relation": "next",
+                        "url": "http://10.0.0.7:8080/openmrs/ws/fhir2/R4?_getpages=a&_count=10",
+                    }
+                ]
+            }
+            return FhirConditions(client)._next_page(inside)
+
+    assert asyncio.run(next_page()) == f"{server.base_url}/ws/fhir2/R4?_getpages=a&_count=10"
