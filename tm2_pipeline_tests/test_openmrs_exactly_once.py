@@ -407,7 +407,9 @@ def slow_corrections(app, posts: Counter, delay_s: float):
     return middleware
 
 
-def test_a_correction_that_timed_out_is_not_posted_again_by_the_same_run(mongo_db: Database) -> None:
+def test_a_correction_that_timed_out_is_not_posted_again_by_the_same_run(
+    mongo_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import time
 
     from tm2_pipeline.openmrs.emulator.server import Sandbox
@@ -420,11 +422,16 @@ def test_a_correction_that_timed_out_is_not_posted_again_by_the_same_run(mongo_d
             corrected = with_changes(record, severity="Severe")
             summary = submit(server, [corrected], log, NOW + timedelta(days=1), read_timeout_s=0.3)
             assert summary.state_counts == {"failed_retryable": 1} and sum(posts.values()) == 1
+            # A run right after leaves it alone: OpenMRS may still be writing it, and a look now
+            # would miss it and post a second version (a fork).
+            summary = submit(server, [corrected], SubmissionLog(mongo_db), NOW + timedelta(days=1))
+            assert summary.state_counts == {"in_flight": 1} and "POST" not in summary.requests
             time.sleep(1.2)  # the late version lands
             live = [c for c in conditions_by_uuid(server).values() if not c["voided"]]
             assert len(live) == 1 and "Severity: Severe" in live[0]["additionalDetail"]
 
-            # The next run finds it and sends nothing.
+            # Once the window has passed, the next run finds it and sends nothing.
+            monkeypatch.setattr(submissions, "DOUBT_WINDOW", timedelta(0))
             summary = submit(server, [corrected], log, NOW + timedelta(days=2))
             assert summary.state_counts == {"already_present": 1} and sum(posts.values()) == 1
 

@@ -168,12 +168,17 @@ def test_two_runs_at_once_create_each_condition_once(server: SandboxServer, mong
     assert created == assert_each_record_in_openmrs_once(server, records, log)
 
 
-def test_repeated_runs_through_30_percent_faults_converge_to_exactly_once(mongo_db: Database) -> None:
+def test_repeated_runs_through_30_percent_faults_converge_to_exactly_once(
+    mongo_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A write in doubt is left alone longer than the emulator's late writes take (hang_s).
+    monkeypatch.setattr(submissions, "DOUBT_WINDOW", timedelta(seconds=1.5))
     records, log = sample_records(), SubmissionLog(mongo_db)
     faults = FaultConfig.spread(0.3, hang_s=1.0, seed=20251124)
     with open_sandbox(None, faults=faults) as sandbox, SandboxServer(sandbox) as server:
         runs = []
-        for run in range(12):
+        for run in range(30):
+            time.sleep(0.3 if run else 0)
             try:
                 summary = fhir(
                     server, records, log, now=NOW + timedelta(minutes=run), read_timeout_s=0.5, max_attempts=4
@@ -213,7 +218,9 @@ def slow_creates(app, posts: Counter, delay_s: float):
     return middleware
 
 
-def test_a_create_that_timed_out_is_not_posted_again_by_the_same_run(mongo_db: Database) -> None:
+def test_a_create_that_timed_out_is_not_posted_again_until_it_has_landed(
+    mongo_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     posts: Counter = Counter()
     record = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
     log = SubmissionLog(mongo_db)
@@ -222,9 +229,13 @@ def test_a_create_that_timed_out_is_not_posted_again_by_the_same_run(mongo_db: D
         with SandboxServer(slow) as server:
             summary = fhir(server, [record], log, read_timeout_s=0.3)
             assert summary.state_counts == {"failed_retryable": 1} and posts["POST"] == 1
+            # A run right after leaves it alone: its search would miss the condition being written.
+            summary = fhir(server, [record], SubmissionLog(mongo_db), NOW + timedelta(minutes=1))
+            assert summary.state_counts == {"in_flight": 1} and set(summary.requests) == {"GET"}
             time.sleep(1.2)  # the late condition lands
             assert len(live_conditions(server)) == 1
 
+            monkeypatch.setattr(submissions, "DOUBT_WINDOW", timedelta(0))  # the window has passed
             summary = fhir(server, [record], log, NOW + timedelta(days=1))
             assert summary.state_counts == {"already_present": 1} and posts["POST"] == 1
             assert_each_record_in_openmrs_once(server, [record], log)

@@ -200,6 +200,25 @@ def test_a_correction_is_marked_by_one_run_only(mongo_db: Database, monkeypatch:
     assert (entry.state, entry.content_hash, entry.confirmed_hash) == (SubmissionState.IN_FLIGHT, "h2", "h1")
 
 
+def test_a_record_whose_write_is_in_doubt_is_left_alone_for_the_window(
+    mongo_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = SubmissionLog(mongo_db), SubmissionLog(mongo_db)
+    _confirmed(first, "k")
+    assert first.mark_in_flight([_correction(first, "k")], SERVER, NOW) == {"k"}
+    lost = SubmissionOutcome("k", SubmissionState.FAILED_RETRYABLE, "v1", (), in_doubt=True)
+    first.record_outcomes([lost], NOW)
+    # Not in flight any more, but OpenMRS may still be writing what was sent: nobody sends it now.
+    assert second.mark_in_flight([_correction(second, "k")], SERVER, NOW) == set()
+    assert not second.hold_claim("k", second.entries_for(["k"])["k"].claim)
+    monkeypatch.setattr(submissions, "DOUBT_WINDOW", timedelta(0))
+    assert second.mark_in_flight([_correction(second, "k")], SERVER, NOW) == {"k"}
+    # An outcome that is not in doubt clears it.
+    second.record_outcomes([SubmissionOutcome("k", SubmissionState.FAILED_RETRYABLE, "v1", ())], NOW)
+    monkeypatch.setattr(submissions, "DOUBT_WINDOW", timedelta(days=1))
+    assert first.mark_in_flight([_correction(first, "k")], SERVER, NOW) == {"k"}
+
+
 def test_creates_are_marked_whoever_else_marks_them(mongo_db: Database) -> None:
     # A create is safe to race (one uuid, OpenMRS keeps one condition): no claim is needed.
     first, second = SubmissionLog(mongo_db), SubmissionLog(mongo_db)

@@ -25,7 +25,7 @@ from tm2_pipeline.openmrs.fhir_payloads import (
     fhir_update,
     is_record_condition,
 )
-from tm2_pipeline.openmrs.record_exchange import RecordExchange, Work
+from tm2_pipeline.openmrs.record_exchange import IN_DOUBT_NOTE, RecordExchange, Work
 from tm2_pipeline.openmrs.states import SubmissionOutcome, SubmissionState
 
 _KNOWN = (Action.CORRECT, Action.VERIFY_CORRECT)  # the log holds the condition's id
@@ -104,10 +104,8 @@ class FhirRecordExchange(RecordExchange):
         except TransientOpenMRSError as error:
             if not error.in_doubt:
                 raise
-            self.note(
-                work, "POST", error.status, f"{error}; searched for by the next run before anything is sent"
-            )
-            return work.outcome(SubmissionState.FAILED_RETRYABLE)
+            self.note(work, "POST", error.status, f"{error}; {IN_DOUBT_NOTE}")
+            return work.outcome(SubmissionState.FAILED_RETRYABLE, in_doubt=True)
         self.note(work, "POST", result.status, "created" if result.ok else result.message)
         if result.ok and result.body:
             return work.outcome(

@@ -26,6 +26,7 @@ from tm2_pipeline.openmrs.states import (
 )
 
 Record = Mapping[str, Any]
+IN_DOUBT_NOTE = "left alone for a while, then looked for in OpenMRS before anything is sent"
 
 
 class SubmissionLogLike(Protocol):
@@ -61,6 +62,7 @@ class Work:
         created: bool = False,
         corrected: bool = False,
         left_to_other_run: bool = False,
+        in_doubt: bool = False,
     ) -> SubmissionOutcome:
         return SubmissionOutcome(
             key=self.key,
@@ -71,6 +73,7 @@ class Work:
             created=created,
             corrected=corrected,
             left_to_other_run=left_to_other_run,
+            in_doubt=in_doubt,
         )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from tm2_pipeline.openmrs.decisions import Action
 from tm2_pipeline.openmrs.errors import TransientOpenMRSError
 from tm2_pipeline.openmrs.payloads import condition_matches, condition_payload, correction_payload
-from tm2_pipeline.openmrs.record_exchange import RecordExchange, Work
+from tm2_pipeline.openmrs.record_exchange import IN_DOUBT_NOTE, RecordExchange, Work
 from tm2_pipeline.openmrs.responses import WriteResult, is_duplicate_error
 from tm2_pipeline.openmrs.states import SubmissionOutcome, SubmissionState
 from tm2_pipeline.openmrs.versions import latest_version
@@ -102,8 +102,8 @@ class RestRecordExchange(RecordExchange):
                 raise
             # OpenMRS may still be writing this version: a look now could miss it and post a second
             # one (a fork). The next run looks, once it has landed.
-            self.note(work, "POST", error.status, f"{error}; checked by the next run before anything is sent")
-            return work.outcome(SubmissionState.FAILED_RETRYABLE)
+            self.note(work, "POST", error.status, f"{error}; {IN_DOUBT_NOTE}")
+            return work.outcome(SubmissionState.FAILED_RETRYABLE, in_doubt=True)
         if result.ok and result.body and result.body.get("uuid"):
             if result.body.get("voided"):
                 # OpenMRS returns a voided version unchanged: another run replaced it first.

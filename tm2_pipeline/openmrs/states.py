@@ -102,6 +102,9 @@ class SubmissionOutcome:
     corrected: bool = False  # ...and it was a new version of an existing one
     # Another run holds this record's correction: its outcome is that run's to write, not this one's.
     left_to_other_run: bool = False
+    # A write OpenMRS may still be processing (its answer was lost): no run may send the record again
+    # until OpenMRS has had time to finish it (`SubmissionLog`, DOUBT_WINDOW).
+    in_doubt: bool = False
 
 
 @dataclass

@@ -4,8 +4,8 @@ Document: `_id` (record key), `state`, `condition_uuid` (newest version in OpenM
 (last sent), `confirmed_hash` (what OpenMRS is known to hold), `server` (base URL, no credentials),
 `attempts` (the last 20: at, method, status, message without identifiers), `first_attempt_at` (of
 the content last marked: the patient retry window counts from it), `updated_at`, and for claimed
-sends (REST corrections, every FHIR write) `claim`, `claimed_by`, `claimed_at`. Writes are bulk
-wherever a batch is at hand.
+sends (REST corrections, every FHIR write) `claim`, `claimed_by`, `claimed_at`, and `doubt_at` when
+its last write's answer was lost. Writes are bulk wherever a batch is at hand.
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ KEEP_ATTEMPTS = 20
 # included, a record is in flight for minutes at most; a run that died holding claims leaves them to
 # the nightly retry (or to any run after this long).
 CLAIM_LEASE = timedelta(minutes=15)
+# How long a record whose last write is in doubt (sent, answer lost) is left alone: OpenMRS may still
+# be writing it, and a look before then could miss it and send a second copy (or a second version).
+DOUBT_WINDOW = timedelta(minutes=15)
 _READ_CHUNK = 1000
 _UNSENT_CHUNK = 5000
 
@@ -171,15 +174,16 @@ class SubmissionLog:
         return token, {"claim": token, "claimed_by": self.owner, "claimed_at": wall}
 
     def _claimable(self, claim: str | None, wall: datetime) -> dict:
-        """The entry still holds the claim read at planning time and is not in flight under another
-        live run's claim (younger than CLAIM_LEASE)."""
+        """The entry still holds the claim read at planning time, is not in flight under another live
+        run's claim (younger than CLAIM_LEASE), and its last write is not in doubt (within DOUBT_WINDOW)."""
         free = [
             {"state": {"$ne": SubmissionState.IN_FLIGHT.value}},
             {"claimed_by": self.owner},
             {"claimed_at": None},
             {"claimed_at": {"$lt": wall - CLAIM_LEASE}},
         ]
-        return {"claim": claim, "$or": free}
+        settled = [{"doubt_at": None}, {"doubt_at": {"$lt": wall - DOUBT_WINDOW}}]
+        return {"claim": claim, "$and": [{"$or": free}, {"$or": settled}]}
 
     def _insert_marks(
         self, pending: Sequence[PendingSubmission], server: str, at: datetime, claim: dict | None = None
@@ -224,6 +228,8 @@ class SubmissionLog:
                 "state": outcome.state.value,
                 "condition_uuid": outcome.condition_uuid,
                 "updated_at": at,
+                # Real time, as the claims' (`_claimable`): whatever `now` the run uses.
+                "doubt_at": stored_timestamp(datetime.now(UTC)) if outcome.in_doubt else None,
             }
             if outcome.confirmed_hash is not None:
                 fields["confirmed_hash"] = outcome.confirmed_hash
