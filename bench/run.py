@@ -192,6 +192,7 @@ def run(args: argparse.Namespace) -> dict[str, StageResult]:
             openmrs_records=args.openmrs_records,
             concurrency=args.concurrency,
             latency_ms=args.latency_ms,
+            openmrs_api=args.openmrs_api,
             indexed_floor=not args.no_indexed_floor,
         )
         stages = _stage_order(args.only)
@@ -224,6 +225,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--openmrs-records", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument(
+        "--openmrs-api",
+        choices=("rest", "fhir"),
+        default="rest",
+        help="(f) through REST or FHIR2 (2 requests a record)",
+    )
     parser.add_argument(
         "--no-indexed-floor", action="store_true", help="skip (a)'s second insert into an indexed collection"
     )

@@ -37,6 +37,7 @@ class BenchContext:
     openmrs_url: str | None = None
     concurrency: int = 8
     latency_ms: float = 20.0
+    openmrs_api: str = "rest"  # (f) through the REST API, or FHIR2 (a search before every create)
     indexed_floor: bool = True
 
     @property
@@ -251,8 +252,10 @@ def stage_openmrs(ctx: BenchContext) -> StageResult:
             password=SANDBOX_PASSWORD,
             concurrency=ctx.concurrency,
             tm2_home=str(ctx.home),
+            api=ctx.openmrs_api,
         )
-        result = StageResult("openmrs", note=f"{len(records)} new records, concurrency {ctx.concurrency}")
+        note = f"{len(records)} new records, concurrency {ctx.concurrency}, {ctx.openmrs_api.upper()} API"
+        result = StageResult("openmrs", note=note)
         with measured(result):
             # As the asset sends them: each chunk planned from the store's content at that moment.
             summary = openmrs.submit_batches([records], SubmissionLog(db), datetime.now(UTC), store=store)
