@@ -365,7 +365,8 @@ def test_a_record_resumed_as_a_create_is_not_corrected_while_another_run_holds_i
     # already claimed that correction: a second post of a new version would fork the condition.
     record, _ = submitted_once(server, mongo_db)
     unsettled = {"state": "in_flight", "confirmed_hash": None}
-    held = {"claim": "their-token", "claimed_by": "another-run", "claimed_at": datetime.now(UTC)}
+    at = datetime.now(UTC)
+    held = {"claim": "their-token", "claimed_by": "another-run", "claimed_at": at, "busy_since": at}
     mongo_db.openmrs_submissions.update_one({"_id": record["_id"]}, {"$set": {**unsettled, **held}})
 
     summary = submit(server, [with_changes(record, severity="Severe")], SubmissionLog(mongo_db), NOW)
@@ -375,7 +376,7 @@ def test_a_record_resumed_as_a_create_is_not_corrected_while_another_run_holds_i
     assert (entry["claim"], entry["claimed_by"]) == ("their-token", "another-run")  # theirs to finish
 
     # Unclaimed (or the claim's lease run out), the same run corrects it, once.
-    mongo_db.openmrs_submissions.update_one({"_id": record["_id"]}, {"$set": {"claimed_at": None}})
+    mongo_db.openmrs_submissions.update_one({"_id": record["_id"]}, {"$set": {"busy_since": None}})
     summary = submit(server, [with_changes(record, severity="Severe")], SubmissionLog(mongo_db), NOW)
     assert summary.corrected == 1 and summary.state_counts == {"submitted": 1}
 
@@ -431,7 +432,7 @@ def test_a_correction_that_timed_out_is_not_posted_again_by_the_same_run(
             assert len(live) == 1 and "Severity: Severe" in live[0]["additionalDetail"]
 
             # Once the window has passed, the next run finds it and sends nothing.
-            monkeypatch.setattr(submissions, "DOUBT_WINDOW", timedelta(0))
+            monkeypatch.setattr(submissions, "CLAIM_LEASE", timedelta(0))
             summary = submit(server, [corrected], log, NOW + timedelta(days=2))
             assert summary.state_counts == {"already_present": 1} and sum(posts.values()) == 1
 

@@ -172,7 +172,7 @@ def test_repeated_runs_through_30_percent_faults_converge_to_exactly_once(
     mongo_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A write in doubt is left alone longer than the emulator's late writes take (hang_s).
-    monkeypatch.setattr(submissions, "DOUBT_WINDOW", timedelta(seconds=1.5))
+    monkeypatch.setattr(submissions, "CLAIM_LEASE", timedelta(seconds=1.5))
     records, log = sample_records(), SubmissionLog(mongo_db)
     faults = FaultConfig.spread(0.3, hang_s=1.0, seed=20251124)
     with open_sandbox(None, faults=faults) as sandbox, SandboxServer(sandbox) as server:
@@ -235,7 +235,7 @@ def test_a_create_that_timed_out_is_not_posted_again_until_it_has_landed(
             time.sleep(1.2)  # the late condition lands
             assert len(live_conditions(server)) == 1
 
-            monkeypatch.setattr(submissions, "DOUBT_WINDOW", timedelta(0))  # the window has passed
+            monkeypatch.setattr(submissions, "CLAIM_LEASE", timedelta(0))  # the window has passed
             summary = fhir(server, [record], log, NOW + timedelta(days=1))
             assert summary.state_counts == {"already_present": 1} and posts["POST"] == 1
             assert_each_record_in_openmrs_once(server, [record], log)

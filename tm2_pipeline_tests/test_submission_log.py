@@ -211,11 +211,11 @@ def test_a_record_whose_write_is_in_doubt_is_left_alone_for_the_window(
     # Not in flight any more, but OpenMRS may still be writing what was sent: nobody sends it now.
     assert second.mark_in_flight([_correction(second, "k")], SERVER, NOW) == set()
     assert not second.hold_claim("k", second.entries_for(["k"])["k"].claim)
-    monkeypatch.setattr(submissions, "DOUBT_WINDOW", timedelta(0))
+    monkeypatch.setattr(submissions, "CLAIM_LEASE", timedelta(0))
     assert second.mark_in_flight([_correction(second, "k")], SERVER, NOW) == {"k"}
     # An outcome that is not in doubt clears it.
     second.record_outcomes([SubmissionOutcome("k", SubmissionState.FAILED_RETRYABLE, "v1", ())], NOW)
-    monkeypatch.setattr(submissions, "DOUBT_WINDOW", timedelta(days=1))
+    monkeypatch.setattr(submissions, "CLAIM_LEASE", timedelta(days=1))
     assert first.mark_in_flight([_correction(first, "k")], SERVER, NOW) == {"k"}
 
 

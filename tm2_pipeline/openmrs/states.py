@@ -103,7 +103,7 @@ class SubmissionOutcome:
     # Another run holds this record's correction: its outcome is that run's to write, not this one's.
     left_to_other_run: bool = False
     # A write OpenMRS may still be processing (its answer was lost): no run may send the record again
-    # until OpenMRS has had time to finish it (`SubmissionLog`, DOUBT_WINDOW).
+    # until OpenMRS has had time to finish it (`SubmissionLog`, CLAIM_LEASE).
     in_doubt: bool = False
 
 

@@ -4,8 +4,9 @@ Document: `_id` (record key), `state`, `condition_uuid` (newest version in OpenM
 (last sent), `confirmed_hash` (what OpenMRS is known to hold), `server` (base URL, no credentials),
 `attempts` (the last 20: at, method, status, message without identifiers), `first_attempt_at` (of
 the content last marked: the patient retry window counts from it), `updated_at`, and for claimed
-sends (REST corrections, every FHIR write) `claim`, `claimed_by`, `claimed_at`, and `doubt_at` when
-its last write's answer was lost. Writes are bulk wherever a batch is at hand.
+sends (REST corrections, every FHIR write) `claim`, `claimed_by`, `claimed_at`, and `busy_since`:
+when the record was claimed, or its last write's answer was lost (none once an outcome is written
+otherwise). Writes are bulk wherever a batch is at hand.
 """
 
 from __future__ import annotations
@@ -38,11 +39,10 @@ from tm2_pipeline.store.timestamps import stored_timestamp
 KEEP_ATTEMPTS = 20
 # How long a record claimed by a run is left to that run. Its requests, retries and backoff
 # included, a record is in flight for minutes at most; a run that died holding claims leaves them to
-# the nightly retry (or to any run after this long).
+# the nightly retry (or to any run after this long). A record whose last write is in doubt (sent,
+# answer lost) is left alone as long: OpenMRS may still be writing it, and a look before it has
+# landed would miss it and send a second copy (or a second version).
 CLAIM_LEASE = timedelta(minutes=15)
-# How long a record whose last write is in doubt (sent, answer lost) is left alone: OpenMRS may still
-# be writing it, and a look before then could miss it and send a second copy (or a second version).
-DOUBT_WINDOW = timedelta(minutes=15)
 _READ_CHUNK = 1000
 _UNSENT_CHUNK = 5000
 
@@ -134,9 +134,9 @@ class SubmissionLog:
         return {item.key for item in creates} | self._claim(claimed, server, at)
 
     def _claim(self, pending: Sequence[PendingSubmission], server: str, at: datetime) -> set[str]:
-        """Mark each record only if its entry still holds the claim read at planning time, and is not
-        in flight under another live run's claim (younger than CLAIM_LEASE). A key the log did
-        not hold is inserted with the claim: if another run inserted it first, that run has it."""
+        """Mark each record only if its entry still holds the claim read at planning time and is not
+        busy (`_claim_filters`). A key the log did not hold is inserted with the claim: if another run
+        inserted it first, that run has it."""
         if not pending:
             return set()
         token, claim = self._new_claim()
@@ -148,8 +148,11 @@ class SubmissionLog:
             fields = {**self._mark_fields(item, server, at), **claim}
             if item.fresh:  # what the log knew was about another server
                 fields.update(_first_mark(at))
-            claimable = self._claimable(item.claim, claim["claimed_at"])
-            operations.append(UpdateOne({"_id": item.key, **claimable}, {"$set": fields}))
+            # At most one of the two applies: the first to do so changes the claim the other needs.
+            operations += [
+                UpdateOne({"_id": item.key, **claimable}, {"$set": fields})
+                for claimable in self._claim_filters(item.claim, claim["claimed_at"])
+            ]
         if operations:
             self._collection.bulk_write(operations, ordered=False)
         return {
@@ -161,29 +164,29 @@ class SubmissionLog:
     @_translated
     def hold_claim(self, key: str, claim: str | None) -> bool:
         """Right before a claimed record is sent: renew this run's claim on `key`, or take it when the
-        entry still holds `claim` (read when the record was planned) and no other live run holds it.
-        False: another run is sending it, so this run must not. Renewing at each post keeps a
-        slow run's lease from running out between its mark and its post."""
+        entry still holds `claim` (read when the record was planned) and is not busy. False: another
+        run is sending it (or its last write is in doubt), so this run must not. Renewing at each post
+        keeps a slow run's lease from running out between its mark and its post."""
         _, fields = self._new_claim()
-        held = {"$or": [{"claimed_by": self.owner}, self._claimable(claim, fields["claimed_at"])]}
-        return self._collection.update_one({"_id": key, **held}, {"$set": fields}).matched_count == 1
+        _, free = self._claim_filters(claim, fields["claimed_at"])
+        for held in ({"claimed_by": self.owner}, free):
+            if self._collection.update_one({"_id": key, **held}, {"$set": fields}).matched_count:
+                return True
+        return False
 
     def _new_claim(self) -> tuple[str, dict]:
         token = uuid.uuid4().hex
         wall = stored_timestamp(datetime.now(UTC))  # the lease is real time, whatever `now` the run uses
-        return token, {"claim": token, "claimed_by": self.owner, "claimed_at": wall}
+        return token, {"claim": token, "claimed_by": self.owner, "claimed_at": wall, "busy_since": wall}
 
-    def _claimable(self, claim: str | None, wall: datetime) -> dict:
-        """The entry still holds the claim read at planning time, is not in flight under another live
-        run's claim (younger than CLAIM_LEASE), and its last write is not in doubt (within DOUBT_WINDOW)."""
-        free = [
-            {"state": {"$ne": SubmissionState.IN_FLIGHT.value}},
-            {"claimed_by": self.owner},
-            {"claimed_at": None},
-            {"claimed_at": {"$lt": wall - CLAIM_LEASE}},
-        ]
-        settled = [{"doubt_at": None}, {"doubt_at": {"$lt": wall - DOUBT_WINDOW}}]
-        return {"claim": claim, "$and": [{"$or": free}, {"$or": settled}]}
+    def _claim_filters(self, claim: str | None, wall: datetime) -> tuple[dict, dict]:
+        """Two ways an entry that still holds the claim read at planning time may be claimed: this run
+        holds it already, or it is not busy (claimed by a live run, or its write in doubt, within
+        CLAIM_LEASE). Per-field conditions only: a top-level `$or` makes SecantusDB scan the whole
+        collection for every update, instead of finding the key in the `_id` index."""
+        mine = {"claim": claim, "claimed_by": self.owner}
+        free = {"claim": claim, "busy_since": {"$not": {"$gte": wall - CLAIM_LEASE}}}
+        return mine, free
 
     def _insert_marks(
         self, pending: Sequence[PendingSubmission], server: str, at: datetime, claim: dict | None = None
@@ -228,8 +231,8 @@ class SubmissionLog:
                 "state": outcome.state.value,
                 "condition_uuid": outcome.condition_uuid,
                 "updated_at": at,
-                # Real time, as the claims' (`_claimable`): whatever `now` the run uses.
-                "doubt_at": stored_timestamp(datetime.now(UTC)) if outcome.in_doubt else None,
+                # Real time, as the claims': whatever `now` the run uses.
+                "busy_since": stored_timestamp(datetime.now(UTC)) if outcome.in_doubt else None,
             }
             if outcome.confirmed_hash is not None:
                 fields["confirmed_hash"] = outcome.confirmed_hash
