@@ -79,7 +79,8 @@ def _embedded_notice(settings: Settings) -> str:
     if settings.uses_embedded_store:
         parts.append(f"the embedded store (SecantusDB under {settings.home_dir / 'mongo'})")
     if settings.uses_sandbox:
-        parts.append("the OpenMRS sandbox (emulator, in-process)")
+        api = ", FHIR API" if settings.openmrs_api == "fhir" else ""
+        parts.append(f"the OpenMRS sandbox (emulator, in-process{api})")
     return "Using " + " and ".join(parts) + "; set MONGODB_URI / OPENMRS_BASE_URL for real servers."
 
 
