@@ -70,6 +70,11 @@ class LandedFile:
     # runs after it are this arrival's attempts (a file put back after failing is tried again).
     arrived_after_run: int | None = None
 
+    @property
+    def started(self) -> bool:
+        """Whether the sensor has started on this file (hashed it, looked at its runs)."""
+        return self.sha256 is not None or self.arrived_after_run is not None
+
 
 def read_cursor(cursor: str | None) -> dict[str, LandedFile]:
     """The sensor's cursor; entries in an older format are forgotten (the file waits one more tick)."""

@@ -7,7 +7,8 @@ blocked, or failed three times since it arrived). Nothing is requested for a par
 its runs is unfinished, and a file is judged by its partition's latest run: a file whose content was
 not the last ingested under its name is run again. Run keys are `<name>:<sha256[:12]>@<storage id
 of the partition's newest run when requested>`: one per intended run, stable if a tick is replayed.
-A file is archived only if it has not changed since the tick's scan.
+A file is archived only if it has not changed since the tick's scan. However many files land at once,
+the cursor and the run queue stay bounded (IN_PROGRESS_TICKS, WATCHED_TICKS).
 """
 
 from pathlib import Path
@@ -31,6 +32,12 @@ from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.run_outcome import FAILED, REFUSED, SUCCEEDED, classify_run
 
 MAX_ATTEMPTS = 3
+# The cursor is written into every tick record, so it is kept small however many files land at once
+# (a backfill of years of exports): files the sensor has started on ("in progress": hashed, a run
+# requested or waiting for one of its name) are capped at this many runs per tick's worth, and of
+# the files not started on only the first few ticks' worth (by name) are watched for stability.
+IN_PROGRESS_TICKS = 10
+WATCHED_TICKS = 5
 FILE_VERSION_TAG = "tm2/file_version"
 ATTEMPT_TAG = "tm2/attempt"
 
@@ -67,9 +74,14 @@ def build_landing_sensor(interval_s: int, max_runs_per_tick: int) -> dg.SensorDe
 
         run_requests: list[dg.RunRequest] = []
         new_partitions: list[str] = []
+        in_progress = sum(landed.started for landed in files.values())
         for name in stable_files(current, {name: landed.seen for name, landed in previous.items()}):
             if len(run_requests) >= max_runs_per_tick:
                 break
+            if not files[name].started:
+                if in_progress >= IN_PROGRESS_TICKS * max_runs_per_tick:
+                    continue  # back-pressure: finish (archive) some files before starting on more
+                in_progress += 1
             try:
                 request = _next_step(context, pipeline, landing_dir / name, files[name])
             except Exception as error:  # one file's surprise must not hold back the others
@@ -82,8 +94,12 @@ def build_landing_sensor(interval_s: int, max_runs_per_tick: int) -> dg.SensorDe
                 new_partitions.append(name)
                 known_partitions.add(name)
 
-        # Remember only files still in the landing dir: the cursor stays as small as the directory.
+        # Remember only files still in the landing dir, and of those not started on only the first few
+        # ticks' worth: the others are seen afresh once these are through (stable a tick later).
         remaining = {name: landed for name, landed in files.items() if (landing_dir / name).exists()}
+        waiting = sorted(name for name, landed in remaining.items() if not landed.started)
+        for name in waiting[WATCHED_TICKS * max_runs_per_tick :]:
+            del remaining[name]
         return dg.SensorResult(
             run_requests=run_requests,
             dynamic_partitions_requests=[tm2_csv_files.build_add_request(new_partitions)]

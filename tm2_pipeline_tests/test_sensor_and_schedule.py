@@ -454,3 +454,35 @@ def test_nightly_schedule_targets_the_retry_job_once_per_night():
     ):
         request = schedule.evaluate_tick(context).run_requests[0]
     assert request.run_key == "openmrs_retry:2026-03-01"
+
+
+def test_the_cursor_stays_small_when_a_backfill_lands_at_once(home):
+    # Every tick record carries the cursor: it must not grow with the number of files waiting.
+    runs_per_tick = 2
+    sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=runs_per_tick)
+    names = [f"clinic_{n:03d}.csv" for n in range(120)]
+    for name in names:
+        land(home, name, name)
+    in_progress_cap = sensors.IN_PROGRESS_TICKS * runs_per_tick
+    cursor_cap = (sensors.IN_PROGRESS_TICKS + sensors.WATCHED_TICKS) * runs_per_tick
+    with dg.instance_for_test() as instance:
+
+        def ticks(count: int, cursor: str | None) -> tuple[list[str], str | None]:
+            started = []
+            for _ in range(count):
+                result = tick(sensor, instance, home, cursor)
+                cursor = result.cursor
+                assert len(json.loads(cursor)) <= cursor_cap
+                for request in result.run_requests:  # the daemon queues each requested run
+                    record_run(instance, request, dg.DagsterRunStatus.QUEUED)
+                    started.append(request.partition_key)
+            return started, cursor
+
+        started, cursor = ticks(15, None)
+        # No run finishes: once the cap of files in progress is reached, no new file is started.
+        assert started == names[:in_progress_cap]
+        # Their runs end and the files are archived: the sensor goes on with the next ones, in order.
+        for name in started:
+            (home / "landing" / name).unlink()
+        more, cursor = ticks(4, cursor)
+        assert more and more == names[in_progress_cap : in_progress_cap + len(more)]
