@@ -381,16 +381,17 @@ def test_a_record_resumed_as_a_create_is_not_corrected_while_another_run_holds_i
     assert summary.corrected == 1 and summary.state_counts == {"submitted": 1}
 
 
-def slow_corrections(app, posts: Counter, delay_s: float):
-    """OpenMRS busy with every correction for `delay_s` before it writes it: the client times out
-    first, and the version lands after any look the client takes meanwhile."""
+def slow_writes(app, posts: Counter, delay_s: float, counted_as):
+    """OpenMRS busy with every write that `counted_as(scope)` names (a key to count it under; None:
+    not slowed) for `delay_s` before it writes it: the client times out first, and the write lands
+    after any look the client takes meanwhile."""
     import asyncio
     import base64
 
     async def middleware(scope, receive, send):
-        parts = scope.get("path", "").rstrip("/").split("/")
-        if scope["type"] == "http" and scope["method"] == "POST" and parts[-2] == "condition":
-            posts[parts[-1]] += 1
+        name = counted_as(scope) if scope["type"] == "http" else None
+        if name is not None:
+            posts[name] += 1
             body = []  # read whole first: a server goes on with a request whose client has gone
             while not body or body[-1].get("more_body"):
                 body.append(await receive())
@@ -406,6 +407,16 @@ def slow_corrections(app, posts: Counter, delay_s: float):
         await app(scope, receive, send)
 
     return middleware
+
+
+def slow_corrections(app, posts: Counter, delay_s: float):
+    """Every correction (`POST /condition/{uuid}`) slowed, counted by the uuid it replaces."""
+
+    def correction(scope) -> str | None:
+        parts = scope.get("path", "").rstrip("/").split("/")
+        return parts[-1] if scope["method"] == "POST" and parts[-2] == "condition" else None
+
+    return slow_writes(app, posts, delay_s, correction)
 
 
 def test_a_correction_that_timed_out_is_not_posted_again_by_the_same_run(

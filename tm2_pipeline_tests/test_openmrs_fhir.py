@@ -27,6 +27,7 @@ from tm2_pipeline_tests.test_openmrs_exactly_once import (
     CrashingLog,
     SimulatedCrash,
     expected_outcomes,
+    slow_writes,
     submit,
 )
 
@@ -194,28 +195,12 @@ def test_repeated_runs_through_30_percent_faults_converge_to_exactly_once(
 
 
 def slow_creates(app, posts: Counter, delay_s: float):
-    """FHIR2 busy with every create for `delay_s` before it writes it: the client times out first,
-    and the condition lands after any search the client makes meanwhile."""
-    import asyncio
-    import base64
+    """FHIR2 busy with every create (`POST /Condition`), counted under "POST"."""
 
-    async def middleware(scope, receive, send):
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/Condition"):
-            posts["POST"] += 1
-            body = []  # read whole first: a server goes on with a request whose client has gone
-            while not body or body[-1].get("more_body"):
-                body.append(await receive())
-            await asyncio.sleep(delay_s)
-            credentials = base64.b64encode(b"admin:Admin123")  # the run's logout must not refuse it now
-            scope = {**scope, "headers": [*scope["headers"], (b"authorization", b"Basic " + credentials)]}
+    def create(scope) -> str | None:
+        return "POST" if scope["method"] == "POST" and scope["path"].endswith("/Condition") else None
 
-            async def replay():
-                return body.pop(0) if body else {"type": "http.disconnect"}
-
-            return await app(scope, replay, send)
-        await app(scope, receive, send)
-
-    return middleware
+    return slow_writes(app, posts, delay_s, create)
 
 
 def test_a_create_that_timed_out_is_not_posted_again_until_it_has_landed(
