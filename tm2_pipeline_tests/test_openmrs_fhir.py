@@ -244,9 +244,11 @@ def test_a_search_reads_every_page_at_the_configured_server(server: SandboxServe
                 "onsetDate": "2024-01-15",
             }
         )
-    state.create_condition(
-        {"patient": patient, "nonCoded": "other day", "clinicalStatus": "ACTIVE", "onsetDate": "2024-01-16"}
-    )
+    # A day either side is searched too (FHIR2 compares days in its own time zone); two days is not.
+    for text, day in (("next day", "2024-01-16"), ("two days later", "2024-01-17")):
+        state.create_condition(
+            {"patient": patient, "nonCoded": text, "clinicalStatus": "ACTIVE", "onsetDate": day}
+        )
 
     async def search() -> list[dict]:
         async with OpenMRSClient(config_for(server, page_limit=10, api="fhir")) as client:
@@ -254,7 +256,7 @@ def test_a_search_reads_every_page_at_the_configured_server(server: SandboxServe
 
     found = asyncio.run(search())
     assert sorted(resource["extension"][0]["valueString"] for resource in found) == sorted(
-        f"entry {n}" for n in range(23)
+        [f"entry {n}" for n in range(23)] + ["next day"]
     )
 
     # A gateway's OpenMRS builds its links from the address it was reached at inside.
@@ -271,3 +273,91 @@ def test_a_search_reads_every_page_at_the_configured_server(server: SandboxServe
             return FhirConditions(client)._next_page(inside)
 
     assert asyncio.run(next_page()) == f"{server.base_url}/ws/fhir2/R4?_getpages=a&_count=10"
+
+
+def test_a_put_whose_answer_was_lost_lands_before_any_newer_content(
+    mongo_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def update(scope) -> str | None:
+        return "PUT" if scope["method"] == "PUT" and slowed["on"] else None
+
+    record = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
+    moderate, severe = with_changes(record, severity="Moderate"), with_changes(record, severity="Severe")
+    posts: Counter = Counter()
+    slowed = {"on": False}
+    log = SubmissionLog(mongo_db)
+    with open_sandbox(None) as sandbox:
+        slow = Sandbox(state=sandbox.state, app=slow_writes(sandbox.app, posts, 1.0, update), faults=None)
+        with SandboxServer(slow) as server:
+            fhir(server, [record], log)
+            slowed["on"] = True
+            first = fhir(server, [moderate], log, NOW + timedelta(days=1), read_timeout_s=0.3)
+            assert first.state_counts == {"failed_retryable": 1} and posts["PUT"] == 1
+            slowed["on"] = False
+            # Another run with newer content leaves it alone until the late PUT has landed.
+            waiting = fhir(server, [severe], SubmissionLog(mongo_db), NOW + timedelta(days=2))
+            assert waiting.state_counts == {"in_flight": 1} and "PUT" not in waiting.requests
+            time.sleep(1.2)
+            monkeypatch.setattr(submissions, "CLAIM_LEASE", timedelta(0))
+            later = fhir(server, [severe], SubmissionLog(mongo_db), NOW + timedelta(days=3))
+            assert later.corrected == 1
+    (current,) = live_conditions(server)
+    assert "Severity: Severe" in current["additionalDetail"]
+
+
+def test_a_condition_the_rest_api_wrote_and_a_clinician_edited_is_corrected_not_copied(
+    server: SandboxServer, mongo_db: Database
+) -> None:
+    record = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
+    log = SubmissionLog(mongo_db)
+    submit(server, [record], log)  # the REST API: the record's uuid, no reference in the note
+    state = server.sandbox.state
+    edited = state.update_condition(
+        state.conditions[condition_uuid(record["_id"])], {"verificationStatus": "PROVISIONAL"}
+    )
+    assert edited["uuid"] != condition_uuid(record["_id"])  # the REST UI made a new version
+
+    summary = fhir(server, [with_changes(record, severity="Severe")], log, NOW + timedelta(days=1))
+    assert summary.corrected == 1 and "POST" not in summary.requests
+    (current,) = live_conditions(server)
+    assert current["uuid"] == edited["uuid"] and "Severity: Severe" in current["additionalDetail"]
+
+    # The log lost: the search still finds it by what its note says (code, system) and its day.
+    lost = mongo_db.client[mongo_db.name + "_lost"]
+    try:
+        summary = fhir(server, [with_changes(record, severity="Moderate")], SubmissionLog(lost))
+    finally:
+        mongo_db.client.drop_database(lost.name)
+    assert summary.corrected == 1 and "POST" not in summary.requests and len(live_conditions(server)) == 1
+
+
+def test_a_search_page_the_server_forgot_is_searched_again(mongo_db: Database) -> None:
+    from tm2_pipeline.openmrs.emulator.representations import operation_outcome
+
+    forgotten = {"left": 1}
+
+    def forgets_a_search(app):
+        async def middleware(scope, receive, send):
+            if (
+                scope["type"] == "http"
+                and b"_getpages=" in scope.get("query_string", b"")
+                and forgotten["left"]
+            ):
+                forgotten["left"] -= 1
+                gone = operation_outcome(410, 'Search ID "x" does not exist and may have expired')
+                return await gone(scope, receive, send)
+            await app(scope, receive, send)
+
+        return middleware
+
+    record = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
+    with open_sandbox(None) as sandbox:
+        patient = sandbox.state.find_patients("MRN-01001")[0]["uuid"]
+        for n in range(12):  # more of the patient's conditions that day than one page holds
+            condition = {"patient": patient, "nonCoded": f"other {n}", "clinicalStatus": "ACTIVE"}
+            sandbox.state.create_condition({**condition, "onsetDate": "2024-01-15"})
+        with SandboxServer(
+            Sandbox(state=sandbox.state, app=forgets_a_search(sandbox.app), faults=None)
+        ) as server:
+            summary = fhir(server, [record], SubmissionLog(mongo_db), page_limit=10)
+    assert summary.state_counts == {"submitted": 1} and forgotten["left"] == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -18,6 +19,7 @@ import tenacity
 
 from tm2_pipeline.openmrs.client_config import ClientConfig, RetryAfterOrJitter, certificate_problem
 from tm2_pipeline.openmrs.errors import (
+    ClaimLapsed,
     OpenMRSAccessError,
     OpenMRSAuthError,
     OpenMRSConfigError,
@@ -174,11 +176,16 @@ class OpenMRSClient:
 
     # --- requests ------------------------------------------------------------------------------
 
-    async def _exchange(self, method: str, path: str, *, what: str, **kwargs: Any) -> httpx.Response:
-        """One HTTP exchange; transport failures become `TransientOpenMRSError` with a neutral message."""
+    async def _exchange(
+        self, method: str, path: str, *, what: str, not_after: float | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """One HTTP exchange; transport failures become `TransientOpenMRSError` with a neutral message.
+        `not_after` (time.monotonic): a claimed write not sent by then raises `ClaimLapsed` instead."""
         assert self._http is not None, "use the client inside `async with`"
         try:
             async with self._semaphore:
+                if not_after is not None and time.monotonic() > not_after:
+                    raise ClaimLapsed(what)
                 response = await self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as error:
             raise TransientOpenMRSError(
@@ -367,13 +374,18 @@ class OpenMRSClient:
     async def create_condition(self, payload: dict[str, Any]) -> WriteResult:
         return await self._write("/condition", payload, what="condition create")
 
-    async def update_condition(self, uuid: str, payload: dict[str, Any]) -> WriteResult:
-        return await self._write(f"/condition/{quote(uuid, safe='')}", payload, what="condition update")
+    async def update_condition(
+        self, uuid: str, payload: dict[str, Any], *, not_after: float | None = None
+    ) -> WriteResult:
+        path = f"/condition/{quote(uuid, safe='')}"
+        return await self._write(path, payload, what="condition update", not_after=not_after)
 
-    async def _write(self, path: str, payload: dict[str, Any], *, what: str) -> WriteResult:
+    async def _write(
+        self, path: str, payload: dict[str, Any], *, what: str, not_after: float | None = None
+    ) -> WriteResult:
         """POST once. Gateway errors raise `TransientOpenMRSError`; everything else is returned as is,
         because whether a 500 wrote anything must be checked by the caller."""
-        response = await self.send("POST", path, what=what, json=payload)
+        response = await self.send("POST", path, what=what, json=payload, not_after=not_after)
         raise_if_transient(response, "POST", what)
         raise_if_webapp_missing(response, "POST", what)
         body = None

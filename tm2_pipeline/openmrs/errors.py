@@ -54,3 +54,8 @@ class TransientOpenMRSError(OpenMRSError):
         self.status = status
         self.retry_after = retry_after
         self.in_doubt = in_doubt
+
+
+class ClaimLapsed(Exception):
+    """A claimed write waited for a request slot past its deadline and was not sent: the claim that
+    allowed it may have run out meanwhile, so it must be taken again first (not an OpenMRS error)."""

@@ -3,12 +3,14 @@
 FHIR2 ignores a client id on create, so OpenMRS cannot refuse a second copy of a record. Instead:
 - every send is claimed in the log first (`claims_every_send`): one run at a time per record;
 - before any create, the record's condition is searched for (the patient's conditions of that onset
-  day, the one whose note names the record's uuid, or whose id is it: created over the REST API);
+  day, the one whose note names the record's uuid, or whose id is it, or else one the REST API wrote
+  for the record: its note begins with the record's code and system);
 - a create whose answer is in doubt (a timeout after sending, a cut connection, a gateway's 502/504)
   is not sent again by the same run: a search now could miss a condition OpenMRS is still writing.
   The next run searches first, once it has landed.
-An update (`PUT`) replaces the condition in place and keeps its id: sent twice, it writes the same
-content twice, so it is retried like a read. Lookups (patient, concept) are the REST API's.
+An update (`PUT`) replaces the condition in place and keeps its id; one whose answer is in doubt is
+left alone like a create, so that another run's newer content cannot land before it. Lookups
+(patient, concept) are the REST API's.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tm2_pipeline.openmrs.fhir_payloads import (
     fhir_condition_matches,
     fhir_update,
     is_record_condition,
+    written_for_record,
 )
 from tm2_pipeline.openmrs.record_exchange import IN_DOUBT_NOTE, RecordExchange, Work
 from tm2_pipeline.openmrs.states import SubmissionOutcome, SubmissionState
@@ -71,9 +74,12 @@ class FhirRecordExchange(RecordExchange):
     async def search(
         self, work: Work, patient_uuid: str, record_uuid: str, onset_date: str
     ) -> dict[str, Any] | None:
-        """The record's condition among the patient's of that day; the logged one first if several."""
+        """The record's condition among the patient's of that day: the one naming the record, else one
+        written for it over the REST API; the logged one first if several."""
         listed = await self.conditions.search(patient_uuid, onset_date)
         mine = [resource for resource in listed if is_record_condition(resource, record_uuid)]
+        if not mine:
+            mine = [resource for resource in listed if written_for_record(resource, work.record)]
         mine.sort(key=lambda resource: resource.get("id") != work.current_uuid)
         return mine[0] if mine else None
 
@@ -82,9 +88,21 @@ class FhirRecordExchange(RecordExchange):
         if fhir_condition_matches(found, wanted):
             self.note(work, "GET", 200, "already present")
             return work.outcome(SubmissionState.ALREADY_PRESENT, uuid=found["id"], confirmed=True)
-        if not await self.hold(work):
+        body = fhir_update(found, wanted)
+        try:
+            sent = await self.send_held(
+                work, lambda deadline: self.conditions.update(found["id"], body, not_after=deadline)
+            )
+        except TransientOpenMRSError as error:
+            if not error.in_doubt:
+                raise
+            # Sent again later it would be harmless, but another run's newer content could land
+            # first and this one after it: no run sends the record until this one has landed.
+            self.note(work, "PUT", error.status, f"{error}; {IN_DOUBT_NOTE}")
+            return work.outcome(SubmissionState.FAILED_RETRYABLE, in_doubt=True)
+        if sent is None:
             return work.outcome(SubmissionState.IN_FLIGHT, left_to_other_run=True)
-        result = await self.conditions.update(found["id"], fhir_update(found, wanted))
+        result = sent
         self.note(work, "PUT", result.status, "updated" if result.ok else result.message)
         if result.ok:
             return work.outcome(
@@ -97,15 +115,18 @@ class FhirRecordExchange(RecordExchange):
         return work.outcome(SubmissionState.REJECTED_BY_SERVER)
 
     async def create(self, work: Work, wanted: dict[str, Any]) -> SubmissionOutcome:
-        if not await self.hold(work):
-            return work.outcome(SubmissionState.IN_FLIGHT, left_to_other_run=True)
         try:
-            result = await self.conditions.create(wanted)
+            sent = await self.send_held(
+                work, lambda deadline: self.conditions.create(wanted, not_after=deadline)
+            )
         except TransientOpenMRSError as error:
             if not error.in_doubt:
                 raise
             self.note(work, "POST", error.status, f"{error}; {IN_DOUBT_NOTE}")
             return work.outcome(SubmissionState.FAILED_RETRYABLE, in_doubt=True)
+        if sent is None:
+            return work.outcome(SubmissionState.IN_FLIGHT, left_to_other_run=True)
+        result = sent
         self.note(work, "POST", result.status, "created" if result.ok else result.message)
         if result.ok and result.body:
             return work.outcome(

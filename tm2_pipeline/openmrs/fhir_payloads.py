@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tm2_pipeline.openmrs.payloads import additional_detail, noncoded_text
+from tm2_pipeline.openmrs.payloads import NOT_RECORDED, additional_detail, noncoded_text
 
 CLINICAL_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 VERIFICATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
@@ -104,6 +104,25 @@ def is_record_condition(resource: Mapping[str, Any], record_uuid: str) -> bool:
     """True when a condition OpenMRS listed is the record's: its id is the record's uuid (created over
     the REST API, which keeps a client uuid), or its note names the record."""
     return resource.get("id") == record_uuid or _note(resource).endswith(record_reference(record_uuid))
+
+
+def written_for_record(resource: Mapping[str, Any], record: Mapping[str, Any]) -> bool:
+    """True when a condition without a record's reference was written for this record all the same:
+    its note begins as `additional_detail` begins for it (the code, then the system) and its onset is
+    the record's day. Versions made over the REST API (before a switch to FHIR, or an edit in the
+    REST UI, which copies the note) carry no reference; with the patient, that is the record key."""
+    note = _note(resource)
+    if f"; {REFERENCE_LABEL} " in note:
+        return False
+    parts = note.split("; ")
+    code = f"ICD-11 TM2 {record['tm2_code']}"
+    system = f"System: {record.get('system_type') or NOT_RECORDED}"
+    return (
+        len(parts) > 1
+        and (parts[0] == code or parts[0].startswith(f"{code} ("))
+        and parts[1] == system
+        and str(resource.get("onsetDateTime") or "")[:10] == record["diagnosis_date"]
+    )
 
 
 def fhir_condition_matches(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:

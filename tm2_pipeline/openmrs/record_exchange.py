@@ -8,14 +8,20 @@ submitter.py's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from tm2_pipeline.openmrs.client import OpenMRSClient
 from tm2_pipeline.openmrs.decisions import Plan
-from tm2_pipeline.openmrs.errors import OpenMRSError, OpenMRSNotRetryable, TransientOpenMRSError
+from tm2_pipeline.openmrs.errors import (
+    ClaimLapsed,
+    OpenMRSError,
+    OpenMRSNotRetryable,
+    TransientOpenMRSError,
+)
 from tm2_pipeline.openmrs.responses import sanitize
 from tm2_pipeline.openmrs.states import (
     Attempt,
@@ -27,6 +33,11 @@ from tm2_pipeline.openmrs.states import (
 
 Record = Mapping[str, Any]
 IN_DOUBT_NOTE = "left alone for a while, then looked for in OpenMRS before anything is sent"
+# A claimed write still waiting for a request slot this long after its claim was taken is not sent
+# (`ClaimLapsed`): the claim is taken again first. Well inside the log's 15-minute lease, so no other
+# run can have taken the record over meanwhile.
+HELD_SEND_DEADLINE_S = 300.0
+_Sent = TypeVar("_Sent")
 
 
 class SubmissionLogLike(Protocol):
@@ -146,3 +157,18 @@ class RecordExchange:
         correction, any FHIR write) now. Asked before every such send, whatever the plan was (a record
         planned as a create can meet another run's version with other content)."""
         return await asyncio.to_thread(self.log.hold_claim, work.key, work.claim)
+
+    async def send_held(
+        self, work: Work, send: Callable[[float], Awaitable[_Sent]], *, held: bool = False
+    ) -> _Sent | None:
+        """Send a claimed write under a claim taken (or renewed) right before: `send` gets the
+        monotonic deadline after which the client must not send it (it waited too long for a request
+        slot: the claim is taken again). None: another run holds the record. `held`: just taken."""
+        while True:
+            if not held and not await self.hold(work):
+                return None
+            held = False
+            try:
+                return await send(time.monotonic() + HELD_SEND_DEADLINE_S)
+            except ClaimLapsed:
+                continue

@@ -93,10 +93,11 @@ class RestRecordExchange(RecordExchange):
         self, work: Work, uuid: str, payload: dict[str, Any], *, held: bool = False
     ) -> SubmissionOutcome:
         """Post a new version of `uuid`; `held`: the claim was just taken (by `settle`), not again."""
-        if not held and not await self.hold(work):
-            return work.outcome(SubmissionState.IN_FLIGHT, left_to_other_run=True)
+        body = correction_payload(payload)
         try:
-            result: WriteResult = await self.client.update_condition(uuid, correction_payload(payload))
+            sent = await self.send_held(
+                work, lambda deadline: self.client.update_condition(uuid, body, not_after=deadline), held=held
+            )
         except TransientOpenMRSError as error:
             if not error.in_doubt:
                 raise
@@ -104,6 +105,9 @@ class RestRecordExchange(RecordExchange):
             # one (a fork). The next run looks, once it has landed.
             self.note(work, "POST", error.status, f"{error}; {IN_DOUBT_NOTE}")
             return work.outcome(SubmissionState.FAILED_RETRYABLE, in_doubt=True)
+        if sent is None:
+            return work.outcome(SubmissionState.IN_FLIGHT, left_to_other_run=True)
+        result: WriteResult = sent
         if result.ok and result.body and result.body.get("uuid"):
             if result.body.get("voided"):
                 # OpenMRS returns a voided version unchanged: another run replaced it first.
