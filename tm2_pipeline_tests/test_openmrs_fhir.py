@@ -361,3 +361,31 @@ def test_a_search_page_the_server_forgot_is_searched_again(mongo_db: Database) -
         ) as server:
             summary = fhir(server, [record], SubmissionLog(mongo_db), page_limit=10)
     assert summary.state_counts == {"submitted": 1} and forgotten["left"] == 0
+
+
+def test_records_a_fhir_run_left_unsettled_are_finished_over_fhir_after_a_switch_to_rest(
+    server: SandboxServer, mongo_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = sample_records()[:40]
+    with pytest.raises(SimulatedCrash):
+        fhir(server, records, CrashingLog(mongo_db))
+    created = len(live_conditions(server))
+    assert created > 0
+
+    # OPENMRS_API back to rest (or a tm2 ingest with another .env): over REST these would be looked
+    # for by the record's uuid, which FHIR2 did not keep, and created again.
+    monkeypatch.setattr(submissions, "CLAIM_LEASE", timedelta(0))
+    log = SubmissionLog(mongo_db)
+    summary = submit(server, records, log, NOW + timedelta(minutes=5))
+    assert "POST" not in summary.requests and summary.state_counts["already_present"] == created
+    assert assert_each_record_in_openmrs_once(server, records, log) == created
+    entries = log.entries_for([record["_id"] for record in records]).values()
+    assert {entry.api for entry in entries} == {"fhir"}
+
+    # Settled, they follow the setting again: a correction goes over REST.
+    record = next(
+        r for r in records if log.entries_for([r["_id"]])[r["_id"]].state is SubmissionState.ALREADY_PRESENT
+    )
+    summary = submit(server, [with_changes(record, severity="Severe")], log, NOW + timedelta(days=1))
+    assert summary.corrected == 1 and "PUT" not in summary.requests
+    assert log.entries_for([record["_id"]])[record["_id"]].api == "rest"

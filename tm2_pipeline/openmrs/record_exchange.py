@@ -58,6 +58,7 @@ class Work:
     plan: Plan
     current_uuid: str
     claim: str | None = None  # the log entry's claim when the record was planned
+    api: str = "rest"  # the API it is sent through (`_Submitter.api_for`)
     attempts: list[Attempt] = field(default_factory=list)
 
     @property

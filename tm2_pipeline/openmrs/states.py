@@ -64,6 +64,7 @@ class SubmissionEntry:
     updated_at: datetime | None
     attempts: tuple[Attempt, ...] = ()
     claim: str | None = None  # the token of the last run that claimed a correction of this record
+    api: str | None = None  # the API it was last sent through ("rest", "fhir"; None: before FHIR mode)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class PendingSubmission:
     claimed: bool = False
     claim: str | None = None
     changed: bool = False  # other content than the log's entry was last marked with: a new retry window
+    api: str = "rest"  # the API it is sent through
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,16 @@ from typing import Any, Protocol
 import httpx
 
 from tm2_pipeline.openmrs.client import OpenMRSClient, Sleep
-from tm2_pipeline.openmrs.client_config import FHIR, ClientConfig
+from tm2_pipeline.openmrs.client_config import FHIR, REST, ClientConfig
 from tm2_pipeline.openmrs.decisions import Action, plan_submission
 from tm2_pipeline.openmrs.fhir_exchange import FhirRecordExchange
 from tm2_pipeline.openmrs.interrupts import stopped_by_interrupts
-from tm2_pipeline.openmrs.record_exchange import Record, SubmissionLogLike, Work
+from tm2_pipeline.openmrs.record_exchange import Record, RecordExchange, SubmissionLogLike, Work
 from tm2_pipeline.openmrs.rest_exchange import RestRecordExchange
 from tm2_pipeline.openmrs.states import (
+    UNSETTLED_STATES,
     PendingSubmission,
+    SubmissionEntry,
     SubmissionOutcome,
     SubmissionState,
     SubmissionSummary,
@@ -64,8 +66,10 @@ class _Submitter:
         store: StoredRecords | None = None,
     ) -> None:
         self.client, self.log, self.now, self.options = client, log, now, options
-        exchange = FhirRecordExchange if client.config.api == FHIR else RestRecordExchange
-        self.exchange = exchange(client, log, now, clock, allow_noncoded=options.allow_noncoded)
+        self.exchanges: dict[str, RecordExchange] = {
+            REST: RestRecordExchange(client, log, now, clock, allow_noncoded=options.allow_noncoded),
+            FHIR: FhirRecordExchange(client, log, now, clock, allow_noncoded=options.allow_noncoded),
+        }
         self.store = store
         self.live: set[_Task] = set()  # launched, not finished
         self.finished: list[SubmissionOutcome] = []  # outcomes not written to the log yet
@@ -115,7 +119,8 @@ class _Submitter:
                 patient_retry_days=self.options.patient_retry_days,
             )
             if plan.sends:
-                works.append(Work(record, plan, plan.condition_uuid, entry.claim if entry else None))
+                claim = entry.claim if entry else None
+                works.append(Work(record, plan, plan.condition_uuid, claim, api=self.api_for(entry)))
             else:
                 summary.unchanged += 1
                 summary.add(entry.state if entry else SubmissionState.SUBMITTED)
@@ -128,9 +133,10 @@ class _Submitter:
                     w.plan.content_hash,
                     w.plan.fresh,
                     new=w.key not in entries,
-                    claimed=w.plan.action in _CORRECTIONS or self.exchange.claims_every_send,
+                    claimed=w.plan.action in _CORRECTIONS or self.exchanges[w.api].claims_every_send,
                     claim=entries[w.key].claim if w.key in entries else None,
                     changed=w.key in entries and entries[w.key].content_hash != w.plan.content_hash,
+                    api=w.api,
                 )
                 for w in works
             ]
@@ -141,6 +147,21 @@ class _Submitter:
                     summary.add(SubmissionState.IN_FLIGHT)
             works = [work for work in works if work.key in marked]
         return works
+
+    def api_for(self, entry: SubmissionEntry | None) -> str:
+        """The configured API, except for a record whose last send through the other one has not
+        settled: it is finished as it began. A FHIR create in doubt, looked for over REST (by the
+        record's uuid, which FHIR2 did not keep), would be sent again as a second condition."""
+        configured = self.client.config.api
+        if (
+            entry is not None
+            and entry.api in (REST, FHIR)
+            and entry.api != configured
+            and entry.state in UNSETTLED_STATES
+            and entry.server == self.client.server
+        ):
+            return entry.api
+        return configured
 
     def current(self, records: Sequence[Record]) -> Sequence[Record]:
         """The store's content now. The batch was read a while ago: another file may have stored newer
@@ -156,7 +177,7 @@ class _Submitter:
     def launch(self, works: Sequence[Work]) -> None:
         """Start sending; the client's semaphore keeps at most C requests in flight."""
         for work in works:
-            task = asyncio.create_task(self.exchange.submit_one(work))
+            task = asyncio.create_task(self.exchanges[work.api].submit_one(work))
             self.live.add(task)
             task.add_done_callback(self._ended)
 

@@ -76,6 +76,7 @@ def _entry(document: dict) -> SubmissionEntry:
             for a in document.get("attempts") or []
         ),
         claim=document.get("claim"),
+        api=document.get("api"),
     )
 
 
@@ -206,6 +207,7 @@ class SubmissionLog:
             "condition_uuid": item.condition_uuid,
             "content_hash": item.content_hash,
             "server": server,
+            "api": item.api,
             "updated_at": at,
         }
         if item.changed:  # new content: its patient / concept retry window starts now
