@@ -23,8 +23,11 @@ def patient_ids() -> set[str]:
     return {value for pid in raw for value in (pid.strip(), normalize_patient_id(pid)) if len(value) >= 6}
 
 
-def test_a_full_run_leaks_no_identifier_and_no_password(pipeline_resources, tmp_path, caplog, capfd):
+@pytest.mark.parametrize("api", ["rest", "fhir"])
+def test_a_full_run_leaks_no_identifier_and_no_password(pipeline_resources, tmp_path, caplog, capfd, api):
     caplog.set_level(logging.DEBUG)
+    sandbox_home = pipeline_resources["openmrs"].tm2_home
+    pipeline_resources = {**pipeline_resources, "openmrs": OpenMRSResource(tm2_home=sandbox_home, api=api)}
     refused = tmp_path / "refused.csv"
     refused.write_text("patient_id,tm2_code\nMRN-01001,SK00\n")  # missing columns; holds an id
     with (
@@ -33,7 +36,9 @@ def test_a_full_run_leaks_no_identifier_and_no_password(pipeline_resources, tmp_
         dg.instance_for_test() as instance,
     ):
         # The emulator over real HTTP: OpenMRS answers `authenticated: false` to this password.
-        wrong_password = OpenMRSResource(base_url=server.base_url, username="admin", password=PASSWORD)
+        wrong_password = OpenMRSResource(
+            base_url=server.base_url, username="admin", password=PASSWORD, api=api
+        )
         # Accepted, rejected and duplicate rows; OpenMRS refuses the login first, then accepts it.
         openmrs_error = materialize_file(SAMPLE, {**pipeline_resources, "openmrs": wrong_password}, instance)
         assert not openmrs_error.success
