@@ -208,9 +208,12 @@ def test_a_record_whose_write_is_in_doubt_is_left_alone_for_the_window(
     assert first.mark_in_flight([_correction(first, "k")], SERVER, NOW) == {"k"}
     lost = SubmissionOutcome("k", SubmissionState.FAILED_RETRYABLE, "v1", (), in_doubt=True)
     first.record_outcomes([lost], NOW)
-    # Not in flight any more, but OpenMRS may still be writing what was sent: nobody sends it now.
+    # Not in flight any more, but OpenMRS may still be writing what was sent: nobody sends it now,
+    # the run that sent it included.
     assert second.mark_in_flight([_correction(second, "k")], SERVER, NOW) == set()
     assert not second.hold_claim("k", second.entries_for(["k"])["k"].claim)
+    assert first.mark_in_flight([_correction(first, "k")], SERVER, NOW) == set()
+    assert not first.hold_claim("k", first.entries_for(["k"])["k"].claim)
     monkeypatch.setattr(submissions, "CLAIM_LEASE", timedelta(0))
     assert second.mark_in_flight([_correction(second, "k")], SERVER, NOW) == {"k"}
     # An outcome that is not in doubt clears it.

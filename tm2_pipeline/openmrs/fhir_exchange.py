@@ -28,7 +28,7 @@ from tm2_pipeline.openmrs.fhir_payloads import (
     is_record_condition,
     written_for_record,
 )
-from tm2_pipeline.openmrs.record_exchange import IN_DOUBT_NOTE, RecordExchange, Work
+from tm2_pipeline.openmrs.record_exchange import RecordExchange, Work
 from tm2_pipeline.openmrs.states import SubmissionOutcome, SubmissionState
 
 _KNOWN = (Action.CORRECT, Action.VERIFY_CORRECT)  # the log holds the condition's id
@@ -89,20 +89,13 @@ class FhirRecordExchange(RecordExchange):
             self.note(work, "GET", 200, "already present")
             return work.outcome(SubmissionState.ALREADY_PRESENT, uuid=found["id"], confirmed=True)
         body = fhir_update(found, wanted)
-        try:
-            sent = await self.send_held(
-                work, lambda deadline: self.conditions.update(found["id"], body, not_after=deadline)
-            )
-        except TransientOpenMRSError as error:
-            if not error.in_doubt:
-                raise
-            # Sent again later it would be harmless, but another run's newer content could land
-            # first and this one after it: no run sends the record until this one has landed.
-            self.note(work, "PUT", error.status, f"{error}; {IN_DOUBT_NOTE}")
-            return work.outcome(SubmissionState.FAILED_RETRYABLE, in_doubt=True)
-        if sent is None:
-            return work.outcome(SubmissionState.IN_FLIGHT, left_to_other_run=True)
-        result = sent
+        # A lost answer leaves it in doubt too: sent again later it would be harmless, but another
+        # run's newer content could land first and this one after it.
+        result = await self.write_held(
+            work, "PUT", lambda deadline: self.conditions.update(found["id"], body, not_after=deadline)
+        )
+        if isinstance(result, SubmissionOutcome):
+            return result
         self.note(work, "PUT", result.status, "updated" if result.ok else result.message)
         if result.ok:
             return work.outcome(
@@ -115,18 +108,11 @@ class FhirRecordExchange(RecordExchange):
         return work.outcome(SubmissionState.REJECTED_BY_SERVER)
 
     async def create(self, work: Work, wanted: dict[str, Any]) -> SubmissionOutcome:
-        try:
-            sent = await self.send_held(
-                work, lambda deadline: self.conditions.create(wanted, not_after=deadline)
-            )
-        except TransientOpenMRSError as error:
-            if not error.in_doubt:
-                raise
-            self.note(work, "POST", error.status, f"{error}; {IN_DOUBT_NOTE}")
-            return work.outcome(SubmissionState.FAILED_RETRYABLE, in_doubt=True)
-        if sent is None:
-            return work.outcome(SubmissionState.IN_FLIGHT, left_to_other_run=True)
-        result = sent
+        result = await self.write_held(
+            work, "POST", lambda deadline: self.conditions.create(wanted, not_after=deadline)
+        )
+        if isinstance(result, SubmissionOutcome):
+            return result
         self.note(work, "POST", result.status, "created" if result.ok else result.message)
         if result.ok and result.body:
             return work.outcome(

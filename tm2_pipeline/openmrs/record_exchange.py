@@ -22,7 +22,7 @@ from tm2_pipeline.openmrs.errors import (
     OpenMRSNotRetryable,
     TransientOpenMRSError,
 )
-from tm2_pipeline.openmrs.responses import sanitize
+from tm2_pipeline.openmrs.responses import WriteResult, sanitize
 from tm2_pipeline.openmrs.states import (
     Attempt,
     PendingSubmission,
@@ -173,3 +173,21 @@ class RecordExchange:
                 return await send(time.monotonic() + HELD_SEND_DEADLINE_S)
             except ClaimLapsed:
                 continue
+
+    async def write_held(
+        self, work: Work, method: str, send: Callable[[float], Awaitable[WriteResult]], *, held: bool = False
+    ) -> WriteResult | SubmissionOutcome:
+        """A claimed write, sent once (`send_held`): what OpenMRS answered, or how the record ends in
+        this run when another run holds it, or when the answer was lost. Then OpenMRS may still be
+        writing it, and a look now could miss it and send it again: the record is in doubt, and no
+        run sends it until the lease has passed (`SubmissionLog`)."""
+        try:
+            sent = await self.send_held(work, send, held=held)
+        except TransientOpenMRSError as error:
+            if not error.in_doubt:
+                raise
+            self.note(work, method, error.status, f"{error}; {IN_DOUBT_NOTE}")
+            return work.outcome(SubmissionState.FAILED_RETRYABLE, in_doubt=True)
+        if sent is None:
+            return work.outcome(SubmissionState.IN_FLIGHT, left_to_other_run=True)
+        return sent

@@ -14,8 +14,8 @@ from typing import Any
 from tm2_pipeline.openmrs.decisions import Action
 from tm2_pipeline.openmrs.errors import TransientOpenMRSError
 from tm2_pipeline.openmrs.payloads import condition_matches, condition_payload, correction_payload
-from tm2_pipeline.openmrs.record_exchange import IN_DOUBT_NOTE, RecordExchange, Work
-from tm2_pipeline.openmrs.responses import WriteResult, is_duplicate_error
+from tm2_pipeline.openmrs.record_exchange import RecordExchange, Work
+from tm2_pipeline.openmrs.responses import is_duplicate_error
 from tm2_pipeline.openmrs.states import SubmissionOutcome, SubmissionState
 from tm2_pipeline.openmrs.versions import latest_version
 
@@ -94,20 +94,14 @@ class RestRecordExchange(RecordExchange):
     ) -> SubmissionOutcome:
         """Post a new version of `uuid`; `held`: the claim was just taken (by `settle`), not again."""
         body = correction_payload(payload)
-        try:
-            sent = await self.send_held(
-                work, lambda deadline: self.client.update_condition(uuid, body, not_after=deadline), held=held
-            )
-        except TransientOpenMRSError as error:
-            if not error.in_doubt:
-                raise
-            # OpenMRS may still be writing this version: a look now could miss it and post a second
-            # one (a fork). The next run looks, once it has landed.
-            self.note(work, "POST", error.status, f"{error}; {IN_DOUBT_NOTE}")
-            return work.outcome(SubmissionState.FAILED_RETRYABLE, in_doubt=True)
-        if sent is None:
-            return work.outcome(SubmissionState.IN_FLIGHT, left_to_other_run=True)
-        result: WriteResult = sent
+        result = await self.write_held(
+            work,
+            "POST",
+            lambda deadline: self.client.update_condition(uuid, body, not_after=deadline),
+            held=held,
+        )
+        if isinstance(result, SubmissionOutcome):
+            return result
         if result.ok and result.body and result.body.get("uuid"):
             if result.body.get("voided"):
                 # OpenMRS returns a voided version unchanged: another run replaced it first.

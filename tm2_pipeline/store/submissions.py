@@ -236,6 +236,8 @@ class SubmissionLog:
                 # Real time, as the claims': whatever `now` the run uses.
                 "busy_since": stored_timestamp(datetime.now(UTC)) if outcome.in_doubt else None,
             }
+            if outcome.in_doubt:
+                fields["claimed_by"] = None  # busy for every run now, this one included
             if outcome.confirmed_hash is not None:
                 fields["confirmed_hash"] = outcome.confirmed_hash
             update: dict = {"$set": fields}
