@@ -1,4 +1,5 @@
-"""A record -> FHIR2's Condition, and the tests "is it the record's" and "does it say the same" (pure)."""
+"""A record -> FHIR2's Condition, and the tests "is it the record's" and "does it say the same" (pure); what
+the FHIR client makes of FHIR2's and a gateway's answers (a mock transport)."""
 
 from __future__ import annotations
 
@@ -113,3 +114,39 @@ def test_a_fhir_error_is_read_from_its_operation_outcome() -> None:
         '"diagnostics": "Could not find condition with Id abc"}]}'
     )
     assert error_message(outcome) == "Could not find condition with Id abc"
+
+
+def test_a_gateway_page_answering_a_write_is_in_doubt_and_fhir2s_own_500_is_not() -> None:
+    import asyncio
+
+    import httpx
+    import pytest
+
+    from tm2_pipeline.openmrs.client import OpenMRSClient
+    from tm2_pipeline.openmrs.client_config import ClientConfig
+    from tm2_pipeline.openmrs.errors import TransientOpenMRSError
+    from tm2_pipeline.openmrs.fhir_client import FhirConditions
+
+    outcome_500 = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "diagnostics": "x"}]}
+    answers = {
+        "page": httpx.Response(500, text="<html><body>Internal Server Error (nginx)</body></html>"),
+        "fhir2": httpx.Response(500, json=outcome_500),
+    }
+
+    def openmrs(kind: str):
+        def handle(request: httpx.Request) -> httpx.Response:
+            if request.url.path.endswith("/session"):
+                return httpx.Response(200, json={"authenticated": True})
+            return answers[kind]
+
+        return httpx.MockTransport(handle)
+
+    async def create(kind: str):
+        config = ClientConfig("http://emr.invalid/openmrs", "admin", "Admin123", allow_insecure=True)
+        async with OpenMRSClient(config, transport=openmrs(kind)) as client:
+            return await FhirConditions(client).create({"resourceType": "Condition"})
+
+    with pytest.raises(TransientOpenMRSError) as caught:
+        asyncio.run(create("page"))
+    assert caught.value.in_doubt  # OpenMRS behind it may still be writing
+    assert asyncio.run(create("fhir2")).status == 500  # FHIR2 answered: the caller searches again
