@@ -75,12 +75,14 @@ def build_landing_sensor(interval_s: int, max_runs_per_tick: int) -> dg.SensorDe
         run_requests: list[dg.RunRequest] = []
         new_partitions: list[str] = []
         in_progress = sum(landed.started for landed in files.values())
+        held_back = 0
         for name in stable_files(current, {name: landed.seen for name, landed in previous.items()}):
             if len(run_requests) >= max_runs_per_tick:
                 break
             if not files[name].started:
                 if in_progress >= IN_PROGRESS_TICKS * max_runs_per_tick:
-                    continue  # back-pressure: finish (archive) some files before starting on more
+                    held_back += 1  # back-pressure: finish (archive) some files before starting on more
+                    continue
                 in_progress += 1
             try:
                 request = _next_step(context, pipeline, landing_dir / name, files[name])
@@ -94,6 +96,11 @@ def build_landing_sensor(interval_s: int, max_runs_per_tick: int) -> dg.SensorDe
                 new_partitions.append(name)
                 known_partitions.add(name)
 
+        if held_back:
+            context.log.info(
+                f"{in_progress} files in progress (at most {IN_PROGRESS_TICKS * max_runs_per_tick}): "
+                f"{held_back} more wait until some of them are archived"
+            )
         # Remember only files still in the landing dir, and of those not started on only the first few
         # ticks' worth: the others are seen afresh once these are through (stable a tick later).
         remaining = {name: landed for name, landed in files.items() if (landing_dir / name).exists()}

@@ -456,7 +456,7 @@ def test_nightly_schedule_targets_the_retry_job_once_per_night():
     assert request.run_key == "openmrs_retry:2026-03-01"
 
 
-def test_the_cursor_stays_small_when_a_backfill_lands_at_once(home):
+def test_the_cursor_stays_small_when_a_backfill_lands_at_once(home, capfd):
     # Every tick record carries the cursor: it must not grow with the number of files waiting.
     runs_per_tick = 2
     sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=runs_per_tick)
@@ -481,6 +481,7 @@ def test_the_cursor_stays_small_when_a_backfill_lands_at_once(home):
         started, cursor = ticks(15, None)
         # No run finishes: once the cap of files in progress is reached, no new file is started.
         assert started == names[:in_progress_cap]
+        assert f"{in_progress_cap} files in progress (at most {in_progress_cap})" in capfd.readouterr().err
         # Their runs end and the files are archived: the sensor goes on with the next ones, in order.
         for name in started:
             (home / "landing" / name).unlink()
