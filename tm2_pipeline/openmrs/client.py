@@ -233,10 +233,15 @@ class OpenMRSClient:
         error: a proxy or gateway may echo the request line, query string included.
         """
         response = await self.send("GET", path, what=what, params=params)
-        raise_if_transient(response, "GET", what, server_error_is_transient=True)
         raise_if_webapp_missing(response, "GET", what)
         if response.status_code == 404 and missing_ok:
             return None
+        return self.read_body(response, what, secrets=secrets)
+
+    def read_body(self, response: httpx.Response, what: str, *, secrets: tuple[str, ...] = ()) -> Any:
+        """The JSON body of a read's answer (REST or FHIR). Reads are idempotent, so any 5xx is
+        transient; 403 stops the run; any other answer but 200 is an error quoting the server."""
+        raise_if_transient(response, "GET", what, server_error_is_transient=True)
         if response.status_code == 403:
             raise OpenMRSAccessError(
                 f"the OpenMRS user {self.config.username!r} lacks a privilege for {what}: "

@@ -17,7 +17,7 @@ import httpx
 
 from tm2_pipeline.openmrs.client import OpenMRSClient
 from tm2_pipeline.openmrs.client_config import FHIR_PATH
-from tm2_pipeline.openmrs.errors import OpenMRSAccessError, OpenMRSError, TransientOpenMRSError
+from tm2_pipeline.openmrs.errors import OpenMRSError, TransientOpenMRSError
 from tm2_pipeline.openmrs.responses import WriteResult, server_message
 from tm2_pipeline.openmrs.transient import raise_if_transient, raise_if_webapp_missing
 
@@ -92,7 +92,7 @@ class FhirConditions:
         if response.status_code == 404:
             raise_if_webapp_missing(response, "GET", "condition read")
             return ConditionRead(None)
-        return ConditionRead(self._json(response, "condition read"))
+        return ConditionRead(self.client.read_body(response, "condition read"))
 
     async def create(self, resource: dict[str, Any], *, not_after: float | None = None) -> WriteResult:
         url = f"{self.base}/Condition"
@@ -113,24 +113,7 @@ class FhirConditions:
             # HAPI keeps a bounded number of searches for paging: this one was dropped. The retry
             # searches again from the first page.
             raise TransientOpenMRSError(f"{what}: a later page answered {response.status_code}", method="GET")
-        return self._json(response, what)
-
-    def _json(self, response: httpx.Response, what: str) -> dict[str, Any]:
-        """A read's body. Reads are idempotent, so any 5xx is transient; 403 stops the run."""
-        raise_if_transient(response, "GET", what, server_error_is_transient=True)
-        if response.status_code == 403:
-            raise OpenMRSAccessError(
-                f"the OpenMRS user {self.client.config.username!r} lacks a privilege for {what}: "
-                f"{server_message(response.text)}"
-            )
-        if response.status_code != 200:
-            raise OpenMRSError(
-                f"{what}: OpenMRS answered {response.status_code}: {server_message(response.text)}"
-            )
-        try:
-            return response.json()
-        except ValueError:
-            raise TransientOpenMRSError(f"{what}: answer was not JSON", method="GET", status=200) from None
+        return self.client.read_body(response, what)
 
     async def _write(
         self, method: str, url: str, resource: dict[str, Any], *, what: str, not_after: float | None
