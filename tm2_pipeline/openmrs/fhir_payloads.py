@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tm2_pipeline.openmrs.payloads import NOT_RECORDED, additional_detail, noncoded_text
+from tm2_pipeline.openmrs.payloads import additional_detail, code_label, noncoded_text, system_label
 
 CLINICAL_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 VERIFICATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
@@ -115,12 +115,11 @@ def written_for_record(resource: Mapping[str, Any], record: Mapping[str, Any]) -
     if f"; {REFERENCE_LABEL} " in note:
         return False
     parts = note.split("; ")
-    code = f"ICD-11 TM2 {record['tm2_code']}"
-    system = f"System: {record.get('system_type') or NOT_RECORDED}"
+    code = code_label(record)
     return (
         len(parts) > 1
         and (parts[0] == code or parts[0].startswith(f"{code} ("))
-        and parts[1] == system
+        and parts[1] == system_label(record)
         and str(resource.get("onsetDateTime") or "")[:10] == record["diagnosis_date"]
     )
 

@@ -19,16 +19,26 @@ def noncoded_text(record: Mapping[str, Any]) -> str:
     return f"{record['tm2_code']} {title}".strip()
 
 
+def code_label(record: Mapping[str, Any]) -> str:
+    """The detail's first part without the release: "ICD-11 TM2 SK01"."""
+    return f"ICD-11 TM2 {record['tm2_code']}"
+
+
+def system_label(record: Mapping[str, Any]) -> str:
+    """The detail's second part: "System: Ayurveda"."""
+    return f"System: {record.get('system_type') or NOT_RECORDED}"
+
+
 def additional_detail(record: Mapping[str, Any]) -> str:
     """Human-readable context a clinician sees under the condition, e.g.
     "ICD-11 TM2 SK01 (2025-01); System: Ayurveda; Severity: Mild; Practitioner: HPR-71-2231-0098;
     NAMASTE: VA-4". Never the patient identifier.
     """
     release = record.get("icd_release")
-    code = f"ICD-11 TM2 {record['tm2_code']}" + (f" ({release})" if release else "")
+    code = code_label(record) + (f" ({release})" if release else "")
     parts = [
         code,
-        f"System: {record.get('system_type') or NOT_RECORDED}",
+        system_label(record),
         f"Severity: {record.get('severity') or NOT_RECORDED}",
         f"Practitioner: {record.get('practitioner_id') or NOT_RECORDED}",
     ]
