@@ -46,6 +46,12 @@ class Plan:
     def sends(self) -> bool:
         return self.action is not Action.SKIP
 
+    @property
+    def corrects(self) -> bool:
+        """A correction (to send, or to verify): OpenMRS was confirmed to hold a version of the record,
+        whose id the log keeps."""
+        return self.action in (Action.CORRECT, Action.VERIFY_CORRECT)
+
 
 def _resume(entry: SubmissionEntry, content_hash: str) -> Plan:
     """Outcome of earlier attempts unknown: check OpenMRS before sending anything."""

@@ -31,8 +31,6 @@ from tm2_pipeline.openmrs.fhir_payloads import (
 from tm2_pipeline.openmrs.record_exchange import RecordExchange, Work
 from tm2_pipeline.openmrs.states import SubmissionOutcome, SubmissionState
 
-_KNOWN = (Action.CORRECT, Action.VERIFY_CORRECT)  # the log holds the condition's id
-
 
 class FhirRecordExchange(RecordExchange):
     claims_every_send = True
@@ -50,7 +48,7 @@ class FhirRecordExchange(RecordExchange):
         wanted = fhir_condition(
             work.record, record_uuid=record_uuid, patient_uuid=patient_uuid, concept_uuid=concept
         )
-        known = work.plan.action in _KNOWN
+        known = work.plan.corrects  # the log holds the condition's id
         found, gone = None, False
         if known:
             read = await self.conditions.read(work.current_uuid)

@@ -21,7 +21,7 @@ import httpx
 
 from tm2_pipeline.openmrs.client import OpenMRSClient, Sleep
 from tm2_pipeline.openmrs.client_config import FHIR, REST, ClientConfig
-from tm2_pipeline.openmrs.decisions import Action, plan_submission
+from tm2_pipeline.openmrs.decisions import plan_submission
 from tm2_pipeline.openmrs.fhir_exchange import FhirRecordExchange
 from tm2_pipeline.openmrs.interrupts import stopped_by_interrupts
 from tm2_pipeline.openmrs.record_exchange import Record, RecordExchange, SubmissionLogLike, Work
@@ -43,9 +43,6 @@ class StoredRecords(Protocol):
 
     def content_hashes(self, keys: Sequence[str]) -> dict[str, str]: ...
     def find_by_keys(self, keys: Iterable[str]) -> list[dict[str, Any]]: ...
-
-
-_CORRECTIONS = (Action.CORRECT, Action.VERIFY_CORRECT)
 
 
 @dataclass(frozen=True)
@@ -133,7 +130,7 @@ class _Submitter:
                     w.plan.content_hash,
                     w.plan.fresh,
                     new=w.key not in entries,
-                    claimed=w.plan.action in _CORRECTIONS or self.exchanges[w.api].claims_every_send,
+                    claimed=w.plan.corrects or self.exchanges[w.api].claims_every_send,
                     claim=entries[w.key].claim if w.key in entries else None,
                     changed=w.key in entries and entries[w.key].content_hash != w.plan.content_hash,
                     api=w.api,
