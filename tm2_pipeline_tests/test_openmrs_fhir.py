@@ -76,6 +76,15 @@ def assert_each_record_in_openmrs_once(server: SandboxServer, records, log: Subm
     return len(wanted)
 
 
+def crashed_fhir_run(server: SandboxServer, records, mongo_db: Database) -> int:
+    """A FHIR run that dies after OpenMRS answered, before the log heard: how many it created."""
+    with pytest.raises(SimulatedCrash):
+        fhir(server, records, CrashingLog(mongo_db))
+    created = len(live_conditions(server))
+    assert created > 0
+    return created
+
+
 def test_the_sample_reaches_openmrs_once_and_a_rerun_sends_nothing(
     server: SandboxServer, mongo_db: Database
 ) -> None:
@@ -94,10 +103,7 @@ def test_a_crash_between_post_and_log_update_creates_nothing_twice(
     server: SandboxServer, mongo_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     records = sample_records()[:40]
-    with pytest.raises(SimulatedCrash):
-        fhir(server, records, CrashingLog(mongo_db))
-    created_before = len(live_conditions(server))
-    assert created_before > 0
+    created_before = crashed_fhir_run(server, records, mongo_db)
 
     # Within the crashed run's lease another run leaves its records alone: it cannot tell a dead run
     # from a slow one, and two runs creating one record would make two conditions.
@@ -369,10 +375,7 @@ def test_records_a_fhir_run_left_unsettled_are_finished_over_fhir_after_a_switch
     server: SandboxServer, mongo_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     records = sample_records()[:40]
-    with pytest.raises(SimulatedCrash):
-        fhir(server, records, CrashingLog(mongo_db))
-    created = len(live_conditions(server))
-    assert created > 0
+    created = crashed_fhir_run(server, records, mongo_db)
 
     # OPENMRS_API back to rest (or a tm2 ingest with another .env): over REST these would be looked
     # for by the record's uuid, which FHIR2 did not keep, and created again.
