@@ -59,6 +59,7 @@ class Work:
     current_uuid: str
     claim: str | None = None  # the log entry's claim when the record was planned
     api: str = "rest"  # the API it is sent through (`_Submitter.api_for`)
+    claimed_at: float | None = None  # time.monotonic() when this run last took the record's claim
     attempts: list[Attempt] = field(default_factory=list)
 
     @property
@@ -155,34 +156,39 @@ class RecordExchange:
 
     async def hold(self, work: Work) -> bool:
         """Whether this run may send what OpenMRS cannot tell apart from another run's copy (a REST
-        correction, any FHIR write) now. Asked before every such send, whatever the plan was (a record
-        planned as a create can meet another run's version with other content)."""
-        return await asyncio.to_thread(self.log.hold_claim, work.key, work.claim)
+        correction, any FHIR write) now: it took the record's claim less than HELD_SEND_DEADLINE_S
+        ago (the mark, or an earlier hold), or takes (renews) it now. Asked before every such send,
+        whatever the plan was (a record planned as a create can meet another run's version with
+        other content)."""
+        if work.claimed_at is not None and time.monotonic() <= work.claimed_at + HELD_SEND_DEADLINE_S:
+            return True
+        if not await asyncio.to_thread(self.log.hold_claim, work.key, work.claim):
+            return False
+        work.claimed_at = time.monotonic()
+        return True
 
-    async def send_held(
-        self, work: Work, send: Callable[[float], Awaitable[_Sent]], *, held: bool = False
-    ) -> _Sent | None:
-        """Send a claimed write under a claim taken (or renewed) right before: `send` gets the
-        monotonic deadline after which the client must not send it (it waited too long for a request
-        slot: the claim is taken again). None: another run holds the record. `held`: just taken."""
+    async def send_held(self, work: Work, send: Callable[[float], Awaitable[_Sent]]) -> _Sent | None:
+        """Send a claimed write under this run's claim (`hold`): `send` gets the monotonic deadline
+        after which the client must not send it (it waited too long for a request slot: the claim
+        is taken again first). None: another run holds the record."""
         while True:
-            if not held and not await self.hold(work):
+            if not await self.hold(work):
                 return None
-            held = False
+            assert work.claimed_at is not None
             try:
-                return await send(time.monotonic() + HELD_SEND_DEADLINE_S)
+                return await send(work.claimed_at + HELD_SEND_DEADLINE_S)
             except ClaimLapsed:
-                continue
+                work.claimed_at = None
 
     async def write_held(
-        self, work: Work, method: str, send: Callable[[float], Awaitable[WriteResult]], *, held: bool = False
+        self, work: Work, method: str, send: Callable[[float], Awaitable[WriteResult]]
     ) -> WriteResult | SubmissionOutcome:
         """A claimed write, sent once (`send_held`): what OpenMRS answered, or how the record ends in
         this run when another run holds it, or when the answer was lost. Then OpenMRS may still be
         writing it, and a look now could miss it and send it again: the record is in doubt, and no
         run sends it until the lease has passed (`SubmissionLog`)."""
         try:
-            sent = await self.send_held(work, send, held=held)
+            sent = await self.send_held(work, send)
         except TransientOpenMRSError as error:
             if not error.in_doubt:
                 raise

@@ -67,7 +67,7 @@ class RestRecordExchange(RecordExchange):
             # Write down the newest version before replacing it: a crash now must not lose its uuid.
             await asyncio.to_thread(self.log.rebase, work.key, found["uuid"], self.now)
             work.current_uuid = found["uuid"]
-        return await self.correct(work, found["uuid"], payload, held=True)
+        return await self.correct(work, found["uuid"], payload)
 
     async def create(self, work: Work, payload: dict[str, Any]) -> SubmissionOutcome:
         result = await self.client.create_condition(payload)
@@ -89,16 +89,13 @@ class RestRecordExchange(RecordExchange):
                 )
         return work.outcome(SubmissionState.REJECTED_BY_SERVER)
 
-    async def correct(
-        self, work: Work, uuid: str, payload: dict[str, Any], *, held: bool = False
-    ) -> SubmissionOutcome:
-        """Post a new version of `uuid`; `held`: the claim was just taken (by `settle`), not again."""
+    async def correct(self, work: Work, uuid: str, payload: dict[str, Any]) -> SubmissionOutcome:
+        """Post a new version of `uuid`, under this run's claim (`hold`)."""
         body = correction_payload(payload)
         result = await self.write_held(
             work,
             "POST",
             lambda deadline: self.client.update_condition(uuid, body, not_after=deadline),
-            held=held,
         )
         if isinstance(result, SubmissionOutcome):
             return result

@@ -12,6 +12,7 @@ still written.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -138,10 +139,13 @@ class _Submitter:
                 for w in works
             ]
             # Awaited before the chunk's tasks exist: no request can precede its record's mark.
+            marking = time.monotonic()  # no later than the claims the mark takes
             marked = await asyncio.to_thread(self.log.mark_in_flight, pending, self.client.server, self.now)
-            for work in works:
+            for work, item in zip(works, pending, strict=True):
                 if work.key not in marked:  # another run claimed it: that run's to finish
                     summary.add(SubmissionState.IN_FLIGHT)
+                elif item.claimed:
+                    work.claimed_at = marking
             works = [work for work in works if work.key in marked]
         return works
 

@@ -166,8 +166,9 @@ class SubmissionLog:
     def hold_claim(self, key: str, claim: str | None) -> bool:
         """Right before a claimed record is sent: renew this run's claim on `key`, or take it when the
         entry still holds `claim` (read when the record was planned) and is not busy. False: another
-        run is sending it (or its last write is in doubt), so this run must not. Renewing at each post
-        keeps a slow run's lease from running out between its mark and its post."""
+        run is sending it (or its last write is in doubt), so this run must not. Renewed whenever the
+        last claim is older than the exchange's deadline (`record_exchange.hold`), it keeps a slow
+        run's lease from running out between its mark and its post."""
         _, fields = self._new_claim()
         _, free = self._claim_filters(claim, fields["claimed_at"])
         for held in ({"claimed_by": self.owner}, free):
