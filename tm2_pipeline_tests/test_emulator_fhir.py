@@ -302,7 +302,7 @@ def test_update_changes_the_condition_in_place(
     assert again["onsetDateTime"] == made["onsetDateTime"] and again["note"] == [{"text": "Severe"}]
 
 
-def test_update_needs_the_urls_id_in_the_body_and_a_live_condition(
+def test_update_needs_the_urls_id_in_the_body_and_a_known_condition(
     fhir: httpx.Client, rest: httpx.Client, sandbox: Sandbox
 ) -> None:
     made = created(fhir, resource(patient(sandbox)))
@@ -318,9 +318,13 @@ def test_update_needs_the_urls_id_in_the_body_and_a_live_condition(
         f"/Condition/{made['id']}", json={**made, "clinicalStatus": coding("http://x", "active")}
     )
     assert invalid.status_code == 400
-    assert rest.delete(f"/condition/{made['id']}").status_code == 204
-    assert fhir.put(f"/Condition/{made['id']}", json=made).status_code == 410
     assert sandbox.state.conditions[made["id"]].get("version", 1) == 1
+    # A voided condition is updated all the same (FHIR2 checks existence only), and stays voided.
+    assert rest.delete(f"/condition/{made['id']}").status_code == 204
+    revised = fhir.put(f"/Condition/{made['id']}", json={**made, "note": [{"text": "Severe"}]})
+    assert revised.status_code == 200 and revised.json()["note"] == [{"text": "Severe"}]
+    assert sandbox.state.conditions[made["id"]]["voided"] is True
+    assert fhir.get(f"/Condition/{made['id']}").status_code == 410
 
 
 # --- search and paging ---------------------------------------------------------------------------

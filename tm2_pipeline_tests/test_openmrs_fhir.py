@@ -313,6 +313,35 @@ def test_a_put_whose_answer_was_lost_lands_before_any_newer_content(
     assert "Severity: Severe" in current["additionalDetail"]
 
 
+def test_a_condition_voided_between_the_read_and_the_put_is_not_logged_as_confirmed(
+    mongo_db: Database,
+) -> None:
+    """FHIR2 answers 200 to a PUT of a voided condition (and changes the voided row): the read after
+    the PUT is what tells that the record is not in OpenMRS."""
+    record = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
+    log = SubmissionLog(mongo_db)
+    with open_sandbox(None) as sandbox:
+        state = sandbox.state
+
+        async def clinician_voids_first(scope, receive, send):
+            if scope["type"] == "http" and scope["method"] == "PUT":
+                condition_id = scope["path"].rsplit("/", 1)[1]
+                state.void_condition(state.conditions[condition_id], "entered in error")
+            await sandbox.app(scope, receive, send)
+
+        voiding = Sandbox(state=state, app=clinician_voids_first, faults=None)
+        with SandboxServer(voiding) as server:
+            fhir(server, [record], log)
+            assert len(live_conditions(server)) == 1
+            summary = fhir(server, [with_changes(record, severity="Severe")], log, NOW + timedelta(days=1))
+    assert summary.requests["PUT"] == 1 and summary.corrected == 0
+    assert summary.state_counts == {"rejected_by_server": 1} and not live_conditions(server)
+    entry = log.entries_for([record["_id"]])[record["_id"]]
+    assert entry.state is SubmissionState.REJECTED_BY_SERVER
+    assert entry.confirmed_hash == record["content_hash"]  # what OpenMRS last showed, not the update
+    assert "voided in OpenMRS while it was updated" in entry.attempts[-1].message
+
+
 def test_a_condition_the_rest_api_wrote_and_a_clinician_edited_is_corrected_not_copied(
     server: SandboxServer, mongo_db: Database
 ) -> None:

@@ -8,8 +8,9 @@ FHIR2 ignores a client id on create, so OpenMRS cannot refuse a second copy of a
 - a create whose answer is in doubt (a timeout after sending, a cut connection, a gateway's 502/504)
   is not sent again by the same run: a search now could miss a condition OpenMRS is still writing.
   The next run searches first, once it has landed.
-An update (`PUT`) replaces the condition in place and keeps its id; one whose answer is in doubt is
-left alone like a create, so that another run's newer content cannot land before it. Lookups
+An update (`PUT`) replaces the condition in place and keeps its id, and is read back (FHIR2 updates a
+voided condition too); one whose answer is in doubt is left alone like a create, so that another
+run's newer content cannot land before it. Lookups
 (patient, concept) are the REST API's.
 """
 
@@ -96,14 +97,25 @@ class FhirRecordExchange(RecordExchange):
             return result
         self.note(work, "PUT", result.status, "updated" if result.ok else result.message)
         if result.ok:
-            return work.outcome(
-                SubmissionState.SUBMITTED, uuid=found["id"], confirmed=True, created=True, corrected=True
-            )
+            return await self.updated(work, found["id"])
         if result.status >= 500:
             raise TransientOpenMRSError(
                 f"condition update: {result.status}", method="PUT", status=result.status
             )
         return work.outcome(SubmissionState.REJECTED_BY_SERVER)
+
+    async def updated(self, work: Work, condition_id: str) -> SubmissionOutcome:
+        """A PUT answered 200: read the condition back. FHIR2 updates a condition that was voided after
+        our read without a word (BaseFhirService.update does not check), so only a read, which answers
+        410 for it, tells whether the record is in OpenMRS."""
+        read = await self.conditions.read(condition_id)
+        if read.resource is None:
+            status, why = (410, "voided") if read.gone else (404, "removed")
+            self.note(work, "GET", status, f"{why} in OpenMRS while it was updated; not sent again")
+            return work.outcome(SubmissionState.REJECTED_BY_SERVER)
+        return work.outcome(
+            SubmissionState.SUBMITTED, uuid=condition_id, confirmed=True, created=True, corrected=True
+        )
 
     async def create(self, work: Work, wanted: dict[str, Any]) -> SubmissionOutcome:
         result = await self.write_held(

@@ -6,8 +6,8 @@ delete, search), api/impl/BaseFhirService and FhirConditionServiceImpl (404 unkn
 update in place with the body's id required and equal to the URL's), omod's web/filter and
 web/authentication (401 is the servlet container's HTML page "Not authenticated"), FhirRestServlet
 (paging through `<base>?_getpages=`). Errors are OperationOutcomes. Not emulated: PATCH, history,
-encounter diagnoses, XML. An update of a voided condition is refused with 410 here; FHIR2 would
-change the voided row and answer 200.
+encounter diagnoses, XML. An update of a voided condition changes the voided row and answers 200, as
+FHIR2's does (BaseFhirService.update checks existence only); a read of it is still 410.
 """
 
 from __future__ import annotations
@@ -64,10 +64,17 @@ async def _json_body(request: Request) -> Any:
         raise Refused(400, f"Failed to parse request body as JSON resource. Error was: {problem}") from None
 
 
-def _existing(state: EmulatorState, condition_id: str) -> dict[str, Any]:
+def _known(state: EmulatorState, condition_id: str) -> dict[str, Any]:
+    """The condition, voided or not (what FHIR2's update and delete look at)."""
     found = state.conditions.get(condition_id)
     if found is None:
         raise Refused(404, f"Resource of type Condition with ID {condition_id} is not known")
+    return found
+
+
+def _existing(state: EmulatorState, condition_id: str) -> dict[str, Any]:
+    """The condition if it is not voided (what FHIR2's read returns)."""
+    found = _known(state, condition_id)
     if found["voided"]:
         raise Refused(410, f"Resource of type Condition with ID {condition_id} is gone/deleted")
     return found
@@ -139,10 +146,7 @@ async def fhir_condition(request: Request) -> Response:
     """GET: read; PUT: update in place; DELETE: void."""
     state, condition_id = emulator_state(request), request.path_params["id"]
     if request.method == "DELETE":
-        found = state.conditions.get(condition_id)
-        if found is None:
-            raise Refused(404, f"Resource of type Condition with ID {condition_id} is not known")
-        state.void_condition(found, "Voided via FHIR API")
+        state.void_condition(_known(state, condition_id), "Voided via FHIR API")
         return operation_outcome(200, "This resource has been deleted", "information", "informational")
     if request.method == "GET":
         resource = to_fhir(_existing(state, condition_id), state)
@@ -160,7 +164,7 @@ async def fhir_condition(request: Request) -> Response:
             f'for update (PUT) operation - Resource body ID of "{body["id"]}" does not match URL ID of '
             f'"{condition_id}"',
         )
-    existing = _existing(state, condition_id)
+    existing = _known(state, condition_id)
     return _written(request, state, state.revise_condition(existing, from_fhir(body, state)), 200)
 
 
