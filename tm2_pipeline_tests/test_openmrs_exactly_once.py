@@ -206,6 +206,21 @@ def test_a_corrected_severity_becomes_one_new_version(server: SandboxServer, mon
     assert len(conditions_by_uuid(server)) == 2
 
 
+def test_statuses_a_clinician_changed_in_openmrs_are_kept(server: SandboxServer, mongo_db: Database) -> None:
+    """An export carries no status: a problem marked inactive in OpenMRS is neither re-activated by a
+    look (a lost log) nor by a correction of the record's content."""
+    record, log = submitted_once(server, mongo_db)
+    state = server.sandbox.state
+    state.update_condition(state.conditions[condition_uuid(record["_id"])], {"clinicalStatus": "INACTIVE"})
+
+    assert submit_elsewhere(server, mongo_db, [[record]]) == [0]  # a lost log: found as it is
+    corrected = with_changes(record, severity="Severe")
+    assert submit(server, [corrected], log, now=NOW + timedelta(days=1)).corrected == 1
+    (current,) = [c for c in conditions_by_uuid(server).values() if not c["voided"]]
+    assert current["clinicalStatus"] == "INACTIVE" and "Severity: Severe" in current["additionalDetail"]
+    assert current["verificationStatus"] == "CONFIRMED"
+
+
 def test_a_correction_whose_answer_was_lost_is_found_not_resent(
     server: SandboxServer, mongo_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:

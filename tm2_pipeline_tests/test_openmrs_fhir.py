@@ -165,6 +165,26 @@ def test_a_corrected_severity_updates_the_condition_in_place(
     assert again.corrected == 0 and "PUT" not in again.requests
 
 
+def test_statuses_a_clinician_changed_in_openmrs_are_kept(server: SandboxServer, mongo_db: Database) -> None:
+    record = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
+    log = SubmissionLog(mongo_db)
+    fhir(server, [record], log)
+    state = server.sandbox.state
+    (created,) = live_conditions(server)
+    state.revise_condition(created, {"clinicalStatus": "INACTIVE"})
+
+    lost = mongo_db.client[mongo_db.name + "_lost"]
+    try:
+        summary = fhir(server, [record], SubmissionLog(lost))  # a lost log: found as it is
+    finally:
+        mongo_db.client.drop_database(lost.name)
+    assert summary.state_counts == {"already_present": 1} and "PUT" not in summary.requests
+    summary = fhir(server, [with_changes(record, severity="Severe")], log, NOW + timedelta(days=1))
+    assert summary.corrected == 1
+    (current,) = live_conditions(server)
+    assert current["clinicalStatus"] == "INACTIVE" and "Severity: Severe" in current["additionalDetail"]
+
+
 def test_two_runs_at_once_create_each_condition_once(server: SandboxServer, mongo_db: Database) -> None:
     records = sample_records()[:60]
     with ThreadPoolExecutor(2) as pool:

@@ -71,7 +71,7 @@ def test_a_condition_is_the_records_by_its_note_or_by_its_id() -> None:
     assert not is_record_condition({"id": "x", "note": [{"text": "no reference"}]}, RECORD_UUID)
 
 
-def test_matches_compares_concept_statuses_onset_day_and_note() -> None:
+def test_matches_compares_concept_onset_day_and_note_not_the_statuses() -> None:
     record = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
     wanted = build(record)
     found = as_returned(wanted)
@@ -79,8 +79,9 @@ def test_matches_compares_concept_statuses_onset_day_and_note() -> None:
     assert not fhir_condition_matches(found, build(with_changes(record, severity="Severe")))
     assert not fhir_condition_matches(found, build(record, concept="another-concept"))
     assert not fhir_condition_matches(found, build(record, concept=None))
+    # A clinician's status change in OpenMRS is theirs: the condition still holds the record.
     inactive = {**found, "clinicalStatus": {"coding": [{"system": CLINICAL_SYSTEM, "code": "inactive"}]}}
-    assert not fhir_condition_matches(inactive, wanted)
+    assert fhir_condition_matches(inactive, wanted)
     assert not fhir_condition_matches({**found, "onsetDateTime": "2024-01-16T00:00:00+05:30"}, wanted)
     created_over_rest = {
         **found,
@@ -106,6 +107,19 @@ def test_an_update_keeps_what_openmrs_holds_and_puts_the_record_over_it() -> Non
     assert body["code"] == wanted["code"] and body["note"] == wanted["note"]
     assert body["extension"] == [{"url": "http://example.org/other", "valueString": "kept"}]  # non-coded gone
     assert fhir_condition_matches({**body, "meta": {}}, wanted)
+
+
+def test_an_update_keeps_the_statuses_a_clinician_set() -> None:
+    record = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
+    resolved = {"coding": [{"system": CLINICAL_SYSTEM, "code": "resolved"}]}
+    found = {**as_returned(build(record)), "clinicalStatus": resolved}
+    wanted = build(with_changes(record, severity="Severe"))
+    body = fhir_update(found, wanted)
+    assert body["clinicalStatus"] == resolved and body["note"] == wanted["note"]
+    assert body["verificationStatus"] == found["verificationStatus"]
+    # A condition without statuses (written by another client) gets the record's: FHIR2 needs one.
+    bare = {name: value for name, value in found.items() if not name.endswith("Status")}
+    assert fhir_update(bare, wanted)["clinicalStatus"] == wanted["clinicalStatus"]
 
 
 def test_a_fhir_error_is_read_from_its_operation_outcome() -> None:

@@ -64,10 +64,10 @@ def test_missing_severity_is_spelled_out(record: dict) -> None:
     )
 
 
-def test_correction_body_keeps_patient_and_uuid_out(record: dict) -> None:
+def test_correction_body_leaves_patient_uuid_and_statuses_to_openmrs(record: dict) -> None:
     payload = condition_payload(record, condition_uuid="c-1", patient_uuid="p-1", concept_uuid=None)
     body = correction_payload(payload)
-    assert "uuid" not in body and "patient" not in body
+    assert set(body) == {"condition", "onsetDate", "additionalDetail"}
     assert body["additionalDetail"] == payload["additionalDetail"]
 
 
@@ -96,6 +96,9 @@ def test_condition_matches_what_openmrs_returns(record: dict, concept: str | Non
     assert not condition_matches({**existing, "onsetDate": "2024-01-16T00:00:00.000+0000"}, payload)
     other = {"coded": {"uuid": "k-2"}} if concept else {"nonCoded": "SK01 something else"}
     assert not condition_matches({**existing, "condition": other}, payload)
+    # Statuses a clinician changed in OpenMRS are theirs: the condition still holds the record.
+    assert condition_matches({**existing, "clinicalStatus": "INACTIVE"}, payload)
+    assert condition_matches({**existing, "verificationStatus": "PROVISIONAL"}, payload)
 
 
 def test_previous_version_reads_refs_and_strings() -> None:

@@ -60,13 +60,16 @@ def fhir_condition(
 def fhir_update(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
     """The body of `PUT /Condition/{id}`: the condition as OpenMRS returned it, with what the record
     says put over it. FHIR2 rebuilds the whole condition from the body, so everything else it holds
-    (recorder, subject, category) is sent back as found."""
+    (recorder, subject, category, and the statuses, which are the clinicians' once it exists) is sent
+    back as found."""
     updated = {
         name: value for name, value in found.items() if name not in ("meta", "text", "code", "extension")
     }
-    for name in ("clinicalStatus", "verificationStatus", "onsetDateTime", "note", "code", "extension"):
+    for name in ("onsetDateTime", "note", "code", "extension"):
         if name in wanted:
             updated[name] = wanted[name]
+    for name in ("clinicalStatus", "verificationStatus"):
+        updated.setdefault(name, wanted[name])  # FHIR2 requires a clinical status
     other_extensions = [e for e in found.get("extension") or [] if e.get("url") != NON_CODED_EXTENSION]
     if other_extensions:
         updated["extension"] = other_extensions + list(wanted.get("extension") or [])
@@ -125,17 +128,14 @@ def written_for_record(resource: Mapping[str, Any], record: Mapping[str, Any]) -
 
 
 def fhir_condition_matches(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
-    """True when a condition OpenMRS returned already says what `wanted` would say: the concept (or
-    the non-coded text), both statuses, the onset date (its date part) and the note (the record's
-    reference aside: found by its id, a condition created over the REST API is the record's too)."""
+    """True when a condition OpenMRS returned already says what the record says: the concept (or the
+    non-coded text), the onset date (its date part) and the note (the record's reference aside: found
+    by its id, a condition created over the REST API is the record's too). Not the statuses, which are
+    the clinicians' once the condition exists (as in `payloads.condition_matches`)."""
     want_concept = _coding_code(wanted.get("code"), None)
     if _coding_code(found.get("code"), None) != want_concept:
         return False
     if want_concept is None and _non_coded(found) != _non_coded(wanted):
         return False
-    return (
-        _coding_code(found.get("clinicalStatus"), CLINICAL_SYSTEM) == CLINICAL_STATUS
-        and _coding_code(found.get("verificationStatus"), VERIFICATION_SYSTEM) == VERIFICATION_STATUS
-        and str(found.get("onsetDateTime") or "")[:10] == wanted["onsetDateTime"]
-        and _note_content(found) == _note_content(wanted)
-    )
+    same_day = str(found.get("onsetDateTime") or "")[:10] == wanted["onsetDateTime"]
+    return same_day and _note_content(found) == _note_content(wanted)

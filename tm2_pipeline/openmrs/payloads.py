@@ -1,6 +1,9 @@
 """A stored TM2 record -> the OpenMRS REST Condition body, and the test "does OpenMRS already hold it".
 
 Pure: no I/O. The patient identifier never goes into the body (only the patient's OpenMRS uuid does).
+A condition is created active and confirmed; from then on both statuses are the clinicians' (an export
+carries none): a correction leaves them as OpenMRS holds them, and a condition whose statuses were
+changed in OpenMRS still holds the record.
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+# Set on create only (see the module's doc).
 CLINICAL_STATUS = "ACTIVE"
 VERIFICATION_STATUS = "CONFIRMED"
 NOT_RECORDED = "not recorded"
@@ -66,10 +70,15 @@ def condition_payload(
     }
 
 
+# What a correction leaves out, so that OpenMRS keeps it from the version being replaced.
+_KEPT_BY_A_CORRECTION = ("uuid", "patient", "clinicalStatus", "verificationStatus")
+
+
 def correction_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """The body of `POST /condition/{uuid}` (a new version): everything but uuid and patient,
-    which OpenMRS keeps from the version being replaced."""
-    return {name: value for name, value in payload.items() if name not in ("uuid", "patient")}
+    """The body of `POST /condition/{uuid}` (a new version): the record's content. The uuid, the patient
+    and both statuses are left out: OpenMRS keeps them from the version being replaced, so a problem a
+    clinician marked inactive or resolved stays so."""
+    return {name: value for name, value in payload.items() if name not in _KEPT_BY_A_CORRECTION}
 
 
 def _uuid_of(value: Any) -> str | None:
@@ -80,11 +89,9 @@ def _uuid_of(value: Any) -> str | None:
 
 
 def condition_matches(existing: Mapping[str, Any], payload: Mapping[str, Any]) -> bool:
-    """True when a condition OpenMRS returned already says what `payload` would say.
-
-    Compares what OpenMRS compares when it decides whether an update is a change: the condition
-    (coded concept or text), both statuses, the onset date (its date part) and additionalDetail.
-    """
+    """True when a condition OpenMRS returned already says what the record says: the condition (coded
+    concept or text), the onset date (its date part) and additionalDetail. Not the statuses, which are
+    the clinicians' once the condition exists."""
     have = existing.get("condition") or {}
     want = payload["condition"]
     if "coded" in want:
@@ -92,13 +99,8 @@ def condition_matches(existing: Mapping[str, Any], payload: Mapping[str, Any]) -
             return False
     elif _uuid_of(have.get("coded")) is not None or have.get("nonCoded") != want["nonCoded"]:
         return False
-    onset = existing.get("onsetDate") or ""
-    return (
-        existing.get("clinicalStatus") == payload["clinicalStatus"]
-        and existing.get("verificationStatus") == payload["verificationStatus"]
-        and onset[:10] == payload["onsetDate"]
-        and (existing.get("additionalDetail") or None) == (payload["additionalDetail"] or None)
-    )
+    same_day = (existing.get("onsetDate") or "")[:10] == payload["onsetDate"]
+    return same_day and (existing.get("additionalDetail") or None) == (payload["additionalDetail"] or None)
 
 
 def previous_version_of(condition: Mapping[str, Any]) -> str | None:
