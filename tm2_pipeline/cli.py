@@ -58,12 +58,13 @@ def ingest(files: tuple[Path, ...], as_json: bool, dry_run: bool) -> None:
         today = datetime.now(ZoneInfo(settings.timezone)).date()
         reports = [validate_only(path, settings, today) for path in files]
     else:
-        import dagster as dg
+        from tm2_pipeline.compute_logs import in_process_instance
 
-        prepare_dagster_home(settings)
+        home = prepare_dagster_home(settings)
         if settings.uses_embedded_store or settings.uses_sandbox:
             _say(_embedded_notice(settings))
-        with dg.DagsterInstance.get() as instance:
+        # Ctrl-C reaches Dagster's log-capture helpers too: they must not print tracebacks.
+        with in_process_instance(home) as instance:
             ingestor = Ingestor(settings, instance)
             reports = []
             for path in files:

@@ -1,0 +1,149 @@
+"""Ctrl-C on the real `tm2 ingest` (SIGINT to its whole process group, as from a terminal): one line,
+no traceback from Dagster's log-capture helpers, none of them left running."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import psutil
+import pymongo
+import pytest
+from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
+from dagster._core.storage.noop_compute_log_manager import NoOpComputeLogManager
+
+from tm2_pipeline.compute_logs import QuietLocalComputeLogManager, in_process_instance
+from tm2_pipeline.ingestion import REPO_DAGSTER_YAML
+from tm2_pipeline.openmrs.emulator.faults import FaultConfig
+from tm2_pipeline.openmrs.emulator.server import SandboxServer, open_sandbox
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "tm2_sample.csv"
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    members = []
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == pgid:
+                members.append(process)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return members
+
+
+def command_names(processes: list[psutil.Process]) -> set[str]:
+    names = set()
+    for process in processes:
+        try:
+            names.update(Path(part).name for part in process.cmdline()[:2])
+        except psutil.Error:
+            continue
+    return names
+
+
+def wait_for_records_in_flight(tm2: subprocess.Popen, uri: str, database: str) -> None:
+    """Until the run has marked records `in_flight`: its submission to OpenMRS is under way."""
+    client: pymongo.MongoClient = pymongo.MongoClient(uri)
+    try:
+        deadline = time.monotonic() + 25
+        while client[database]["openmrs_submissions"].count_documents({"state": "in_flight"}) == 0:
+            if tm2.poll() is not None or time.monotonic() > deadline:
+                output, errors = tm2.communicate()
+                pytest.fail(f"no submission under way (exit {tm2.returncode}): {output!r} {errors!r}")
+            time.sleep(0.1)
+    finally:
+        client.close()
+
+
+@pytest.mark.integration
+def test_ctrl_c_during_a_submission_prints_one_line_and_leaves_no_helper_process(
+    tmp_path: Path, secantus_uri: str
+) -> None:
+    database = f"cli_{uuid.uuid4().hex[:10]}"
+    # 300 ms an answer: the sample's submission takes seconds, so the Ctrl-C lands while it runs.
+    with (
+        open_sandbox(None, faults=FaultConfig(latency_ms=300)) as sandbox,
+        SandboxServer(sandbox) as server,
+    ):
+        env = {
+            **os.environ,
+            "TM2_HOME": str(tmp_path / "home"),
+            "DAGSTER_HOME": str(tmp_path / "dagster"),
+            "MONGODB_URI": secantus_uri,
+            "TM2_MONGODB_DB": database,
+            "OPENMRS_BASE_URL": server.base_url,
+            "OPENMRS_USERNAME": "admin",
+            "OPENMRS_PASSWORD": "Admin123",
+        }
+        tm2 = subprocess.Popen(
+            [sys.executable, "-m", "tm2_pipeline.cli", "ingest", str(SAMPLE), "--json"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own process group, as a terminal's foreground job
+        )
+        try:
+            wait_for_records_in_flight(tm2, secantus_uri, database)
+            # Dagster's compute-log capture is running: `tail -F` and its orphan watcher, twice.
+            assert {"tail", "watch_orphans.py"} <= command_names(group_members(tm2.pid))
+            os.killpg(tm2.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+            output, errors = tm2.communicate(timeout=30)
+        finally:
+            if tm2.poll() is None:
+                os.killpg(tm2.pid, signal.SIGKILL)
+                tm2.wait()
+
+    assert tm2.returncode == 1
+    [report] = [json.loads(line) for line in output.splitlines()]
+    assert report["status"] == "failed"
+    assert report["error"].startswith(
+        "openmrs_submissions: interrupted (stopped by SIGINT): stopped sending;"
+    )
+    assert "Traceback" not in errors and "KeyboardInterrupt" not in errors, errors
+    assert errors.splitlines()[-1] == "ingesting tm2_sample.csv ..."  # nothing after it
+    assert group_members(tm2.pid) == []  # no tail or watcher left behind
+
+
+KEY = ["run_id", "compute_logs", "abcdefgh"]
+
+
+@pytest.mark.parametrize(
+    ("compute_logs", "expected"),
+    [
+        ("", QuietLocalComputeLogManager),  # as in this repo's dagster.yaml: Dagster's default
+        (
+            "compute_logs:\n  module: dagster.core.storage.local_compute_log_manager\n"
+            "  class: LocalComputeLogManager\n  config:\n    base_dir: {logs}\n",
+            QuietLocalComputeLogManager,
+        ),
+        (
+            "compute_logs:\n  module: dagster._core.storage.noop_compute_log_manager\n"
+            "  class: NoOpComputeLogManager\n",
+            NoOpComputeLogManager,  # another choice is left alone
+        ),
+    ],
+)
+def test_the_cli_instance_captures_into_the_files_the_ui_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compute_logs: str, expected: type
+) -> None:
+    home = tmp_path / "dagster"
+    home.mkdir()
+    instance_yaml = REPO_DAGSTER_YAML.read_text() + compute_logs.format(logs=tmp_path / "logs")
+    (home / "dagster.yaml").write_text(instance_yaml)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # the repo's dagster.yaml names it
+    with in_process_instance(home) as cli, dg.DagsterInstance.from_config(str(home)) as ui:
+        assert type(cli.compute_log_manager) is expected
+        if expected is QuietLocalComputeLogManager:
+            assert type(ui.compute_log_manager) is LocalComputeLogManager
+            stdout_file = cli.compute_log_manager.get_captured_local_path(KEY, "out")
+            assert stdout_file == ui.compute_log_manager.get_captured_local_path(KEY, "out")
+            assert stdout_file.startswith(str(tmp_path / ("logs" if compute_logs else "dagster")))
