@@ -18,6 +18,12 @@ if TYPE_CHECKING:
 from tm2_pipeline.assets.refusal import REFUSED_METADATA
 
 SUCCEEDED, REFUSED, BLOCKED, FAILED = "succeeded", "refused", "blocked", "failed"
+# What Dagster raises in a step stopped by Ctrl-C, SIGTERM or a termination from the UI.
+_INTERRUPTED = "DagsterExecutionInterruptedError"
+INTERRUPTED_MESSAGE = (
+    "interrupted (Ctrl-C, SIGTERM or terminated) before it finished: ingest the file again to finish;"
+    " nothing stored so far is lost or stored twice"
+)
 _QUALIFIED_CLASS = re.compile(r"^(?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*: ")
 
 
@@ -64,11 +70,18 @@ def classify_run(instance: dg.DagsterInstance, run_id: str, run_succeeded: bool)
                 return RunOutcome(REFUSED, user_failure.description)
             message = user_failure.description if user_failure else None
             if not message and failure.error:
-                message = _innermost(failure.error)
+                interrupted = _innermost_error(failure.error).cls_name == _INTERRUPTED
+                message = INTERRUPTED_MESSAGE if interrupted else _innermost(failure.error)
             step_errors.append(f"{event.step_key}: {message}")
     if run_succeeded:
         return RunOutcome(SUCCEEDED)
     return RunOutcome(FAILED, step_errors[-1] if step_errors else "the run failed")
+
+
+def _innermost_error(error: SerializableErrorInfo) -> SerializableErrorInfo:
+    while error.cause is not None:
+        error = error.cause
+    return error
 
 
 def _innermost(error: SerializableErrorInfo | None) -> str:
@@ -76,6 +89,4 @@ def _innermost(error: SerializableErrorInfo | None) -> str:
     `module.ClassName: ` Dagster puts before it."""
     if error is None:
         return "failed"
-    while error.cause is not None:
-        error = error.cause
-    return _QUALIFIED_CLASS.sub("", error.message.strip(), count=1)
+    return _QUALIFIED_CLASS.sub("", _innermost_error(error).message.strip(), count=1)
