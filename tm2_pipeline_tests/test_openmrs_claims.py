@@ -53,6 +53,17 @@ def test_a_write_that_waited_past_its_deadline_takes_the_claim_again() -> None:
     assert claims.asked == 2 and deadlines[1] > deadlines[0]
 
 
+def test_a_claim_taken_before_a_long_sleep_is_asked_for_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The log's lease is wall time; a monotonic clock stops while a laptop sleeps. A claim taken just
+    before a 16-minute sleep must not look fresh after it: another run may have taken it over."""
+    claims = Claims([False])  # it did
+    taken = work()
+    taken.claimed_at = time.time()  # the mark took the claim
+    awake = time.time() + 16 * 60
+    monkeypatch.setattr(time, "time", lambda: awake)
+    assert asyncio.run(exchange(claims).hold(taken)) is False and claims.asked == 1
+
+
 def test_a_claim_lost_meanwhile_sends_nothing() -> None:
     claims, sends = Claims([True, False]), []
 
@@ -71,7 +82,7 @@ def test_the_client_does_not_send_a_write_past_its_deadline() -> None:
             async with OpenMRSClient(CONFIG, transport=transport) as client:
                 await client.ensure_session()
                 with pytest.raises(ClaimLapsed):
-                    await client.update_condition("some-uuid", {}, not_after=time.monotonic() - 1)
+                    await client.update_condition("some-uuid", {}, not_after=time.time() - 1)
                 return dict(client.requests)
 
     assert asyncio.run(attempt()) == {"GET": 1}  # the login only

@@ -216,10 +216,34 @@ def test_a_record_whose_write_is_in_doubt_is_left_alone_for_the_window(
     assert not first.hold_claim("k", first.entries_for(["k"])["k"].claim)
     monkeypatch.setattr(submissions, "CLAIM_LEASE", timedelta(0))
     assert second.mark_in_flight([_correction(second, "k")], SERVER, NOW) == {"k"}
-    # An outcome that is not in doubt clears it.
-    second.record_outcomes([SubmissionOutcome("k", SubmissionState.FAILED_RETRYABLE, "v1", ())], NOW)
+    # An outcome that is not in doubt, of the run holding the claim, clears it.
+    second.record_outcomes(
+        [SubmissionOutcome("k", SubmissionState.FAILED_RETRYABLE, "v1", (), held_claim=True)], NOW
+    )
     monkeypatch.setattr(submissions, "CLAIM_LEASE", timedelta(days=1))
     assert first.mark_in_flight([_correction(first, "k")], SERVER, NOW) == {"k"}
+
+
+def test_only_the_run_holding_a_claim_releases_it(mongo_db: Database, monkeypatch) -> None:
+    holder, other, third = SubmissionLog(mongo_db), SubmissionLog(mongo_db), SubmissionLog(mongo_db)
+    _confirmed(holder, "k")
+    assert holder.mark_in_flight([_correction(holder, "k")], SERVER, NOW) == {"k"}  # sending now
+    # A run that planned k as a look (unclaimed) ends it meanwhile: the holder still sends it.
+    other.mark_in_flight([PendingSubmission("k", "v1", "h1", fresh=False)], SERVER, NOW)
+    found = SubmissionOutcome("k", SubmissionState.ALREADY_PRESENT, "v1", (), confirmed_hash="h1")
+    other.record_outcomes([found], NOW)
+    assert third.mark_in_flight([_correction(third, "k")], SERVER, NOW) == set()
+    # A run whose lease ran out, and whose claim another run took over, ends it late: still held.
+    monkeypatch.setattr(submissions, "CLAIM_LEASE", timedelta(0))
+    assert third.mark_in_flight([_correction(third, "k")], SERVER, NOW) == {"k"}
+    monkeypatch.setattr(submissions, "CLAIM_LEASE", timedelta(days=1))
+    late = SubmissionOutcome("k", SubmissionState.SUBMITTED, "v2", (), confirmed_hash="h2", held_claim=True)
+    holder.record_outcomes([late], NOW)
+    assert other.mark_in_flight([_correction(other, "k")], SERVER, NOW) == set()
+    # The holder's own outcome releases it.
+    done = SubmissionOutcome("k", SubmissionState.SUBMITTED, "v2", (), confirmed_hash="h2", held_claim=True)
+    third.record_outcomes([done], NOW)
+    assert other.mark_in_flight([_correction(other, "k")], SERVER, NOW) == {"k"}
 
 
 def test_creates_are_marked_whoever_else_marks_them(mongo_db: Database) -> None:

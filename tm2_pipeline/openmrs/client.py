@@ -180,11 +180,11 @@ class OpenMRSClient:
         self, method: str, path: str, *, what: str, not_after: float | None = None, **kwargs: Any
     ) -> httpx.Response:
         """One HTTP exchange; transport failures become `TransientOpenMRSError` with a neutral message.
-        `not_after` (time.monotonic): a claimed write not sent by then raises `ClaimLapsed` instead."""
+        `not_after` (time.time): a claimed write not sent by then raises `ClaimLapsed` instead."""
         assert self._http is not None, "use the client inside `async with`"
         try:
             async with self._semaphore:
-                if not_after is not None and time.monotonic() > not_after:
+                if not_after is not None and time.time() > not_after:
                     raise ClaimLapsed(what)
                 response = await self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as error:

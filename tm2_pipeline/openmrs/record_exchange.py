@@ -59,7 +59,7 @@ class Work:
     current_uuid: str
     claim: str | None = None  # the log entry's claim when the record was planned
     api: str = "rest"  # the API it is sent through (`_Submitter.api_for`)
-    claimed_at: float | None = None  # time.monotonic() when this run last took the record's claim
+    claimed_at: float | None = None  # time.time() when this run last took the record's claim
     attempts: list[Attempt] = field(default_factory=list)
 
     @property
@@ -87,6 +87,7 @@ class Work:
             corrected=corrected,
             left_to_other_run=left_to_other_run,
             in_doubt=in_doubt,
+            held_claim=self.claimed_at is not None,
         )
 
 
@@ -159,16 +160,17 @@ class RecordExchange:
         correction, any FHIR write) now: it took the record's claim less than HELD_SEND_DEADLINE_S
         ago (the mark, or an earlier hold), or takes (renews) it now. Asked before every such send,
         whatever the plan was (a record planned as a create can meet another run's version with
-        other content)."""
-        if work.claimed_at is not None and time.monotonic() <= work.claimed_at + HELD_SEND_DEADLINE_S:
+        other content). Wall time, as the log's lease: a monotonic clock stops while a laptop sleeps,
+        and a claim taken before a long sleep would still look fresh here after another run took it."""
+        if work.claimed_at is not None and time.time() <= work.claimed_at + HELD_SEND_DEADLINE_S:
             return True
         if not await asyncio.to_thread(self.log.hold_claim, work.key, work.claim):
             return False
-        work.claimed_at = time.monotonic()
+        work.claimed_at = time.time()
         return True
 
     async def send_held(self, work: Work, send: Callable[[float], Awaitable[_Sent]]) -> _Sent | None:
-        """Send a claimed write under this run's claim (`hold`): `send` gets the monotonic deadline
+        """Send a claimed write under this run's claim (`hold`): `send` gets the deadline (wall time)
         after which the client must not send it (it waited too long for a request slot: the claim
         is taken again first). None: another run holds the record."""
         while True:

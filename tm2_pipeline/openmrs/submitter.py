@@ -139,7 +139,7 @@ class _Submitter:
                 for w in works
             ]
             # Awaited before the chunk's tasks exist: no request can precede its record's mark.
-            marking = time.monotonic()  # no later than the claims the mark takes
+            marking = time.time()  # no later than the claims the mark takes (wall time, as the lease)
             marked = await asyncio.to_thread(self.log.mark_in_flight, pending, self.client.server, self.now)
             for work, item in zip(works, pending, strict=True):
                 if work.key not in marked:  # another run claimed it: that run's to finish

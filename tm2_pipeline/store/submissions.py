@@ -234,11 +234,16 @@ class SubmissionLog:
                 "state": outcome.state.value,
                 "condition_uuid": outcome.condition_uuid,
                 "updated_at": at,
-                # Real time, as the claims': whatever `now` the run uses.
-                "busy_since": stored_timestamp(datetime.now(UTC)) if outcome.in_doubt else None,
             }
             if outcome.in_doubt:
-                fields["claimed_by"] = None  # busy for every run now, this one included
+                # Busy for every run now, this one included (real time, as the claims', whatever
+                # `now` the run uses), whoever held the claim: OpenMRS may still be writing it.
+                fields.update(busy_since=stored_timestamp(datetime.now(UTC)), claimed_by=None)
+            elif outcome.held_claim:
+                # Released only while this run still holds it: a run whose lease ran out, or a run
+                # that sent without a claim, must not free the claim of a run sending it now.
+                release = {"$set": {"busy_since": None}}
+                operations.append(UpdateOne({"_id": outcome.key, "claimed_by": self.owner}, release))
             if outcome.confirmed_hash is not None:
                 fields["confirmed_hash"] = outcome.confirmed_hash
             update: dict = {"$set": fields}
