@@ -139,6 +139,7 @@ def stage_pipeline(ctx: BenchContext, name: str = "pipeline") -> StageResult:
     """
     import dagster as dg
 
+    from tm2_pipeline.compute_logs import in_process_instance
     from tm2_pipeline.ingestion import Ingestor, prepare_dagster_home
     from tm2_pipeline.settings import load_settings
 
@@ -146,12 +147,12 @@ def stage_pipeline(ctx: BenchContext, name: str = "pipeline") -> StageResult:
         TM2_HOME=str(ctx.home), DAGSTER_HOME=str(ctx.home / "dagster"), TM2_MONGODB_DB=PIPELINE_DB
     )
     settings = load_settings()
-    prepare_dagster_home(settings)
+    dagster_home = prepare_dagster_home(settings)
     warmup_path = Path(ctx.workdir) / f"warmup_{name}.csv"
     _first_rows(Path(ctx.data_path), WARMUP_ROWS, warmup_path)
     result = StageResult(name, rows=ctx.rows, note="Dagster in-process, 3 assets + checks")
     warmup = StageResult("warmup")
-    with dg.DagsterInstance.get() as instance:
+    with in_process_instance(dagster_home) as instance:  # the instance `tm2 ingest` runs in
         warmup_settings = settings.model_copy(update={"mongodb_db": WARMUP_DB})
         warmup_ingestor = Ingestor(warmup_settings, instance, assets=PIPELINE_ASSETS, started_by="bench")
         with measured(warmup):
