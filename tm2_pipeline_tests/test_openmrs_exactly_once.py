@@ -18,6 +18,7 @@ from tm2_pipeline.openmrs.errors import OpenMRSAuthError, TransientOpenMRSError
 from tm2_pipeline.openmrs.states import SubmissionOutcome, SubmissionState
 from tm2_pipeline.openmrs.submitter import run_submission
 from tm2_pipeline.store import submissions
+from tm2_pipeline.store.records import RecordStore
 from tm2_pipeline.store.submissions import SubmissionLog
 from tm2_pipeline_tests.openmrs_sample_records import make_record, sample_records, with_changes
 
@@ -512,3 +513,86 @@ def test_a_batch_read_before_newer_content_was_stored_and_sent_does_not_put_the_
     assert summary.requests.get("POST", 0) == 0 and summary.unchanged == 1
     (live,) = [c for c in conditions_by_uuid(server).values() if not c["voided"]]
     assert "Severity: Severe" in live["additionalDetail"]
+
+
+class StoresNewerWhileSending(SubmissionLog):
+    """Right after this run's write-ahead mark, another file stores `newer` for the record and its run
+    submits it at once (while this run holds the record, about to send its older copy)."""
+
+    def __init__(self, db: Database, newer: dict, other_run) -> None:
+        super().__init__(db)
+        self.newer, self.other_run, self.other_summaries = newer, other_run, []
+
+    def mark_in_flight(self, pending, server, now):
+        marked = super().mark_in_flight(pending, server, now)
+        if not self.other_summaries:
+            self._db.tm2_records.replace_one({"_id": self.newer["_id"]}, dict(self.newer), upsert=True)
+            self.other_summaries.append(self.other_run([self.newer]))
+        return marked
+
+
+def submit_from_store(server: SandboxServer, mongo_db: Database, records, log: SubmissionLog, api: str):
+    config = config_for(server, api=api)
+    return run_submission([records], config=config, log=log, now=NOW, store=RecordStore(mongo_db))
+
+
+@pytest.mark.parametrize("api", ["rest", "fhir"])
+def test_newer_content_stored_while_an_older_copy_is_sent_reaches_openmrs(
+    server: SandboxServer, mongo_db: Database, api: str
+) -> None:
+    original = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
+    submit_from_store(server, mongo_db, [original], SubmissionLog(mongo_db), api)
+    older, newer = with_changes(original, severity="Moderate"), with_changes(original, severity="Severe")
+    mongo_db.tm2_records.replace_one({"_id": older["_id"]}, dict(older), upsert=True)
+
+    def other_run(records):
+        return submit_from_store(server, mongo_db, records, SubmissionLog(mongo_db), api)
+
+    log = StoresNewerWhileSending(mongo_db, newer, other_run)
+    summary = submit_from_store(server, mongo_db, [older], log, api)
+    # The other run found the record held by this one and left it: this one sends the newer copy.
+    assert log.other_summaries[0].state_counts == {"in_flight": 1}
+    assert summary.state_counts == {"submitted": 1} and summary.total == 1
+    (live,) = [c for c in conditions_by_uuid(server).values() if not c["voided"]]
+    assert "Severity: Severe" in live["additionalDetail"]
+    entry = log.entries_for([original["_id"]])[original["_id"]]
+    assert (entry.state, entry.confirmed_hash) == (SubmissionState.SUBMITTED, newer["content_hash"])
+    assert any("newer content was stored" in attempt.message for attempt in entry.attempts)
+
+
+def test_a_create_that_meets_a_newer_copy_does_not_put_the_older_one_back(
+    server: SandboxServer, mongo_db: Database
+) -> None:
+    older = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
+    newer = with_changes(older, severity="Severe")
+    mongo_db.tm2_records.replace_one({"_id": older["_id"]}, dict(older), upsert=True)
+
+    def other_run(records):
+        return submit_from_store(server, mongo_db, records, SubmissionLog(mongo_db), "rest")
+
+    log = StoresNewerWhileSending(mongo_db, newer, other_run)
+    summary = submit_from_store(server, mongo_db, [older], log, "rest")
+    assert log.other_summaries[0].state_counts == {"submitted": 1}  # created first, with the newer copy
+    assert summary.state_counts == {"already_present": 1} and summary.corrected == 0
+    (condition,) = conditions_by_uuid(server).values()  # no older version posted over it
+    assert "Severity: Severe" in condition["additionalDetail"] and not condition["voided"]
+
+
+def test_a_record_whose_content_keeps_changing_is_left_to_a_later_run_not_looped(
+    server: SandboxServer, mongo_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tm2_pipeline.openmrs import submitter
+
+    monkeypatch.setattr(submitter, "MAX_REPLANS", 0)  # no second plan in this run
+    original = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
+    submit_from_store(server, mongo_db, [original], SubmissionLog(mongo_db), "rest")
+    older, newer = with_changes(original, severity="Moderate"), with_changes(original, severity="Severe")
+    mongo_db.tm2_records.replace_one({"_id": older["_id"]}, dict(older), upsert=True)
+
+    def other_run(records):
+        return submit_from_store(server, mongo_db, records, SubmissionLog(mongo_db), "rest")
+
+    log = StoresNewerWhileSending(mongo_db, newer, other_run)
+    summary = submit_from_store(server, mongo_db, [older], log, "rest")
+    assert summary.state_counts == {"failed_retryable": 1}
+    assert log.retryable_keys(NOW, 30) == [original["_id"]]  # the nightly retry sends the newer copy

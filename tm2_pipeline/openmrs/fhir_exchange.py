@@ -87,6 +87,8 @@ class FhirRecordExchange(RecordExchange):
         if fhir_condition_matches(found, wanted):
             self.note(work, "GET", 200, "already present")
             return work.outcome(SubmissionState.ALREADY_PRESENT, uuid=found["id"], confirmed=True)
+        if overtaken := await self.overtaken(work):
+            return overtaken
         body = fhir_update(found, wanted)
         # A lost answer leaves it in doubt too: sent again later it would be harmless, but another
         # run's newer content could land first and this one after it.

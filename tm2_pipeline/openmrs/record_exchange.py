@@ -32,6 +32,8 @@ from tm2_pipeline.openmrs.states import (
 )
 
 Record = Mapping[str, Any]
+# The store's content hash of a record now (None: not stored), read right before a correction.
+StoredHash = Callable[[str], "str | None"]
 IN_DOUBT_NOTE = "left alone for a while, then looked for in OpenMRS before anything is sent"
 # A claimed write still waiting for a request slot this long after its claim was taken is not sent
 # (`ClaimLapsed`): the claim is taken again first. Well inside the log's 15-minute lease, so no other
@@ -88,6 +90,7 @@ class Work:
             left_to_other_run=left_to_other_run,
             in_doubt=in_doubt,
             held_claim=self.claimed_at is not None,
+            content_hash=self.plan.content_hash,
         )
 
 
@@ -106,9 +109,11 @@ class RecordExchange:
         clock: Callable[[], datetime],
         *,
         allow_noncoded: bool,
+        stored_hash: StoredHash | None = None,
     ) -> None:
         self.client, self.log, self.now, self.clock = client, log, now, clock
         self.allow_noncoded = allow_noncoded
+        self.stored_hash = stored_hash
 
     def note(self, work: Work, method: str, status: int | None, message: str) -> None:
         text = sanitize(message, secrets=(str(work.record.get("patient_id") or ""),))
@@ -154,6 +159,18 @@ class RecordExchange:
     async def attempt_unchecked(self, work: Work, number: int) -> SubmissionOutcome:
         """One attempt at the record: look, send what OpenMRS lacks, say how it ended (by API)."""
         raise NotImplementedError
+
+    async def overtaken(self, work: Work) -> SubmissionOutcome | None:
+        """Asked right before a correction: if newer content was stored for the record since it was
+        planned, this one is not sent (it would replace, in OpenMRS, what another run may just have
+        sent from the newer copy). The submitter plans the record again from the store."""
+        if self.stored_hash is None:
+            return None
+        stored = await asyncio.to_thread(self.stored_hash, work.key)
+        if stored is None or stored == work.plan.content_hash:
+            return None
+        self.note(work, "-", None, "newer content was stored since this was planned: sent with it instead")
+        return work.outcome(SubmissionState.FAILED_RETRYABLE)
 
     async def hold(self, work: Work) -> bool:
         """Whether this run may send what OpenMRS cannot tell apart from another run's copy (a REST

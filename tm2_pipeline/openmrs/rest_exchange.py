@@ -90,7 +90,10 @@ class RestRecordExchange(RecordExchange):
         return work.outcome(SubmissionState.REJECTED_BY_SERVER)
 
     async def correct(self, work: Work, uuid: str, payload: dict[str, Any]) -> SubmissionOutcome:
-        """Post a new version of `uuid`, under this run's claim (`hold`)."""
+        """Post a new version of `uuid`, under this run's claim (`hold`), unless newer content was
+        stored meanwhile (`overtaken`)."""
+        if overtaken := await self.overtaken(work):
+            return overtaken
         body = correction_payload(payload)
         result = await self.write_held(
             work,

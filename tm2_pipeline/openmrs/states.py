@@ -107,6 +107,8 @@ class SubmissionOutcome:
     # A write OpenMRS may still be processing (its answer was lost): no run may send the record again
     # until OpenMRS has had time to finish it (`SubmissionLog`, CLAIM_LEASE).
     in_doubt: bool = False
+    # The content this run planned to send (the store's when the record was planned).
+    content_hash: str | None = None
     # This run took the record's claim (`PendingSubmission.claimed`, or `hold`): the outcome releases
     # it, if this run still holds it. An unclaimed send's outcome leaves any claim alone.
     held_claim: bool = False

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from tm2_pipeline.openmrs.record_exchange import Record, RecordExchange, Submiss
 from tm2_pipeline.openmrs.rest_exchange import RestRecordExchange
 from tm2_pipeline.openmrs.states import (
     UNSETTLED_STATES,
+    Attempt,
     PendingSubmission,
     SubmissionEntry,
     SubmissionOutcome,
@@ -37,6 +39,8 @@ from tm2_pipeline.openmrs.states import (
 )
 
 _Task = asyncio.Task[SubmissionOutcome]
+# How often one run plans a record again because newer content was stored while it sent it.
+MAX_REPLANS = 2
 
 
 class StoredRecords(Protocol):
@@ -63,12 +67,18 @@ class _Submitter:
         clock: Callable[[], datetime],
         store: StoredRecords | None = None,
     ) -> None:
-        self.client, self.log, self.now, self.options = client, log, now, options
+        self.client, self.log, self.now, self.options, self.clock = client, log, now, options, clock
+        shared: dict[str, Any] = {
+            "allow_noncoded": options.allow_noncoded,
+            "stored_hash": self.stored_hash if store is not None else None,
+        }
         self.exchanges: dict[str, RecordExchange] = {
-            REST: RestRecordExchange(client, log, now, clock, allow_noncoded=options.allow_noncoded),
-            FHIR: FhirRecordExchange(client, log, now, clock, allow_noncoded=options.allow_noncoded),
+            REST: RestRecordExchange(client, log, now, clock, **shared),
+            FHIR: FhirRecordExchange(client, log, now, clock, **shared),
         }
         self.store = store
+        self.replanned: Counter[str] = Counter()  # how often each key was planned again (`overtaken`)
+        self.replanning: set[str] = set()  # keys to plan again, not planned yet
         self.live: set[_Task] = set()  # launched, not finished
         self.finished: list[SubmissionOutcome] = []  # outcomes not written to the log yet
         self.progress = asyncio.Event()  # set whenever a task ends
@@ -90,18 +100,29 @@ class _Submitter:
                 outcomes, self.finished = self.finished, []
                 owned = [outcome for outcome in outcomes if not outcome.left_to_other_run]
                 await asyncio.to_thread(self.log.record_outcomes, owned, self.now)
+                again, later = await asyncio.to_thread(self.overtaken, owned)
+                if again:
+                    upcoming.append(again)
+                    self.replanning.update(record["_id"] for record in again)
                 for outcome in outcomes:
-                    summary.add(outcome.state)
                     summary.submitted += outcome.created
                     summary.corrected += outcome.corrected
+                    if outcome.key in later:
+                        summary.add(SubmissionState.FAILED_RETRYABLE)
+                    elif outcome.key not in self.replanning:  # else counted when its next plan ends
+                        summary.add(outcome.state)
             elif self.live:
                 self.progress.clear()
                 await self.progress.wait()
             else:
+                # Planned again but stopped before (a run-level failure): failed_retryable in the log.
+                for _ in self.replanning:
+                    summary.add(SubmissionState.FAILED_RETRYABLE)
                 return
 
     async def prepare(self, records: Sequence[Record], summary: SubmissionSummary) -> list[Work]:
         """Plan a chunk from the log and write its write-ahead mark; returns what must be sent."""
+        self.replanning.difference_update(record["_id"] for record in records)
         if self.store is not None:
             records = await asyncio.to_thread(self.current, records)
         entries = await asyncio.to_thread(self.log.entries_for, [record["_id"] for record in records])
@@ -174,6 +195,39 @@ class _Submitter:
             return records
         fresh = {document["_id"]: document for document in self.store.find_by_keys(stale)}
         return [fresh.get(record["_id"], record) for record in records]
+
+    def stored_hash(self, key: str) -> str | None:
+        assert self.store is not None
+        return self.store.content_hashes([key]).get(key)
+
+    def overtaken(self, outcomes: Sequence[SubmissionOutcome]) -> tuple[list[Record], set[str]]:
+        """Records whose stored content changed while this run sent an older copy: the stored records
+        to plan again, and the keys left to a later run (planned again MAX_REPLANS times already, so
+        that no run loops).
+
+        Read after the outcomes are written: newer content stored later than this read is planned by
+        the run that stored it, which then finds the log's entry no longer held by this run. Without
+        it, that run (refused while this one held the record) and this one (ending with the older
+        copy confirmed) would each leave the newer content unsent. They are `failed_retryable` in the
+        log first, so that a run stopping before it plans them again leaves them to the nightly retry.
+        """
+        if self.store is None:
+            return [], set()
+        ended = [o for o in outcomes if not o.in_doubt and o.content_hash is not None]
+        stored = self.store.content_hashes([o.key for o in ended]) if ended else {}
+        changed = [o for o in ended if stored.get(o.key, o.content_hash) != o.content_hash]
+        if not changed:
+            return [], set()
+        self.log.record_outcomes([self.to_send_again(o) for o in changed], self.now)
+        again = [o.key for o in changed if self.replanned[o.key] < MAX_REPLANS]
+        self.replanned.update(again)
+        return self.store.find_by_keys(again) if again else [], {o.key for o in changed} - set(again)
+
+    def to_send_again(self, outcome: SubmissionOutcome) -> SubmissionOutcome:
+        message = "newer content was stored while this was sent: to be sent again with it"
+        note = Attempt(at=self.clock(), method="-", status=None, message=message)
+        state = SubmissionState.FAILED_RETRYABLE
+        return SubmissionOutcome(outcome.key, state, outcome.condition_uuid, (note,))
 
     def launch(self, works: Sequence[Work]) -> None:
         """Start sending; the client's semaphore keeps at most C requests in flight."""
