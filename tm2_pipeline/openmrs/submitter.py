@@ -12,6 +12,7 @@ still written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -79,6 +80,7 @@ class _Submitter:
         self.store = store
         self.replanned: Counter[str] = Counter()  # how often each key was planned again (`overtaken`)
         self.replanning: set[str] = set()  # keys to plan again, not planned yet
+        self.written: list[SubmissionOutcome] = []  # outcomes in the log, not checked against the store
         self.live: set[_Task] = set()  # launched, not finished
         self.finished: list[SubmissionOutcome] = []  # outcomes not written to the log yet
         self.progress = asyncio.Event()  # set whenever a task ends
@@ -100,25 +102,44 @@ class _Submitter:
                 outcomes, self.finished = self.finished, []
                 owned = [outcome for outcome in outcomes if not outcome.left_to_other_run]
                 await asyncio.to_thread(self.log.record_outcomes, owned, self.now)
-                again, later = await asyncio.to_thread(self.overtaken, owned)
-                if again:
-                    upcoming.append(again)
-                    self.replanning.update(record["_id"] for record in again)
                 for outcome in outcomes:
                     summary.submitted += outcome.created
                     summary.corrected += outcome.corrected
-                    if outcome.key in later:
-                        summary.add(SubmissionState.FAILED_RETRYABLE)
-                    elif outcome.key not in self.replanning:  # else counted when its next plan ends
+                    if outcome.left_to_other_run:
                         summary.add(outcome.state)
+                self.written += owned
+                if len(self.written) >= self.options.batch_size:
+                    upcoming += await self.check_store(summary)
             elif self.live:
                 self.progress.clear()
                 await self.progress.wait()
+            elif self.written:
+                upcoming += await self.check_store(summary)
             else:
                 # Planned again but stopped before (a run-level failure): failed_retryable in the log.
                 for _ in self.replanning:
                     summary.add(SubmissionState.FAILED_RETRYABLE)
                 return
+
+    async def check_store(self, summary: SubmissionSummary) -> list[list[Record]]:
+        """The written outcomes checked against the store (`overtaken`), a batch at a time (one query),
+        and counted; returns the chunk to plan again, if any."""
+        written, self.written = self.written, []
+        again, later = await asyncio.to_thread(self.overtaken, written)
+        self.replanning.update(record["_id"] for record in again)
+        for outcome in written:
+            if outcome.key in later:
+                summary.add(SubmissionState.FAILED_RETRYABLE)
+            elif outcome.key not in self.replanning:  # else counted when its next plan ends
+                summary.add(outcome.state)
+        return [again] if again else []
+
+    def leave_unchecked(self) -> None:
+        """A run stopping early (interrupted, the log failing): outcomes not yet checked against the
+        store are checked now, and records stored anew meanwhile left to the nightly retry."""
+        written, self.written = self.written, []
+        self.replanned.update({outcome.key: MAX_REPLANS for outcome in written})
+        self.overtaken(written)
 
     async def prepare(self, records: Sequence[Record], summary: SubmissionSummary) -> list[Work]:
         """Plan a chunk from the log and write its write-ahead mark; returns what must be sent."""
@@ -287,6 +308,8 @@ async def submit_records(
             submitter.stop(None)
         if submitter.live:
             await asyncio.wait(submitter.live)
+        with contextlib.suppress(Exception):  # best effort: the log or the store may be what failed
+            await asyncio.to_thread(submitter.leave_unchecked)
         raise
     finally:
         summary.requests = dict(client.requests)
