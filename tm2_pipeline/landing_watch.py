@@ -1,8 +1,9 @@
 """What the landing sensor sees in the landing dir, and what it remembers of each file between ticks.
 
 A file is a candidate once its (size, mtime, ctime) did not change for a tick; lock files and
-partial downloads never are. The cursor keeps each waiting file's hash while those are unchanged
-(hashed once, not every tick) and which runs came before its arrival (`LandedFile`).
+partial downloads never are. Files are served in order of arrival (`arrival`). The cursor keeps each
+waiting file's hash while those are unchanged (hashed once, not every tick) and which runs came before
+its arrival (`LandedFile`).
 """
 
 from __future__ import annotations
@@ -52,12 +53,29 @@ def is_unchanged(path: Path, seen: tuple[int, ...]) -> bool:
     return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns) == tuple(seen)
 
 
-def stable_files(current: dict[str, tuple[int, ...]], previous: dict[str, tuple[int, ...]]) -> list[str]:
-    """Files whose size and times did not change since the previous look: their writer is done.
+def arrival(name: str, seen: tuple[int, ...]) -> tuple[int, str]:
+    """A file's place in line: its ctime (from `seen`), then its name.
 
-    mtime order is never used: an atomic `mv` keeps a file's old mtime.
+    The ctime is the last change of the file itself, by the system's clock: its last write, its move
+    or rename into the landing dir, a change of its permissions. Files landing later come after it,
+    whatever their names and mtimes (`mv`, `cp -p` and `rsync -t` keep an old mtime: by mtime, old
+    exports moved in later would go first). A file still being written keeps moving back, and is not
+    stable anyway. On Windows, Python's st_ctime is the file's creation time.
     """
-    return sorted(name for name, seen in current.items() if previous.get(name) == seen)
+    return (seen[2], name)
+
+
+def stable_files(current: dict[str, tuple[int, ...]], previous: dict[str, tuple[int, ...]]) -> list[str]:
+    """Files whose size and times did not change since the previous look (their writer is done), in
+    order of arrival.
+
+    Readiness compares with the previous look, never with a high-water mark of times: an atomic `mv`
+    keeps a file's old mtime.
+    """
+    return sorted(
+        (name for name, seen in current.items() if previous.get(name) == seen),
+        key=lambda name: arrival(name, current[name]),
+    )
 
 
 @dataclass

@@ -7,10 +7,12 @@ blocked, or failed three times since it arrived). Nothing is requested for a par
 its runs is unfinished, and a file is judged by its partition's latest run: a file whose content was
 not the last ingested under its name is run again. Run keys are `<name>:<sha256[:12]>@<storage id
 of the partition's newest run when requested>`: one per intended run, stable if a tick is replayed.
-A file is archived only if it has not changed since the tick's scan. However many files land at once,
-the cursor and the run queue stay bounded (IN_PROGRESS_TICKS, WATCHED_TICKS).
+A file is archived only if it has not changed since the tick's scan. Files are served in order of
+arrival (landing_watch.arrival), so however many others keep landing, each file's turn comes. However
+many files land at once, the cursor and the run queue stay bounded (IN_PROGRESS_TICKS, WATCHED_TICKS).
 """
 
+import heapq
 from pathlib import Path
 
 import dagster as dg
@@ -20,6 +22,7 @@ from tm2_pipeline.jobs import ingest_tm2_file
 from tm2_pipeline.landing import archive, bounded_name, sha256_of_file, write_error_note
 from tm2_pipeline.landing_watch import (
     LandedFile,
+    arrival,
     is_unchanged,
     read_cursor,
     remembered,
@@ -35,7 +38,8 @@ MAX_ATTEMPTS = 3
 # The cursor is written into every tick record, so it is kept small however many files land at once
 # (a backfill of years of exports): files the sensor has started on ("in progress": hashed, a run
 # requested or waiting for one of its name) are capped at this many runs per tick's worth, and of
-# the files not started on only the first few ticks' worth (by name) are watched for stability.
+# the files not started on only the first few ticks' worth (in order of arrival) are watched for
+# stability.
 IN_PROGRESS_TICKS = 10
 WATCHED_TICKS = 5
 FILE_VERSION_TAG = "tm2/file_version"
@@ -102,11 +106,20 @@ def build_landing_sensor(interval_s: int, max_runs_per_tick: int) -> dg.SensorDe
                 f"{held_back} more wait until some of them are archived"
             )
         # Remember only files still in the landing dir, and of those not started on only the first few
-        # ticks' worth: the others are seen afresh once these are through (stable a tick later).
+        # ticks' worth in order of arrival: the others are seen afresh once these are through (stable a
+        # tick later). Later arrivals queue behind them, whatever their names.
         remaining = {name: landed for name, landed in files.items() if (landing_dir / name).exists()}
-        waiting = sorted(name for name, landed in remaining.items() if not landed.started)
-        for name in waiting[WATCHED_TICKS * max_runs_per_tick :]:
-            del remaining[name]
+        waiting = [name for name, landed in remaining.items() if not landed.started]
+        watched = set(
+            heapq.nsmallest(
+                WATCHED_TICKS * max_runs_per_tick,
+                waiting,
+                key=lambda name: arrival(name, remaining[name].seen),
+            )
+        )
+        for name in waiting:
+            if name not in watched:
+                del remaining[name]
         return dg.SensorResult(
             run_requests=run_requests,
             dynamic_partitions_requests=[tm2_csv_files.build_add_request(new_partitions)]

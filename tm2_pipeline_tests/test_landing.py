@@ -62,15 +62,22 @@ def test_an_older_cursor_is_read_as_files_not_seen_yet():
 
 
 def test_a_file_is_ready_only_when_unchanged_since_the_last_look():
-    previous = {"done.csv": (10, 1), "growing.csv": (5, 1)}
-    current = {"done.csv": (10, 1), "growing.csv": (9, 2), "new.csv": (3, 3)}
+    previous = {"done.csv": (10, 1, 1), "growing.csv": (5, 1, 1)}
+    current = {"done.csv": (10, 1, 1), "growing.csv": (9, 2, 2), "new.csv": (3, 3, 3)}
     assert stable_files(current, previous) == ["done.csv"]
 
 
 def test_old_mtime_after_atomic_move_is_still_picked_up():
     # `mv` keeps the old mtime: readiness compares with the previous tick, never with a high-water mark.
-    previous = {"late.csv": (7, 100)}
-    assert stable_files({"late.csv": (7, 100), "x.csv": (1, 999)}, previous) == ["late.csv"]
+    previous = {"late.csv": (7, 100, 100)}
+    assert stable_files({"late.csv": (7, 100, 100), "x.csv": (1, 999, 999)}, previous) == ["late.csv"]
+
+
+def test_ready_files_come_in_order_of_arrival_not_of_name_nor_of_mtime():
+    # (size, mtime_ns, ctime_ns): zz.csv landed first; a.csv was moved in later with an older mtime
+    # (`mv`, `cp -p`); b.csv and c.csv landed together (same ctime): their names decide.
+    seen = {"zz.csv": (5, 300, 300), "a.csv": (5, 100, 400), "c.csv": (5, 500, 500), "b.csv": (5, 500, 500)}
+    assert stable_files(seen, dict(seen)) == ["zz.csv", "a.csv", "b.csv", "c.csv"]
 
 
 def test_archive_never_overwrites_different_content(tmp_path):

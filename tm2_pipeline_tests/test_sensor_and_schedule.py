@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -487,3 +488,30 @@ def test_the_cursor_stays_small_when_a_backfill_lands_at_once(home, capfd):
             (home / "landing" / name).unlink()
         more, cursor = ticks(4, cursor)
         assert more and more == names[in_progress_cap : in_progress_cap + len(more)]
+
+
+def test_files_are_served_in_order_of_arrival_however_many_others_keep_landing(home):
+    # One run per tick, and two exports land every tick (more than the sensor starts), all named to sort
+    # before the first one; every third of them is moved in with an old mtime (`mv`, `cp -p`): each file
+    # is still served in the order it landed, the first one first.
+    sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=1)
+    landed = [land(home, "zz_clinic.csv", "landed first\n").name]
+    time.sleep(0.05)  # a file system with a coarse clock could give the next file the same ctime
+    served: list[str] = []
+    cursor = None
+    with dg.instance_for_test() as instance:
+        for n in range(30):
+            for k in (2 * n, 2 * n + 1):
+                partial = home / "landing" / f"a_{k:04d}.csv.part"
+                partial.write_text(f"{k}\n")
+                if k % 3 == 0:
+                    os.utime(partial, ns=(10**18, 10**18))  # written in 2001
+                os.replace(partial, home / "landing" / partial.stem)
+                landed.append(partial.stem)
+            result = tick(sensor, instance, home, cursor)
+            cursor = result.cursor
+            for request in result.run_requests:
+                record_run(instance, request, dg.DagsterRunStatus.SUCCESS)  # the run ends at once
+                served.append(request.partition_key)
+    assert len(served) >= 28  # one a tick, from the second tick on
+    assert served == landed[: len(served)]
