@@ -13,6 +13,7 @@ from tm2_pipeline.openmrs.responses import sanitize
 from tm2_pipeline.openmrs.states import UNSETTLED_STATES, WAITING_STATES, SubmissionSummary
 from tm2_pipeline.resources.mongo import MongoResource
 from tm2_pipeline.resources.openmrs import OpenMRSResource
+from tm2_pipeline.store.records import RecordStore
 from tm2_pipeline.store.submissions import SubmissionLog
 
 # Stored records read and submitted at a time: a file's records are never all in memory at once
@@ -45,17 +46,18 @@ def submit_stored_records(
     except OpenMRSError as error:
         # A transient one is still retried by the step's RetryPolicy.
         retry = not isinstance(error, OpenMRSNotRetryable)
-        raise _stopped(str(error), keys, log, openmrs, now, allow_retries=retry) from None
+        raise _stopped(str(error), keys, records, log, openmrs, now, allow_retries=retry) from None
     except KeyboardInterrupt as interrupt:
         # Ctrl-C or SIGTERM (openmrs.interrupts): Dagster would retry an interrupted step under its
         # RetryPolicy, sending again what the user just stopped. Stopped, it is the next run's.
         reason = f"interrupted ({interrupt}): stopped sending"
-        raise _stopped(reason, keys, log, openmrs, now, allow_retries=False) from None
+        raise _stopped(reason, keys, records, log, openmrs, now, allow_retries=False) from None
 
 
 def _stopped(
     reason: str,
     keys: Sequence[str],
+    records: RecordStore,
     log: SubmissionLog,
     openmrs: OpenMRSResource,
     now: datetime,
@@ -64,22 +66,28 @@ def _stopped(
 ) -> dg.Failure:
     """A Failure, so that the run's report can say how many records are left (not 0 for want of a
     materialization)."""
-    waiting = _leave_for_the_nightly_retry(keys, log, openmrs, reason, now)
+    waiting = _leave_for_the_nightly_retry(keys, records, log, openmrs, reason, now)
     if waiting:
         reason += f"; {waiting} of these records wait for a later run (the nightly retry)"
     return dg.Failure(description=reason, allow_retries=allow_retries, metadata={NOT_FINAL: waiting})
 
 
 def _leave_for_the_nightly_retry(
-    keys: Sequence[str], log: SubmissionLog, openmrs: OpenMRSResource, reason: str, now: datetime
+    keys: Sequence[str],
+    records: RecordStore,
+    log: SubmissionLog,
+    openmrs: OpenMRSResource,
+    reason: str,
+    now: datetime,
 ) -> int:
-    """Keys this run never marked would otherwise wait for a re-run of their file. Returns how many
-    of `keys` the log now holds as not final (unsettled, or waiting for a patient or concept)."""
+    """Keys this run never marked, and corrections it never reached, would otherwise wait for a
+    re-run of their file. Returns how many of `keys` the log now holds as not final (unsettled, or
+    waiting for a patient or concept)."""
     try:
         server = openmrs.client_config().server
     except OpenMRSError:
         server = None  # the settings themselves are wrong: nothing can be sent until they are fixed
     if server is not None:
-        log.mark_unsent(keys, server, f"not sent: {sanitize(reason)}", now)
+        log.mark_unsent(keys, server, f"not sent: {sanitize(reason)}", now, records.content_hashes(keys))
     counts = log.state_counts(keys)
     return sum(counts.get(state.value, 0) for state in UNSETTLED_STATES | WAITING_STATES)

@@ -17,7 +17,7 @@ from tm2_pipeline.resources.mongo import MongoResource
 from tm2_pipeline.resources.openmrs import SANDBOX_BASE_URL, OpenMRSResource
 from tm2_pipeline.settings import SANDBOX_PASSWORD, SANDBOX_USERNAME
 from tm2_pipeline.store.records import RecordStore
-from tm2_pipeline_tests.openmrs_sample_records import sample_records
+from tm2_pipeline_tests.openmrs_sample_records import make_record, sample_records, with_changes
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -135,3 +135,46 @@ def test_records_a_failed_login_never_marked_are_left_for_the_nightly_retry(
         assert set(log.retryable_keys(NOW, 30)) == waiting  # still inside its retry window
         again = submission_run.submit_stored_records(keys, mongo=store, openmrs=up, now=NOW)
         assert again.submitted == 0 and again.state_counts == retried.state_counts
+
+
+@pytest.mark.integration
+def test_a_correction_a_failed_login_never_reached_is_left_for_the_nightly_retry(
+    tmp_path: Path, secantus_uri: str
+) -> None:
+    """A confirmed record whose file brought new content: the nightly retry skips confirmed entries,
+    so unless the failed run marks it, the new content waits for the file to come again."""
+    record = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
+    corrected = with_changes(record, severity="Severe")
+    mongo = MongoResource(
+        uri=secantus_uri, tm2_home=str(tmp_path), database_name=f"test_{uuid.uuid4().hex[:12]}"
+    )
+    up = OpenMRSResource(tm2_home=str(tmp_path))
+    down = UnreachableOpenMRS(
+        tm2_home=str(tmp_path),
+        base_url=SANDBOX_BASE_URL,
+        username=SANDBOX_USERNAME,
+        password=SANDBOX_PASSWORD,
+        allow_insecure=True,
+        max_attempts=1,
+    )
+    with mongo.process_config_and_initialize_cm() as store:
+        collection = store.records().collection
+        collection.insert_one(dict(record))
+        assert submission_run.submit_stored_records(
+            [record["_id"]], mongo=store, openmrs=up, now=NOW
+        ).submitted
+        collection.replace_one({"_id": record["_id"]}, dict(corrected))  # the file's new content
+
+        with pytest.raises(dg.Failure) as failed:
+            submission_run.submit_stored_records([record["_id"]], mongo=store, openmrs=down, now=NOW)
+        assert failed.value.metadata["not_final"].value == 1
+        log = store.submissions()
+        assert log.retryable_keys(NOW, 30) == [record["_id"]]
+
+        retried = submission_run.submit_stored_records(
+            log.retryable_keys(NOW, 30), mongo=store, openmrs=up, now=NOW
+        )
+        assert retried.corrected == 1
+        entry = log.entries_for([record["_id"]])[record["_id"]]
+        assert (entry.state, entry.confirmed_hash) == (SubmissionState.SUBMITTED, corrected["content_hash"])
+        assert log.retryable_keys(NOW, 30) == []

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -269,15 +269,24 @@ class SubmissionLog:
         )
 
     @_translated
-    def mark_unsent(self, keys: Sequence[str], server: str, message: str, now: datetime) -> int:
+    def mark_unsent(
+        self,
+        keys: Sequence[str],
+        server: str,
+        message: str,
+        now: datetime,
+        stored: Mapping[str, str] | None = None,
+    ) -> int:
         """A run that failed before these keys were marked (OpenMRS unreachable at login, refused
         credentials): keys the log does not hold yet get a `failed_retryable` entry, so the nightly
         retry sends them even if the file is never ingested again. Their uuid is the one a create
-        uses, and a retry looks in OpenMRS before it sends. Entries already there are left alone;
-        returns how many were added."""
+        uses, and a retry looks in OpenMRS before it sends. So do entries of this server whose
+        content differs from the store's now (`stored`: key -> content hash) and that no run is
+        sending: a correction the run never reached (the nightly retry skips confirmed entries).
+        Other entries are left alone; returns how many were added or changed."""
         at = stored_timestamp(now)
         attempt = {"at": at, "method": "-", "status": None, "message": message}
-        added = 0
+        added = self._mark_changed_unsent(stored or {}, server, attempt, at)
         for start in range(0, len(keys), _UNSENT_CHUNK):
             documents = [
                 {
@@ -294,6 +303,33 @@ class SubmissionLog:
             ]
             added += len(documents) - len(insert_new(self._collection, documents))
         return added
+
+    def _mark_changed_unsent(
+        self, stored: Mapping[str, str], server: str, attempt: dict, at: datetime
+    ) -> int:
+        """Entries of `server` no run is sending whose content differs from the store's: retryable."""
+        settled = sorted(state.value for state in set(SubmissionState) - UNSETTLED_STATES)
+        update = {
+            "$set": {"state": SubmissionState.FAILED_RETRYABLE.value, "updated_at": at},
+            "$push": {"attempts": {"$each": [attempt], "$slice": -KEEP_ATTEMPTS}},
+        }
+        changed = 0
+        items = list(stored.items())
+        for start in range(0, len(items), _UNSENT_CHUNK):
+            operations = [
+                UpdateOne(
+                    {
+                        "_id": key,
+                        "server": server,
+                        "state": {"$in": settled},
+                        "content_hash": {"$ne": content},
+                    },
+                    update,
+                )
+                for key, content in items[start : start + _UNSENT_CHUNK]
+            ]
+            changed += self._collection.bulk_write(operations, ordered=False).modified_count
+        return changed
 
     @_translated
     def rebase(self, key: str, condition_uuid: str, now: datetime) -> None:
