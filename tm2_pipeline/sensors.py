@@ -8,11 +8,12 @@ its runs is unfinished, and a file is judged by its partition's latest run: a fi
 not the last ingested under its name is run again. Run keys are `<name>:<sha256[:12]>@<storage id
 of the partition's newest run when requested>`: one per intended run, stable if a tick is replayed.
 A file is archived only if it has not changed since the tick's scan. Files are served in order of
-arrival (landing_watch.arrival), so however many others keep landing, each file's turn comes. However
-many files land at once, the cursor and the run queue stay bounded (IN_PROGRESS_TICKS, WATCHED_TICKS).
+arrival (landing_watch.arrival), so however many others keep landing, each file's turn comes; a file
+the sensor cannot read is warned about and goes to the back of the line (landing_watch.next_in_line).
+However many files land at once, the cursor and the run queue stay bounded (IN_PROGRESS_TICKS,
+WATCHED_TICKS).
 """
 
-import heapq
 from pathlib import Path
 
 import dagster as dg
@@ -22,8 +23,8 @@ from tm2_pipeline.jobs import ingest_tm2_file
 from tm2_pipeline.landing import archive, bounded_name, sha256_of_file, write_error_note
 from tm2_pipeline.landing_watch import (
     LandedFile,
-    arrival,
     is_unchanged,
+    next_in_line,
     read_cursor,
     remembered,
     scan_landing_dir,
@@ -71,7 +72,7 @@ def build_landing_sensor(interval_s: int, max_runs_per_tick: int) -> dg.SensorDe
     )
     def tm2_landing_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineConfig) -> dg.SensorResult:
         landing_dir = Path(pipeline.landing_dir)
-        previous = read_cursor(context.cursor)
+        previous, resume_after = read_cursor(context.cursor)
         current = scan_landing_dir(landing_dir)
         files = remembered(current, previous)
         known_partitions = set(context.instance.get_dynamic_partitions(tm2_csv_files.name))
@@ -80,19 +81,24 @@ def build_landing_sensor(interval_s: int, max_runs_per_tick: int) -> dg.SensorDe
         new_partitions: list[str] = []
         in_progress = sum(landed.started for landed in files.values())
         held_back = 0
+        unreadable: set[str] = set()  # could not be hashed: not started on
         for name in stable_files(current, {name: landed.seen for name, landed in previous.items()}):
             if len(run_requests) >= max_runs_per_tick:
                 break
-            if not files[name].started:
-                if in_progress >= IN_PROGRESS_TICKS * max_runs_per_tick:
-                    held_back += 1  # back-pressure: finish (archive) some files before starting on more
-                    continue
-                in_progress += 1
+            landed = files[name]
+            starting = not landed.started
+            if starting and in_progress >= IN_PROGRESS_TICKS * max_runs_per_tick:
+                held_back += 1  # back-pressure: finish (archive) some files before starting on more
+                continue
             try:
-                request = _next_step(context, pipeline, landing_dir / name, files[name])
+                request = _next_step(context, pipeline, landing_dir / name, landed)
             except Exception as error:  # one file's surprise must not hold back the others
                 context.log.warning(f"{name!r} skipped this tick: {_error_kind(error)}")
-                continue
+                request = None
+                if not landed.started:
+                    unreadable.add(name)  # e.g. left unreadable to us by its uploader
+            if starting and landed.started:
+                in_progress += 1
             if request is None:
                 continue
             run_requests.append(request)
@@ -107,15 +113,12 @@ def build_landing_sensor(interval_s: int, max_runs_per_tick: int) -> dg.SensorDe
             )
         # Remember only files still in the landing dir, and of those not started on only the first few
         # ticks' worth in order of arrival: the others are seen afresh once these are through (stable a
-        # tick later). Later arrivals queue behind them, whatever their names.
+        # tick later). Later arrivals queue behind them, whatever their names; files that could not be
+        # read go to the back of the line.
         remaining = {name: landed for name, landed in files.items() if (landing_dir / name).exists()}
-        waiting = [name for name, landed in remaining.items() if not landed.started]
-        watched = set(
-            heapq.nsmallest(
-                WATCHED_TICKS * max_runs_per_tick,
-                waiting,
-                key=lambda name: arrival(name, remaining[name].seen),
-            )
+        waiting = {name: landed.seen for name, landed in remaining.items() if not landed.started}
+        watched, resume_after = next_in_line(
+            waiting, WATCHED_TICKS * max_runs_per_tick, unreadable, resume_after
         )
         for name in waiting:
             if name not in watched:
@@ -125,7 +128,7 @@ def build_landing_sensor(interval_s: int, max_runs_per_tick: int) -> dg.SensorDe
             dynamic_partitions_requests=[tm2_csv_files.build_add_request(new_partitions)]
             if new_partitions
             else [],
-            cursor=write_cursor(remaining),
+            cursor=write_cursor(remaining, resume_after),
         )
 
     return tm2_landing_sensor

@@ -6,7 +6,9 @@ import pytest
 
 from tm2_pipeline.landing import ContentChanged, archive, copy_by_content, sha256_of_file
 from tm2_pipeline.landing_watch import (
+    RESUME_KEY,
     LandedFile,
+    next_in_line,
     read_cursor,
     remembered,
     scan_landing_dir,
@@ -52,13 +54,17 @@ def test_a_hash_is_remembered_while_the_file_is_unchanged_and_its_arrival_while_
     assert files["same.csv"] == previous["same.csv"]
     assert files["rewritten.csv"] == LandedFile((10, 2, 2), sha256=None, arrived_after_run=3)
     assert files["new.csv"] == LandedFile((1, 1, 1))
-    assert read_cursor(write_cursor(files)) == files
+    assert read_cursor(write_cursor(files)) == (files, None)
+    assert read_cursor(write_cursor(files, (1, "new.csv"))) == (files, (1, "new.csv"))
 
 
 def test_an_older_cursor_is_read_as_files_not_seen_yet():
     # Before hashes were kept: name -> [size, mtime]. Such a file waits one more tick.
-    assert read_cursor('{"clinic.csv": [10, 1]}') == {}
-    assert read_cursor(None) == {}
+    assert read_cursor('{"clinic.csv": [10, 1]}') == ({}, None)
+    assert read_cursor(None) == ({}, None)
+    # The sensor before `next_in_line` reads a cursor written since (a rollback): the line's start,
+    # the one entry that is not an object, is no file to it.
+    assert "/" in RESUME_KEY  # no file name contains one
 
 
 def test_a_file_is_ready_only_when_unchanged_since_the_last_look():
@@ -78,6 +84,39 @@ def test_ready_files_come_in_order_of_arrival_not_of_name_nor_of_mtime():
     # (`mv`, `cp -p`); b.csv and c.csv landed together (same ctime): their names decide.
     seen = {"zz.csv": (5, 300, 300), "a.csv": (5, 100, 400), "c.csv": (5, 500, 500), "b.csv": (5, 500, 500)}
     assert stable_files(seen, dict(seen)) == ["zz.csv", "a.csv", "b.csv", "c.csv"]
+
+
+def test_files_that_could_not_be_read_go_to_the_back_of_the_line():
+    # (size, mtime_ns, ctime_ns): l1..l3 landed first and cannot be read; r1, r2 came later.
+    waiting = {name: (1, ctime, ctime) for ctime, name in enumerate(["l1", "l2", "l3", "r1", "r2"])}
+    watched, resume = next_in_line(waiting, 3, set(), None)
+    assert watched == {"l1", "l2", "l3"} and resume is None
+    # l1 and l2 were tried and could not be read; l3 was not tried yet (it joined the watched late).
+    watched, resume = next_in_line(waiting, 3, {"l1", "l2"}, None)
+    assert watched == {"l3", "r1", "r2"} and resume == (1, "l2")
+    watched, resume = next_in_line(waiting, 3, {"l3"}, resume)
+    assert watched == {"r1", "r2", "l1"} and resume == (2, "l3")
+    # r1, r2 were started; the line comes round to the unreadable files, one of which is still tried
+    # (its turn had come), the others next: each is tried in turn, none keeps a place for ever.
+    del waiting["r1"], waiting["r2"]
+    watched, resume = next_in_line(waiting, 1, {"l1"}, resume)
+    assert watched == {"l2"} and resume == (0, "l1")
+    watched, resume = next_in_line(waiting, 1, {"l2"}, resume)
+    assert watched == {"l3"} and resume == (1, "l2")
+    # A file arriving now (or whose permissions were fixed: a new ctime) goes before them.
+    waiting["late"] = (1, 9, 9)
+    watched, resume = next_in_line(waiting, 1, {"l3"}, resume)
+    assert watched == {"late"} and resume == (2, "l3")
+    # The unreadable files were taken away: the line starts at its head again.
+    watched, resume = next_in_line({"late": (1, 9, 9)}, 1, set(), resume)
+    assert watched == {"late"} and resume is None
+
+
+def test_a_file_in_line_before_the_unreadable_ones_stops_the_line_moving_on():
+    # `new` was not tried this tick (it was not watched yet): the line moves on no further than it.
+    waiting = {"a": (1, 1, 1), "new": (1, 2, 2), "b": (1, 3, 3)}
+    watched, resume = next_in_line(waiting, 2, {"a", "b"}, None)
+    assert resume == (1, "a") and watched == {"new", "b"}
 
 
 def test_archive_never_overwrites_different_content(tmp_path):

@@ -18,6 +18,7 @@ from dagster._core.test_utils import create_run_for_test
 from tm2_pipeline import sensors
 from tm2_pipeline.jobs import TM2_ASSETS
 from tm2_pipeline.landing import sha256_of_file
+from tm2_pipeline.landing_watch import read_cursor
 from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.run_outcome import BLOCKED, RunOutcome
@@ -266,7 +267,7 @@ def test_one_files_unexpected_error_is_logged_without_its_message_and_skipped(ho
         first = tick(sensor, instance, home)
         second = tick(sensor, instance, home, first.cursor)
     assert [request.partition_key for request in second.run_requests] == ["b.csv"]
-    assert set(json.loads(second.cursor)) == {"a.csv", "b.csv"}
+    assert set(read_cursor(second.cursor)[0]) == {"a.csv", "b.csv"}
     logged = capfd.readouterr().err  # Dagster's own handler writes to stderr
     assert "'a.csv' skipped this tick: ValueError" in logged
     assert "MRN-0042" not in logged
@@ -515,3 +516,59 @@ def test_files_are_served_in_order_of_arrival_however_many_others_keep_landing(h
                 served.append(request.partition_key)
     assert len(served) >= 28  # one a tick, from the second tick on
     assert served == landed[: len(served)]
+
+
+def test_files_the_sensor_cannot_read_keep_no_place_and_are_picked_up_once_readable(home, monkeypatch, capfd):
+    # Uploads another user left 0600 cannot be hashed. Three windows' worth of them landed first: the
+    # files landing after them are still served, and the unreadable ones once they can be read.
+    runs_per_tick = 2
+    sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=runs_per_tick)
+    window = sensors.WATCHED_TICKS * runs_per_tick
+    cursor_cap = (sensors.IN_PROGRESS_TICKS + sensors.WATCHED_TICKS) * runs_per_tick
+    locked = {land(home, f"a_{n:02d}.csv", f"{n}\n").name for n in range(3 * window)}
+    time.sleep(0.05)  # a file system with a coarse clock could give the next file the same ctime
+    hash_file = sensors.sha256_of_file
+
+    def hashing(path: Path) -> str:
+        if path.name in locked:  # root reads a 0600 file: the refusal is simulated
+            raise PermissionError(13, "Permission denied")
+        return hash_file(path)
+
+    monkeypatch.setattr(sensors, "sha256_of_file", hashing)
+    served: list[str] = []
+    with dg.instance_for_test() as instance:
+        cursor = None
+
+        def ticks(count: int) -> None:
+            nonlocal cursor
+            for _ in range(count):
+                result = tick(sensor, instance, home, cursor)
+                cursor = result.cursor
+                assert len(read_cursor(cursor)[0]) <= cursor_cap
+                for request in result.run_requests:
+                    record_run(instance, request, dg.DagsterRunStatus.SUCCESS)  # the run ends at once
+                    served.append(request.partition_key)
+
+        readable = []
+        for n in range(8):  # one readable export lands every tick
+            readable.append(land(home, f"b_{n}.csv", f"{n}\n").name)
+            ticks(1)
+        # The unreadable files are passed over a window at a time, then the others are served in order.
+        assert served == readable[: len(served)] and len(served) >= 4
+        ticks(3)
+        assert served == readable
+        # Someone fixes the permissions of a file not watched now (a new ctime): it is served next.
+        fixed = min(locked - set(read_cursor(cursor)[0]))
+        os.chmod(home / "landing" / fixed, 0o644)
+        locked.remove(fixed)
+        ticks(2)
+        assert served[len(readable) :] == [fixed]
+        # A lock on another one not watched now is released (nothing the scan sees changes): the line
+        # comes round to it, as to every unreadable file in turn.
+        released = min(locked - set(read_cursor(cursor)[0]))
+        locked.remove(released)
+        ticks(len(locked) // window + 2)
+        assert served[len(readable) :] == [fixed, released]
+    assert sorted(os.listdir(home / "landing")) == sorted(locked)
+    logged = capfd.readouterr().err
+    assert "'a_29.csv' skipped this tick: PermissionError [Errno 13] Permission denied" in logged
