@@ -270,11 +270,32 @@ def test_the_store_generation_moves_only_when_a_record_is_written(mongo_db):
     now = datetime(2026, 1, 5, tzinfo=UTC)
     frame = accepted_frame(3)
     first = store.store(frame, file_name="a.csv", sha256="a" * 64, now=now)
-    assert first.generation == store.generation() == 1
+    assert first.generation == store.generation() == 2  # before the first write, after the last
     again = store.store(frame, file_name="a.csv", sha256="a" * 64, now=now)
-    assert (again.unchanged, again.generation, store.generation()) == (3, 1, 1)  # nothing written
+    assert (again.unchanged, again.generation, store.generation()) == (3, 2, 2)  # nothing written
     changed = with_severity(frame, 0, "Severe")
-    assert store.store(changed, file_name="b.csv", sha256="b" * 64, now=now).generation == 2
+    assert store.store(changed, file_name="b.csv", sha256="b" * 64, now=now).generation == 4
+
+
+def test_a_store_that_ran_within_another_stores_writes_is_not_current(mongo_db):
+    """File a (two batches) overwrites a key in its second batch, after file b stored that key whole
+    while a ran: b must not be recorded as what the store holds (its same-day re-run would be skipped
+    and a's content kept for it)."""
+    frame = accepted_frame(4)
+    frame_a = with_severity(frame, 3, "from-a")
+    frame_b = with_severity(frame.iloc[[3]].reset_index(drop=True), 0, "from-b")
+    store_a, store_b = RecordStore(mongo_db, batch_size=2), RecordStore(mongo_db, batch_size=2)
+    stored_b = []
+
+    def a_slowly():
+        yield frame_a.iloc[:2].reset_index(drop=True)
+        stored_b.append(store_b.store(frame_b, file_name="b.csv", sha256=SHA_B, now=T1))  # meanwhile
+        yield frame_a.iloc[2:].reset_index(drop=True)
+
+    store_a.store(a_slowly(), file_name="a.csv", sha256=SHA_A, now=T0)
+    assert stored_b[0].generation is None or stored_b[0].generation != store_a.generation()
+    (shared,) = store_a.find_by_keys([frame.loc[3, "record_key"]])
+    assert shared["severity"] == "from-a"  # a's second batch came last
 
 
 @pytest.mark.integration
@@ -331,3 +352,18 @@ def test_a_store_that_fails_midway_has_already_moved_the_generation(mongo_db, mo
         store.store(changed, file_name="b.csv", sha256=SHA_B, now=T1)
     assert [doc["severity"] for doc in dump(store)].count("x") == 2  # the first batch went through
     assert store.generation() != stored_a
+
+
+@pytest.mark.integration
+def test_stores_starting_at_once_on_a_fresh_database_all_move_the_generation(mongo_db):
+    # A backfill's first files reach the store together: the counter's document does not exist yet.
+    from concurrent.futures import ThreadPoolExecutor
+
+    frames = [with_severity(accepted_frame(2), 0, f"s{n}") for n in range(6)]
+
+    def store(n: int) -> StoreCounts:
+        return RecordStore(mongo_db).store(frames[n], file_name=f"{n}.csv", sha256=f"{n}" * 64, now=T0)
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(store, range(6)))  # none fails
+    assert RecordStore(mongo_db).generation() == 2 * 6

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 
@@ -185,8 +185,12 @@ class RecordStore:
             self._moved = False
             for batch in batches:
                 counts += self._store_batch(batch)
+            if self._moved:
+                # Again after the last write: a store that wrote anything while this one ran shows
+                # as a move this one did not make, whenever it started (`_before_writing`).
+                self._next_generation()
             after = self.generation()
-        current = after == before + (1 if self._moved else 0)
+        current = after == before + (2 if self._moved else 0)
         return replace(counts, generation=after if current else None)
 
     def generation(self) -> int:
@@ -199,14 +203,12 @@ class RecordStore:
             state = self.db[META_COLLECTION].find_one({"_id": RECORDS_COLLECTION}, {"generation": 1})
         return int(state["generation"]) if state else 0
 
-    def _next_generation(self) -> int:
-        state = self.db[META_COLLECTION].find_one_and_update(
-            {"_id": RECORDS_COLLECTION},
-            {"$inc": {"generation": 1}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
+    def _next_generation(self) -> None:
+        # An upsert, not find_one_and_update: SecantusDB answers None to the losers of concurrent
+        # upserts that create the counter (the count itself ends right).
+        self.db[META_COLLECTION].update_one(
+            {"_id": RECORDS_COLLECTION}, {"$inc": {"generation": 1}}, upsert=True
         )
-        return int(state["generation"])
 
     def find_by_keys(self, keys: Iterable[str]) -> list[dict[str, Any]]:
         """The stored documents of these keys, in the order given (unknown keys are skipped)."""
@@ -268,8 +270,9 @@ class RecordStore:
         return StoreCounts(inserted=inserted, updated=updated, unchanged=len(batch) - inserted - updated)
 
     def _before_writing(self) -> None:
-        """Move the generation before the first write of a `store` call, not after the last: a store
-        that fails midway has still changed records, and no file stored earlier may be skipped."""
+        """Move the generation before the first write of a `store` call (and after its last, `store`):
+        a store that fails midway has still changed records, and no file stored earlier may be
+        skipped; one that ran alongside another store must not let that one be skipped either."""
         if not self._moved:
             self._next_generation()
             self._moved = True
