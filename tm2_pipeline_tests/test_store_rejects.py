@@ -102,3 +102,19 @@ def test_a_replacement_that_fails_midway_removes_nothing(mongo_db):
     assert [doc["row"] for doc in store.for_file(SHA)] == [2, 5]  # the next replacement tidies up
     store.remove_for_file(SHA)
     assert store.for_file(SHA) == []
+
+
+def test_a_reject_too_large_for_one_document_keeps_a_bounded_copy_of_its_values(mongo_db):
+    # A block of old-Mac rows pasted into a Windows export reads as one ragged row (README, Known
+    # limits): 1.75 million fields, more than MongoDB's 16 MB a document. The file's bytes stay whole.
+    from tm2_pipeline.store.rejects import CUT_MARK, MAX_LISTED_VALUES, MAX_VALUE_CHARS
+
+    store = RejectStore(mongo_db)
+    huge = {"row": 2, "values": {"patient_id": "P" * 20_000, "extra_fields": ["x" * 10] * 1_750_000}}
+    small = rejected(3)
+    assert store.replace_for_file("a.csv", SHA, "a.csv", [{**huge, "reasons": ["ragged"]}, small], T0) == 2
+    first, second = store.for_file(SHA)
+    assert first["values_cut"] is True and "values_cut" not in second
+    assert first["values"]["patient_id"] == "P" * MAX_VALUE_CHARS + CUT_MARK
+    assert len(first["values"]["extra_fields"]) == MAX_LISTED_VALUES + 1
+    assert first["values"]["extra_fields"][-1] == CUT_MARK.strip() and first["reasons"] == ["ragged"]

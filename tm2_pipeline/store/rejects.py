@@ -24,6 +24,11 @@ from tm2_pipeline.store.timestamps import stored_timestamp
 
 # Keys per `$in` delete: small, for SecantusDB's sake (see records.SECANTUS_LOOKUP_KEYS).
 STALE_DELETE_KEYS = 40
+# What one reject keeps of its row's values: a document may not pass 16 MB, and a ragged "row" can
+# be a whole pasted block (README, Known limits). The file's bytes are kept whole under TM2_HOME.
+MAX_VALUE_CHARS = 4096
+MAX_LISTED_VALUES = 100
+CUT_MARK = " [cut]"
 
 
 def reject_id(sha256: str, row: int) -> str:
@@ -41,17 +46,40 @@ def _reject_documents(
         key = reject_id(sha256, row)
         if key in documents:
             raise ValueError("rejected rows repeat a row number")
+        values, cut = _bounded_values(rejected["values"])
         documents[key] = {
             "_id": key,
             "file": file_name,
             "sha256": sha256,
             "partition": partition,
             "row": row,
-            "values": [{"column": str(name), "value": value} for name, value in rejected["values"].items()],
+            "values": [{"column": str(name), "value": value} for name, value in values.items()],
             "reasons": list(rejected["reasons"]),
             "recorded_at": stamp,
         }
+        if cut:
+            documents[key]["values_cut"] = True
     return documents
+
+
+def _bounded_values(values: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The row's values, each text at most MAX_VALUE_CHARS and each list (a ragged row's extra fields)
+    at most MAX_LISTED_VALUES long; whether anything was cut (marked with CUT_MARK)."""
+    cut = False
+
+    def bounded(value: Any) -> Any:
+        nonlocal cut
+        if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+            cut = True
+            return value[:MAX_VALUE_CHARS] + CUT_MARK
+        if isinstance(value, list):
+            if len(value) > MAX_LISTED_VALUES:
+                cut = True
+                return [bounded(item) for item in value[:MAX_LISTED_VALUES]] + [CUT_MARK.strip()]
+            return [bounded(item) for item in value]
+        return value
+
+    return {name: bounded(value) for name, value in values.items()}, cut
 
 
 def _content_digest(document: Mapping[str, Any]) -> bytes:
