@@ -184,3 +184,18 @@ def test_the_same_bytes_validated_on_a_later_day_are_stored_again(pipeline_resou
     assert (stored["skipped_unchanged_file"], stored["inserted"], stored["unchanged"]) == (False, 1, 1)
     with pipeline_resources["mongo"].process_config_and_initialize_cm() as store:
         assert store.records().count() == 2 and store.rejects().count() == 0
+
+
+def test_stored_once_fails_when_records_the_store_counted_are_not_in_mongodb(pipeline_resources, monkeypatch):
+    from tm2_pipeline.store.records import RecordStore, StoreCounts
+
+    def acknowledged_but_lost(self, accepted, *, file_name, sha256, now):
+        rows = sum(len(frame) for frame in accepted)
+        return StoreCounts(inserted=rows)  # counts that add up, nothing written
+
+    monkeypatch.setattr(RecordStore, "store", acknowledged_but_lost)
+    with dg.instance_for_test() as instance:
+        result = materialize_file(SAMPLE, pipeline_resources, instance)
+    check = {e.check_name: e for e in result.get_asset_check_evaluations()}["stored_once"]
+    assert not check.passed
+    assert check.metadata["sampled_keys_in_mongodb"].value == 0 < check.metadata["sampled_keys"].value
