@@ -220,6 +220,24 @@ def test_update_voids_the_old_version_and_links_the_new(rest: httpx.Client, sand
     assert len(sandbox.state.conditions) == 2
 
 
+def test_a_condition_marked_inactive_is_listed_only_with_include_inactive(rest: httpx.Client) -> None:
+    # As OpenMRS: getActiveConditions (ACTIVE, RECURRENCE, RELAPSE) unless includeInactive=true.
+    body = condition_body(rest)
+    rest.post("/condition", json=body)
+    inactive = rest.post(f"/condition/{body['uuid']}", json={"clinicalStatus": "INACTIVE"}).json()
+    relapse = condition_body(rest, clinicalStatus="RELAPSE")
+    rest.post("/condition", json=relapse)
+
+    def listed(**params: str) -> set[str]:
+        found = rest.get("/condition", params={"patientUuid": body["patient"], **params}).json()
+        return {condition["uuid"] for condition in found["results"]}
+
+    assert listed() == listed(includeInactive="false") == {relapse["uuid"]}
+    assert (
+        listed(includeInactive="true") == listed(includeInactive="YES") == {inactive["uuid"], relapse["uuid"]}
+    )
+
+
 def test_condition_list_paging_and_limit(rest: httpx.Client) -> None:
     patient = patient_uuid(rest)
     for n in range(5):

@@ -368,8 +368,10 @@ class OpenMRSClient:
         )
 
     async def patient_conditions(self, patient_uuid: str) -> list[dict[str, Any]]:
-        """Every condition OpenMRS lists for the patient (all pages, full representation)."""
-        params = {"patientUuid": patient_uuid, "v": "full"}
+        """Every condition of the patient, whatever its clinical status (all pages, full representation).
+        Without `includeInactive`, OpenMRS lists only active, recurrent and relapsed ones: a version a
+        clinician marked inactive or resolved would not be found."""
+        params = {"patientUuid": patient_uuid, "includeInactive": "true", "v": "full"}
         return [
             condition
             async for page, _ in self._pages("/condition", params, what="condition list")

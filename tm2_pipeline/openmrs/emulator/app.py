@@ -272,7 +272,10 @@ async def conditions(request: Request) -> Response:
     if not patient_uuid:
         return rep.error(400, "This search is not supported here: use ?patientUuid=")
     view = rep.view_of(request, "ref")
-    found = [rep.condition_rep(request, c, view, state.concepts) for c in state.conditions_of(patient_uuid)]
+    # OpenMRS reads the flag with BooleanUtils.toBoolean: "true", "on", "yes" (any case).
+    inactive = request.query_params.get("includeInactive", "").lower() in ("true", "on", "yes")
+    listed = state.conditions_of(patient_uuid, include_inactive=inactive)
+    found = [rep.condition_rep(request, c, view, state.concepts) for c in listed]
     return rep.paged(request, found)
 
 

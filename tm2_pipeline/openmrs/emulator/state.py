@@ -23,6 +23,8 @@ from tm2_pipeline.openmrs.emulator.seed import Seed
 
 LOCKOUT_FAILURES = 7
 LOCKOUT_SECONDS = 300.0
+# The statuses OpenMRS's getActiveConditions lists (HibernateConditionDAO).
+LISTED_AS_ACTIVE = frozenset({"ACTIVE", "RECURRENCE", "RELAPSE"})
 CONDITION_CONTENT = (
     "coded",
     "nonCoded",
@@ -199,9 +201,17 @@ class EmulatorState:
         if not existing["voided"]:
             self._store({**existing, "voided": True, "voidReason": reason})
 
-    def conditions_of(self, patient_uuid: str) -> list[dict[str, Any]]:
-        """Non-voided conditions of a patient, newest first (as OpenMRS lists them)."""
-        found = [c for c in self.conditions.values() if c["patient"] == patient_uuid and not c["voided"]]
+    def conditions_of(self, patient_uuid: str, *, include_inactive: bool = False) -> list[dict[str, Any]]:
+        """Non-voided conditions of a patient, newest first, as OpenMRS lists them: only the active,
+        recurrent and relapsed ones unless `include_inactive` (ConditionResource2_2.doSearch:
+        getActiveConditions, or getAllConditions with includeInactive=true)."""
+        found = [
+            c
+            for c in self.conditions.values()
+            if c["patient"] == patient_uuid
+            and not c["voided"]
+            and (include_inactive or c.get("clinicalStatus") in LISTED_AS_ACTIVE)
+        ]
         return sorted(found, key=lambda condition: condition["dateCreated"], reverse=True)
 
     def live_conditions(self) -> list[dict[str, Any]]:
