@@ -596,3 +596,64 @@ def test_a_record_whose_content_keeps_changing_is_left_to_a_later_run_not_looped
     summary = submit_from_store(server, mongo_db, [older], log, "rest")
     assert summary.state_counts == {"failed_retryable": 1}
     assert log.retryable_keys(NOW, 30) == [original["_id"]]  # the nightly retry sends the newer copy
+
+
+class DiesAtTheOutcomeOf(SubmissionLog):
+    """The process is killed when it writes the outcome of `last` (no cleanup runs: SIGKILL, an
+    out-of-memory kill)."""
+
+    def __init__(self, db: Database, last: str) -> None:
+        super().__init__(db)
+        self.last = last
+
+    def record_outcomes(self, outcomes, now):
+        if any(outcome.key == self.last for outcome in outcomes):
+            raise SimulatedCrash("killed")
+        super().record_outcomes(outcomes, now)
+
+
+@pytest.mark.parametrize("api", ["rest", "fhir"])
+def test_a_run_killed_after_confirming_an_older_copy_leaves_the_newer_one_to_a_later_run(
+    mongo_db: Database, monkeypatch: pytest.MonkeyPatch, api: str
+) -> None:
+    """While this run sends its older copy of a record, another file stores newer content and its run
+    finds the record held by this one. This run confirms the older copy, then is killed before it
+    finishes: the newer content must still reach OpenMRS, or be left for the nightly retry."""
+    import asyncio
+
+    from tm2_pipeline.openmrs import submitter
+    from tm2_pipeline.openmrs.emulator.server import Sandbox
+
+    monkeypatch.setattr(submitter._Submitter, "leave_unchecked", lambda self: None)  # killed: no cleanup
+    original = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
+    older, newer = with_changes(original, severity="Moderate"), with_changes(original, severity="Severe")
+    slow = make_record("MRN-09999", "SK01", "2024-01-15", "Ayurveda", "Mild")  # ends after the others
+    others: list = []
+    armed = False
+    with open_sandbox(None) as sandbox:
+
+        def another_file_stores_newer_and_runs() -> None:
+            mongo_db.tm2_records.replace_one({"_id": newer["_id"]}, dict(newer), upsert=True)
+            others.append(submit_from_store(server, mongo_db, [newer], SubmissionLog(mongo_db), api))
+
+        async def app(scope, receive, send):
+            if scope["type"] == "http":
+                if slow["patient_id"].encode() in scope.get("query_string", b""):
+                    await asyncio.sleep(1.5)
+                writes = scope["method"] in ("POST", "PUT") and "/condition" in scope["path"].lower()
+                if writes and armed and not others:  # while this run sends its older copy
+                    await asyncio.to_thread(another_file_stores_newer_and_runs)
+            await sandbox.app(scope, receive, send)
+
+        with SandboxServer(Sandbox(state=sandbox.state, app=app, faults=None)) as server:
+            mongo_db.tm2_records.replace_one({"_id": original["_id"]}, dict(original), upsert=True)
+            submit_from_store(server, mongo_db, [original], SubmissionLog(mongo_db), api)
+            for record in (older, slow):
+                mongo_db.tm2_records.replace_one({"_id": record["_id"]}, dict(record), upsert=True)
+            log, armed = DiesAtTheOutcomeOf(mongo_db, last=slow["_id"]), True
+            with pytest.raises(SimulatedCrash):
+                submit_from_store(server, mongo_db, [older, slow], log, api)
+    assert others[0].state_counts == {"in_flight": 1}  # left to the run that was killed
+    (current,) = [c for c in sandbox.state.conditions.values() if not c["voided"]]
+    sent = "Severity: Severe" in current["additionalDetail"]
+    assert sent or original["_id"] in log.retryable_keys(NOW, 30), "the newer content is lost"

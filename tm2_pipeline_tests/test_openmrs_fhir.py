@@ -362,6 +362,34 @@ def test_a_condition_voided_between_the_read_and_the_put_is_not_logged_as_confir
     assert "voided in OpenMRS while it was updated" in entry.attempts[-1].message
 
 
+def test_a_condition_edited_in_the_rest_ui_between_the_read_and_the_put_gets_the_update(
+    mongo_db: Database,
+) -> None:
+    """The REST UI's edit voids the condition and makes a new version (note copied); FHIR2 answers 200
+    to the PUT of the voided one. The read-back sees it voided, and the new version is updated."""
+    record = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
+    log = SubmissionLog(mongo_db)
+    with open_sandbox(None) as sandbox:
+        state, edited = sandbox.state, []
+
+        async def clinician_edits_first(scope, receive, send):
+            if scope["type"] == "http" and scope["method"] == "PUT" and not edited:
+                condition_id = scope["path"].rsplit("/", 1)[1]
+                changes = {"verificationStatus": "PROVISIONAL"}
+                edited.append(state.update_condition(state.conditions[condition_id], changes))
+            await sandbox.app(scope, receive, send)
+
+        with SandboxServer(Sandbox(state=state, app=clinician_edits_first, faults=None)) as server:
+            fhir(server, [record], log)
+            summary = fhir(server, [with_changes(record, severity="Severe")], log, NOW + timedelta(days=1))
+    assert summary.corrected == 1 and summary.requests["PUT"] == 2
+    (current,) = live_conditions(server)
+    assert current["uuid"] == edited[0]["uuid"] and "Severity: Severe" in current["additionalDetail"]
+    assert current["verificationStatus"] == "PROVISIONAL"  # the clinician's edit kept
+    entry = log.entries_for([record["_id"]])[record["_id"]]
+    assert (entry.state, entry.condition_uuid) == (SubmissionState.SUBMITTED, current["uuid"])
+
+
 def test_a_condition_the_rest_api_wrote_and_a_clinician_edited_is_corrected_not_copied(
     server: SandboxServer, mongo_db: Database
 ) -> None:

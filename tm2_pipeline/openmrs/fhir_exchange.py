@@ -16,6 +16,7 @@ run's newer content cannot land before it. Lookups
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tm2_pipeline.identity import condition_uuid
@@ -54,12 +55,16 @@ class FhirRecordExchange(RecordExchange):
         if known:
             read = await self.conditions.read(work.current_uuid)
             found, gone = read.resource, read.gone
+
+        def search_again() -> Awaitable[dict[str, Any] | None]:
+            return self.search(work, patient_uuid, record_uuid, wanted["onsetDateTime"])
+
         if found is None:
             # Also when the logged id is gone: an edit in OpenMRS's REST UI replaces the condition
             # with a new id, and the note (the record's uuid in it) goes with it.
-            found = await self.search(work, patient_uuid, record_uuid, wanted["onsetDateTime"])
+            found = await search_again()
         if found is not None:
-            return await self.settle(work, found, wanted)
+            return await self.settle(work, found, wanted, search_again)
         if gone:
             self.note(work, "GET", 410, "voided in OpenMRS; not sent again")
             return work.outcome(SubmissionState.REJECTED_BY_SERVER)
@@ -82,8 +87,15 @@ class FhirRecordExchange(RecordExchange):
         mine.sort(key=lambda resource: resource.get("id") != work.current_uuid)
         return mine[0] if mine else None
 
-    async def settle(self, work: Work, found: dict[str, Any], wanted: dict[str, Any]) -> SubmissionOutcome:
-        """OpenMRS holds the record's condition: done if it says the same, else update it in place."""
+    async def settle(
+        self,
+        work: Work,
+        found: dict[str, Any],
+        wanted: dict[str, Any],
+        search_again: Callable[[], Awaitable[dict[str, Any] | None]] | None,
+    ) -> SubmissionOutcome:
+        """OpenMRS holds the record's condition: done if it says the same, else update it in place.
+        `search_again`: how to find it if it is replaced meanwhile (asked once, see `updated`)."""
         if fhir_condition_matches(found, wanted):
             self.note(work, "GET", 200, "already present")
             return work.outcome(SubmissionState.ALREADY_PRESENT, uuid=found["id"], confirmed=True)
@@ -99,18 +111,32 @@ class FhirRecordExchange(RecordExchange):
             return result
         self.note(work, "PUT", result.status, "updated" if result.ok else result.message)
         if result.ok:
-            return await self.updated(work, found["id"])
+            return await self.updated(work, found["id"], wanted, search_again)
         if result.status >= 500:
             raise TransientOpenMRSError(
                 f"condition update: {result.status}", method="PUT", status=result.status
             )
         return work.outcome(SubmissionState.REJECTED_BY_SERVER)
 
-    async def updated(self, work: Work, condition_id: str) -> SubmissionOutcome:
+    async def updated(
+        self,
+        work: Work,
+        condition_id: str,
+        wanted: dict[str, Any],
+        search_again: Callable[[], Awaitable[dict[str, Any] | None]] | None,
+    ) -> SubmissionOutcome:
         """A PUT answered 200: read the condition back. FHIR2 updates a condition that was voided after
         our read without a word (BaseFhirService.update does not check), so only a read, which answers
-        410 for it, tells whether the record is in OpenMRS."""
+        410 for it, tells whether the record is in OpenMRS. Voided by an edit in the REST UI, it has a
+        new version (the note copied): that one is searched for and updated instead."""
         read = await self.conditions.read(condition_id)
+        if read.resource is None and search_again is not None:
+            replaced = await search_again()
+            if replaced is not None and replaced.get("id") != condition_id:
+                self.note(
+                    work, "GET", 410, "replaced in OpenMRS while it was updated: updating its new version"
+                )
+                return await self.settle(work, replaced, wanted, None)
         if read.resource is None:
             status, why = (410, "voided") if read.gone else (404, "removed")
             self.note(work, "GET", status, f"{why} in OpenMRS while it was updated; not sent again")

@@ -109,7 +109,9 @@ class _Submitter:
                     if outcome.left_to_other_run:
                         summary.add(outcome.state)
                 self.written += owned
-                if len(self.written) >= self.options.batch_size:
+                # A claimed record at once: another run may have left it to this one (refused by the
+                # claim), and a crash before the check would leave its newer content unsent.
+                if len(self.written) >= self.options.batch_size or any(o.held_claim for o in owned):
                     upcoming += await self.check_store(summary)
             elif self.live:
                 self.progress.clear()
@@ -123,10 +125,11 @@ class _Submitter:
                 return
 
     async def check_store(self, summary: SubmissionSummary) -> list[list[Record]]:
-        """The written outcomes checked against the store (`overtaken`), a batch at a time (one query),
-        and counted; returns the chunk to plan again, if any."""
-        written, self.written = self.written, []
+        """The written outcomes checked against the store (`overtaken`, one query) and counted: a batch
+        at a time, or at once when one was claimed; returns the chunk to plan again, if any."""
+        written = self.written
         again, later = await asyncio.to_thread(self.overtaken, written)
+        self.written = []  # only once checked: a failed check is left to `leave_unchecked`
         self.replanning.update(record["_id"] for record in again)
         for outcome in written:
             if outcome.key in later:
