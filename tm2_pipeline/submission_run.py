@@ -88,6 +88,6 @@ def _leave_for_the_nightly_retry(
     except OpenMRSError:
         server = None  # the settings themselves are wrong: nothing can be sent until they are fixed
     if server is not None:
-        log.mark_unsent(keys, server, f"not sent: {sanitize(reason)}", now, records.content_hashes(keys))
+        log.mark_unsent(keys, server, f"not sent: {sanitize(reason)}", now, records.content_hashes)
     counts = log.state_counts(keys)
     return sum(counts.get(state.value, 0) for state in UNSETTLED_STATES | WAITING_STATES)

@@ -324,3 +324,17 @@ def test_a_refused_log_write_is_reported_by_codes_never_quoting_the_entries(mong
         "write concern errors: code 64 (WriteConcernFailed)"
     )
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_send_again_leaves_an_entry_another_run_marked_since_with_other_content(mongo_db: Database) -> None:
+    first, second = SubmissionLog(mongo_db), SubmissionLog(mongo_db)
+    _confirmed(first, "k")  # content h1, confirmed
+    _confirmed(first, "j")
+    note = attempt(1)
+    # Another run has marked k with newer content since: its outcome stands; j is this run's to redo.
+    second.mark_in_flight([_correction(second, "k")], SERVER, NOW)
+    first.send_again([("k", "h1"), ("j", "h1")], note, NOW)
+    entries = first.entries_for(["k", "j"])
+    assert (entries["k"].state, entries["k"].content_hash) == (SubmissionState.IN_FLIGHT, "h2")
+    assert entries["j"].state is SubmissionState.FAILED_RETRYABLE and entries["j"].confirmed_hash == "h1"
+    assert entries["j"].attempts[-1].message == note.message

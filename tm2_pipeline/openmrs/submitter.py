@@ -243,16 +243,12 @@ class _Submitter:
         changed = [o for o in ended if stored.get(o.key, o.content_hash) != o.content_hash]
         if not changed:
             return [], set()
-        self.log.record_outcomes([self.to_send_again(o) for o in changed], self.now)
+        message = "newer content was stored while this was sent: to be sent again with it"
+        note = Attempt(at=self.clock(), method="-", status=None, message=message)
+        self.log.send_again([(o.key, o.content_hash) for o in changed if o.content_hash], note, self.now)
         again = [o.key for o in changed if self.replanned[o.key] < MAX_REPLANS]
         self.replanned.update(again)
         return self.store.find_by_keys(again) if again else [], {o.key for o in changed} - set(again)
-
-    def to_send_again(self, outcome: SubmissionOutcome) -> SubmissionOutcome:
-        message = "newer content was stored while this was sent: to be sent again with it"
-        note = Attempt(at=self.clock(), method="-", status=None, message=message)
-        state = SubmissionState.FAILED_RETRYABLE
-        return SubmissionOutcome(outcome.key, state, outcome.condition_uuid, (note,))
 
     def launch(self, works: Sequence[Work]) -> None:
         """Start sending; the client's semaphore keeps at most C requests in flight."""

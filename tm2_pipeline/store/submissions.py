@@ -253,6 +253,20 @@ class SubmissionLog:
             operations.append(UpdateOne({"_id": outcome.key}, update))
         self._collection.bulk_write(operations, ordered=False)
 
+    @_translated
+    def send_again(self, sent: Sequence[tuple[str, str]], attempt: Attempt, now: datetime) -> None:
+        """Records whose stored content changed while this run sent an older copy (key, content hash
+        sent): `failed_retryable`, so that a later run sends the newer content. Not an entry another
+        run has marked since with other content: that run is sending it, and its outcome stands."""
+        if not sent:
+            return
+        update = {
+            "$set": {"state": SubmissionState.FAILED_RETRYABLE.value, "updated_at": stored_timestamp(now)},
+            "$push": {"attempts": {"$each": _attempt_documents([attempt]), "$slice": -KEEP_ATTEMPTS}},
+        }
+        operations = [UpdateOne({"_id": key, "content_hash": content}, update) for key, content in sent]
+        self._collection.bulk_write(operations, ordered=False)
+
     def record_outcome(
         self,
         key: str,
@@ -275,19 +289,20 @@ class SubmissionLog:
         server: str,
         message: str,
         now: datetime,
-        stored: Mapping[str, str] | None = None,
+        stored_hashes: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
     ) -> int:
         """A run that failed before these keys were marked (OpenMRS unreachable at login, refused
         credentials): keys the log does not hold yet get a `failed_retryable` entry, so the nightly
         retry sends them even if the file is never ingested again. Their uuid is the one a create
-        uses, and a retry looks in OpenMRS before it sends. So do entries of this server whose
-        content differs from the store's now (`stored`: key -> content hash) and that no run is
-        sending: a correction the run never reached (the nightly retry skips confirmed entries).
+        uses, and a retry looks in OpenMRS before it sends. So do entries of this server that no run
+        is sending and whose content differs from the store's (`stored_hashes`: the store's content
+        hash of some keys): a correction the run never reached, which the nightly retry would skip.
         Other entries are left alone; returns how many were added or changed."""
         at = stored_timestamp(now)
         attempt = {"at": at, "method": "-", "status": None, "message": message}
-        added = self._mark_changed_unsent(stored or {}, server, attempt, at)
+        added = 0
         for start in range(0, len(keys), _UNSENT_CHUNK):
+            chunk = keys[start : start + _UNSENT_CHUNK]
             documents = [
                 {
                     "_id": key,
@@ -299,37 +314,42 @@ class SubmissionLog:
                     **_first_mark(at),
                     "attempts": [attempt],
                 }
-                for key in keys[start : start + _UNSENT_CHUNK]
+                for key in chunk
             ]
             added += len(documents) - len(insert_new(self._collection, documents))
+            if stored_hashes is not None:
+                added += self._mark_changed_unsent(chunk, stored_hashes, server, attempt, at)
         return added
 
     def _mark_changed_unsent(
-        self, stored: Mapping[str, str], server: str, attempt: dict, at: datetime
+        self,
+        keys: Sequence[str],
+        stored_hashes: Callable[[Sequence[str]], Mapping[str, str]],
+        server: str,
+        attempt: dict,
+        at: datetime,
     ) -> int:
         """Entries of `server` no run is sending whose content differs from the store's: retryable."""
         settled = sorted(state.value for state in set(SubmissionState) - UNSETTLED_STATES)
+        marked = {
+            document["_id"]: document.get("content_hash")
+            for chunk in self._key_chunks(keys)
+            for document in self._collection.find(
+                {"_id": {"$in": chunk}, "server": server, "state": {"$in": settled}}, {"content_hash": 1}
+            )
+        }
+        stored = stored_hashes(list(marked)) if marked else {}
         update = {
             "$set": {"state": SubmissionState.FAILED_RETRYABLE.value, "updated_at": at},
             "$push": {"attempts": {"$each": [attempt], "$slice": -KEEP_ATTEMPTS}},
         }
-        changed = 0
-        items = list(stored.items())
-        for start in range(0, len(items), _UNSENT_CHUNK):
-            operations = [
-                UpdateOne(
-                    {
-                        "_id": key,
-                        "server": server,
-                        "state": {"$in": settled},
-                        "content_hash": {"$ne": content},
-                    },
-                    update,
-                )
-                for key, content in items[start : start + _UNSENT_CHUNK]
-            ]
-            changed += self._collection.bulk_write(operations, ordered=False).modified_count
-        return changed
+        operations = [
+            # Unless another run has marked it since (then it is that run's).
+            UpdateOne({"_id": key, "state": {"$in": settled}, "content_hash": marked[key]}, update)
+            for key, content in stored.items()
+            if marked.get(key) != content
+        ]
+        return self._collection.bulk_write(operations, ordered=False).modified_count if operations else 0
 
     @_translated
     def rebase(self, key: str, condition_uuid: str, now: datetime) -> None:
