@@ -78,23 +78,28 @@ class UnreachableOpenMRS(OpenMRSResource):
         return httpx.MockTransport(lambda request: httpx.Response(503))
 
 
-@pytest.mark.integration
-def test_records_a_failed_login_never_marked_are_left_for_the_nightly_retry(
-    tmp_path: Path, secantus_uri: str
-) -> None:
-    records = sample_records()[:12]
-    keys = [record["_id"] for record in records]
-    mongo = MongoResource(
-        uri=secantus_uri, tm2_home=str(tmp_path), database_name=f"test_{uuid.uuid4().hex[:12]}"
-    )
-    down = UnreachableOpenMRS(
-        tm2_home=str(tmp_path),
+def unreachable(home: Path) -> UnreachableOpenMRS:
+    return UnreachableOpenMRS(
+        tm2_home=str(home),
         base_url=SANDBOX_BASE_URL,
         username=SANDBOX_USERNAME,
         password=SANDBOX_PASSWORD,
         allow_insecure=True,
         max_attempts=1,
     )
+
+
+def fresh_store(home: Path, secantus_uri: str) -> MongoResource:
+    return MongoResource(uri=secantus_uri, tm2_home=str(home), database_name=f"test_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.mark.integration
+def test_records_a_failed_login_never_marked_are_left_for_the_nightly_retry(
+    tmp_path: Path, secantus_uri: str
+) -> None:
+    records = sample_records()[:12]
+    keys = [record["_id"] for record in records]
+    mongo, down = fresh_store(tmp_path, secantus_uri), unreachable(tmp_path)
     with mongo.process_config_and_initialize_cm() as store:
         store.records().collection.insert_many([dict(record) for record in records])
         log = store.submissions()
@@ -145,18 +150,8 @@ def test_a_correction_a_failed_login_never_reached_is_left_for_the_nightly_retry
     so unless the failed run marks it, the new content waits for the file to come again."""
     record = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
     corrected = with_changes(record, severity="Severe")
-    mongo = MongoResource(
-        uri=secantus_uri, tm2_home=str(tmp_path), database_name=f"test_{uuid.uuid4().hex[:12]}"
-    )
+    mongo, down = fresh_store(tmp_path, secantus_uri), unreachable(tmp_path)
     up = OpenMRSResource(tm2_home=str(tmp_path))
-    down = UnreachableOpenMRS(
-        tm2_home=str(tmp_path),
-        base_url=SANDBOX_BASE_URL,
-        username=SANDBOX_USERNAME,
-        password=SANDBOX_PASSWORD,
-        allow_insecure=True,
-        max_attempts=1,
-    )
     with mongo.process_config_and_initialize_cm() as store:
         collection = store.records().collection
         collection.insert_one(dict(record))
