@@ -6,8 +6,9 @@ in one bulk write. Batches form a sliding window: the next one is marked and lau
 ones still send, outcomes are written as records finish, and the log's blocking calls run in a
 thread, so the client's request slots stay busy. A run-level failure (credentials, privileges)
 cancels what has not finished; that stays in_flight, and the outcomes of the finished records are
-still written. Written outcomes are checked against the store a batch at a time (`overtaken`):
-records whose content was stored anew while an older copy was sent are planned again.
+still written. Written outcomes are checked against the store (`overtaken`), a batch at a time, or
+at once for a claimed record: records whose content was stored anew while an older copy was sent
+are planned again.
 """
 
 from __future__ import annotations
