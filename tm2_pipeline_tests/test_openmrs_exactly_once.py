@@ -581,9 +581,9 @@ def test_a_create_that_meets_a_newer_copy_does_not_put_the_older_one_back(
 def test_a_record_whose_content_keeps_changing_is_left_to_a_later_run_not_looped(
     server: SandboxServer, mongo_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tm2_pipeline.openmrs import submitter
+    from tm2_pipeline.openmrs import store_check
 
-    monkeypatch.setattr(submitter, "MAX_REPLANS", 0)  # no second plan in this run
+    monkeypatch.setattr(store_check, "MAX_REPLANS", 0)  # no second plan in this run
     original = make_record("MRN-01001", "SK01", "2024-01-15", "Ayurveda", "Mild")
     submit_from_store(server, mongo_db, [original], SubmissionLog(mongo_db), "rest")
     older, newer = with_changes(original, severity="Moderate"), with_changes(original, severity="Severe")

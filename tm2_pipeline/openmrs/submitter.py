@@ -6,8 +6,8 @@ in one bulk write. Batches form a sliding window: the next one is marked and lau
 ones still send, outcomes are written as records finish, and the log's blocking calls run in a
 thread, so the client's request slots stay busy. A run-level failure (credentials, privileges)
 cancels what has not finished; that stays in_flight, and the outcomes of the finished records are
-still written. Written outcomes are checked against the store (`overtaken`), a batch at a time, or
-at once for a claimed record: records whose content was stored anew while an older copy was sent
+still written. Written outcomes are checked against the store (store_check.py), a batch at a time,
+or at once for a claimed record: records whose content was stored anew while an older copy was sent
 are planned again.
 """
 
@@ -16,11 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
@@ -33,24 +32,15 @@ from tm2_pipeline.openmrs.record_exchange import Record, RecordExchange, Submiss
 from tm2_pipeline.openmrs.rest_exchange import RestRecordExchange
 from tm2_pipeline.openmrs.states import (
     UNSETTLED_STATES,
-    Attempt,
     PendingSubmission,
     SubmissionEntry,
     SubmissionOutcome,
     SubmissionState,
     SubmissionSummary,
 )
+from tm2_pipeline.openmrs.store_check import StoreCheck, StoredRecords
 
 _Task = asyncio.Task[SubmissionOutcome]
-# How often one run plans a record again because newer content was stored while it sent it.
-MAX_REPLANS = 2
-
-
-class StoredRecords(Protocol):
-    """The record store, read again just before records are planned (`RecordStore`)."""
-
-    def content_hashes(self, keys: Sequence[str]) -> dict[str, str]: ...
-    def find_by_keys(self, keys: Iterable[str]) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -70,18 +60,17 @@ class _Submitter:
         clock: Callable[[], datetime],
         store: StoredRecords | None = None,
     ) -> None:
-        self.client, self.log, self.now, self.options, self.clock = client, log, now, options, clock
+        self.client, self.log, self.now, self.options = client, log, now, options
+        self.store = StoreCheck(store, log, now, clock) if store is not None else None
         shared: dict[str, Any] = {
             "allow_noncoded": options.allow_noncoded,
-            "stored_hash": self.stored_hash if store is not None else None,
+            "stored_hash": self.store.stored_hash if self.store is not None else None,
         }
         self.exchanges: dict[str, RecordExchange] = {
             REST: RestRecordExchange(client, log, now, clock, **shared),
             FHIR: FhirRecordExchange(client, log, now, clock, **shared),
         }
-        self.store = store
-        self.replanned: Counter[str] = Counter()  # how often each key was planned again (`overtaken`)
-        self.replanning: set[str] = set()  # keys to plan again, not planned yet
+        self.replanning: set[str] = set()  # keys to plan again (`StoreCheck.overtaken`), not planned yet
         self.written: list[SubmissionOutcome] = []  # outcomes in the log, not checked against the store
         self.live: set[_Task] = set()  # launched, not finished
         self.finished: list[SubmissionOutcome] = []  # outcomes not written to the log yet
@@ -129,7 +118,10 @@ class _Submitter:
         """The written outcomes checked against the store (`overtaken`, one query) and counted: a batch
         at a time, or at once when one was claimed; returns the chunk to plan again, if any."""
         written = self.written
-        again, later = await asyncio.to_thread(self.overtaken, written)
+        again: list[Record] = []
+        later: set[str] = set()
+        if self.store is not None:
+            again, later = await asyncio.to_thread(self.store.overtaken, written)
         self.written = []  # only once checked: a failed check is left to `leave_unchecked`
         self.replanning.update(record["_id"] for record in again)
         for outcome in written:
@@ -143,14 +135,14 @@ class _Submitter:
         """A run stopping early (interrupted, the log failing): outcomes not yet checked against the
         store are checked now, and records stored anew meanwhile left to the nightly retry."""
         written, self.written = self.written, []
-        self.replanned.update({outcome.key: MAX_REPLANS for outcome in written})
-        self.overtaken(written)
+        if self.store is not None:
+            self.store.leave_unchecked(written)
 
     async def prepare(self, records: Sequence[Record], summary: SubmissionSummary) -> list[Work]:
         """Plan a chunk from the log and write its write-ahead mark; returns what must be sent."""
         self.replanning.difference_update(record["_id"] for record in records)
         if self.store is not None:
-            records = await asyncio.to_thread(self.current, records)
+            records = await asyncio.to_thread(self.store.current, records)
         entries = await asyncio.to_thread(self.log.entries_for, [record["_id"] for record in records])
         works: list[Work] = []
         for record in records:
@@ -210,46 +202,6 @@ class _Submitter:
         ):
             return entry.api
         return configured
-
-    def current(self, records: Sequence[Record]) -> Sequence[Record]:
-        """The store's content now. The batch was read a while ago: another file may have stored newer
-        content for a key since, and been sent; planning the older copy would put it back in OpenMRS."""
-        assert self.store is not None
-        hashes = self.store.content_hashes([record["_id"] for record in records])
-        stale = [r["_id"] for r in records if hashes.get(r["_id"], r["content_hash"]) != r["content_hash"]]
-        if not stale:
-            return records
-        fresh = {document["_id"]: document for document in self.store.find_by_keys(stale)}
-        return [fresh.get(record["_id"], record) for record in records]
-
-    def stored_hash(self, key: str) -> str | None:
-        assert self.store is not None
-        return self.store.content_hashes([key]).get(key)
-
-    def overtaken(self, outcomes: Sequence[SubmissionOutcome]) -> tuple[list[Record], set[str]]:
-        """Records whose stored content changed while this run sent an older copy: the stored records
-        to plan again, and the keys left to a later run (planned again MAX_REPLANS times already, so
-        that no run loops).
-
-        Read after the outcomes are written: newer content stored later than this read is planned by
-        the run that stored it, which then finds the log's entry no longer held by this run. Without
-        it, that run (refused while this one held the record) and this one (ending with the older
-        copy confirmed) would each leave the newer content unsent. They are `failed_retryable` in the
-        log first, so that a run stopping before it plans them again leaves them to the nightly retry.
-        """
-        if self.store is None:
-            return [], set()
-        ended = [o for o in outcomes if not o.in_doubt and o.content_hash is not None]
-        stored = self.store.content_hashes([o.key for o in ended]) if ended else {}
-        changed = [o for o in ended if stored.get(o.key, o.content_hash) != o.content_hash]
-        if not changed:
-            return [], set()
-        message = "newer content was stored while this was sent: to be sent again with it"
-        note = Attempt(at=self.clock(), method="-", status=None, message=message)
-        self.log.send_again([(o.key, o.content_hash) for o in changed if o.content_hash], note, self.now)
-        again = [o.key for o in changed if self.replanned[o.key] < MAX_REPLANS]
-        self.replanned.update(again)
-        return self.store.find_by_keys(again) if again else [], {o.key for o in changed} - set(again)
 
     def launch(self, works: Sequence[Work]) -> None:
         """Start sending; the client's semaphore keeps at most C requests in flight."""

@@ -21,7 +21,8 @@ from tm2_pipeline.home import Tm2Home
 from tm2_pipeline.openmrs.client_config import ClientConfig
 from tm2_pipeline.openmrs.record_exchange import SubmissionLogLike
 from tm2_pipeline.openmrs.states import SubmissionSummary
-from tm2_pipeline.openmrs.submitter import StoredRecords, SubmitterOptions, run_submission
+from tm2_pipeline.openmrs.store_check import StoredRecords
+from tm2_pipeline.openmrs.submitter import SubmitterOptions, run_submission
 from tm2_pipeline.settings import SANDBOX_PASSWORD, SANDBOX_USERNAME
 
 # Never resolved: the sandbox is reached through an in-process transport, never the network.
