@@ -14,6 +14,7 @@ However many files land at once, the cursor and the run queue stay bounded (IN_P
 WATCHED_TICKS).
 """
 
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -43,6 +44,10 @@ MAX_ATTEMPTS = 3
 # stability.
 IN_PROGRESS_TICKS = 10
 WATCHED_TICKS = 5
+# Seconds of work (hashing files, reading run history) one tick may start on: Dagster gives up on a
+# tick after 60 s by default, and a tick given up on keeps nothing (neither its cursor nor its runs),
+# so with many large files the same work would be done again every tick. The rest waits for the next.
+TICK_BUDGET_S = 30.0
 FILE_VERSION_TAG = "tm2/file_version"
 ATTEMPT_TAG = "tm2/attempt"
 
@@ -82,9 +87,14 @@ def build_landing_sensor(interval_s: int, max_runs_per_tick: int) -> dg.SensorDe
         in_progress = sum(landed.started for landed in files.values())
         held_back = 0
         unreadable: set[str] = set()  # could not be hashed: not started on
+        started, looked_at = time.monotonic(), 0
         for name in stable_files(current, {name: landed.seen for name, landed in previous.items()}):
             if len(run_requests) >= max_runs_per_tick:
                 break
+            if looked_at and time.monotonic() - started > TICK_BUDGET_S:
+                context.log.info("this tick's time is up: the other files are looked at next tick")
+                break
+            looked_at += 1
             landed = files[name]
             starting = not landed.started
             if starting and in_progress >= IN_PROGRESS_TICKS * max_runs_per_tick:

@@ -572,3 +572,32 @@ def test_files_the_sensor_cannot_read_keep_no_place_and_are_picked_up_once_reada
     assert sorted(os.listdir(home / "landing")) == sorted(locked)
     logged = capfd.readouterr().err
     assert "'a_29.csv' skipped this tick: PermissionError [Errno 13] Permission denied" in logged
+
+
+def test_a_tick_whose_time_is_up_leaves_the_other_files_to_the_next_with_what_it_learned(home, monkeypatch):
+    import time
+
+    from tm2_pipeline import sensors
+
+    monkeypatch.setattr(sensors, "TICK_BUDGET_S", 0.1)
+    hashed: list[str] = []
+    real_hash = sensors.sha256_of_file
+
+    def slow(path: Path) -> str:  # a large file
+        hashed.append(path.name)
+        time.sleep(0.2)
+        return real_hash(path)
+
+    monkeypatch.setattr(sensors, "sha256_of_file", slow)
+    sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
+    for name in ("a.csv", "b.csv", "c.csv"):
+        land(home, name, name)
+    with dg.instance_for_test() as instance:
+        cursor = tick(sensor, instance, home).cursor  # seen: stable from the next tick
+        requested = []
+        for _ in range(3):
+            result = tick(sensor, instance, home, cursor)
+            requested.append(sorted({request.partition_key for request in result.run_requests}))
+            cursor = result.cursor
+    assert requested == [["a.csv"], ["a.csv", "b.csv"], ["a.csv", "b.csv", "c.csv"]]
+    assert sorted(hashed) == ["a.csv", "b.csv", "c.csv"]  # each hashed once: kept in the cursor
