@@ -16,6 +16,7 @@ from tm2_pipeline.openmrs.decisions import Action, Plan
 from tm2_pipeline.openmrs.emulator.server import open_sandbox
 from tm2_pipeline.openmrs.errors import ClaimLapsed
 from tm2_pipeline.openmrs.record_exchange import RecordExchange, Work
+from tm2_pipeline.openmrs.rest_conditions import RestConditions
 
 CONFIG = ClientConfig("http://sandbox.invalid/openmrs", "admin", "Admin123", allow_insecure=True)
 
@@ -82,7 +83,7 @@ def test_the_client_does_not_send_a_write_past_its_deadline() -> None:
             async with OpenMRSClient(CONFIG, transport=transport) as client:
                 await client.ensure_session()
                 with pytest.raises(ClaimLapsed):
-                    await client.update_condition("some-uuid", {}, not_after=time.time() - 1)
+                    await RestConditions(client).update("some-uuid", {}, not_after=time.time() - 1)
                 return dict(client.requests)
 
     assert asyncio.run(attempt()) == {"GET": 1}  # the login only

@@ -20,6 +20,7 @@ from tm2_pipeline.openmrs.errors import (
     OpenMRSNotRetryable,
     TransientOpenMRSError,
 )
+from tm2_pipeline.openmrs.rest_conditions import RestConditions
 
 BASE = "https://emr.example.org/openmrs"
 IDENTIFIER = "91-3229-3771-7516"
@@ -355,7 +356,7 @@ def test_a_400_on_post_is_returned_not_retried() -> None:
 
     async def scenario():
         async with script.client() as client:
-            return await client.create_condition({"uuid": "c", "patient": "p"})
+            return await RestConditions(client).create({"uuid": "c", "patient": "p"})
 
     result = run(scenario())
     assert (result.ok, result.status) == (False, 400)
@@ -369,7 +370,7 @@ def test_gateway_errors_on_post_are_transient(status: int) -> None:
 
     async def scenario():
         async with script.client() as client:
-            return await client.create_condition({"uuid": "c"})
+            return await RestConditions(client).create({"uuid": "c"})
 
     with pytest.raises(TransientOpenMRSError) as caught:
         run(scenario())
@@ -415,7 +416,7 @@ def test_condition_lists_follow_every_page(page_limit: int) -> None:
 
     async def scenario() -> list[dict]:
         async with script.client(page_limit=page_limit) as client:
-            return await client.patient_conditions("p-1")
+            return await RestConditions(client).of_patient("p-1")
 
     assert [c["uuid"] for c in run(scenario())] == [f"c-{n}" for n in range(230)]
     assert len(script.paths("/condition")) == -(-230 // page_limit)

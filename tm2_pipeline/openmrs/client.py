@@ -1,6 +1,7 @@
-"""The OpenMRS REST client: one login per run, cached lookups, condition reads and writes, retry policy.
+"""The OpenMRS REST client: one login per run, cached lookups, reads and pages, retry policy.
 
-The only module that speaks HTTP to OpenMRS. Patient identifiers travel in query strings, so httpx's
+The only module that speaks HTTP to OpenMRS (the condition endpoints, rest_conditions.py and
+fhir_client.py, send through it). Patient identifiers travel in query strings, so httpx's
 request logging is silenced and no URL or response body ever reaches an exception message.
 """
 
@@ -26,7 +27,7 @@ from tm2_pipeline.openmrs.errors import (
     OpenMRSError,
     TransientOpenMRSError,
 )
-from tm2_pipeline.openmrs.responses import WriteResult, server_message
+from tm2_pipeline.openmrs.responses import server_message
 from tm2_pipeline.openmrs.transient import (
     may_have_been_sent,
     raise_if_transient,
@@ -218,7 +219,7 @@ class OpenMRSClient:
             await self._relogin(generation)
         raise OpenMRSAuthError(f"OpenMRS keeps refusing the session of user {self.config.username!r}")
 
-    async def _get_json(
+    async def get_json(
         self,
         path: str,
         *,
@@ -273,7 +274,7 @@ class OpenMRSClient:
         """uuids of the non-voided patients carrying exactly this identifier (cached for the run)."""
 
         async def fetch() -> list[str]:
-            body = await self._get_json(
+            body = await self.get_json(
                 "/patient",
                 what="patient lookup",
                 params={"identifier": identifier, "v": "default"},
@@ -289,7 +290,7 @@ class OpenMRSClient:
 
         async def fetch() -> str | None:
             name = quote(self.config.concept_source, safe="")
-            body = await self._get_json(
+            body = await self.get_json(
                 f"/conceptsource/{name}", what="concept source lookup", missing_ok=True
             )
             return None if body is None or body.get("retired") else body["uuid"]
@@ -312,7 +313,7 @@ class OpenMRSClient:
 
         async def fetch() -> str | None:
             params = {"source": self.config.concept_source, "code": code, "v": "ref"}
-            body = await self._get_json("/concept", what="concept lookup", params=params)
+            body = await self.get_json("/concept", what="concept lookup", params=params)
             results = (body or {}).get("results") or []
             return results[0]["uuid"] if len(results) == 1 else None
 
@@ -328,7 +329,7 @@ class OpenMRSClient:
             return index
         params = {"source": source_uuid, "v": CONCEPT_INDEX_VIEW, "totalCount": "true"}
         listed = 0
-        async for page, total in self._pages("/concept", params, what="concept list"):
+        async for page, total in self.pages("/concept", params, what="concept list"):
             listed += len(page)
             # totalCount answers on the first page; counting covers a server that leaves it out.
             if (total or listed) > MAX_INDEXED_CONCEPTS:
@@ -342,7 +343,7 @@ class OpenMRSClient:
                         index.setdefault(term["code"].casefold(), set()).add(concept["uuid"])
         return index
 
-    async def _pages(
+    async def pages(
         self, path: str, params: dict[str, str], *, what: str
     ) -> AsyncIterator[tuple[list[dict[str, Any]], int | None]]:
         """Every page of a paged list (`page_limit` at a time, following `next` links), with the
@@ -350,57 +351,9 @@ class OpenMRSClient:
         start = 0
         while True:
             paged = {**params, "limit": str(self.config.page_limit), "startIndex": str(start)}
-            body = await self._get_json(path, what=what, params=paged) or {}
+            body = await self.get_json(path, what=what, params=paged) or {}
             page = body.get("results") or []
             yield page, body.get("totalCount")
             start += len(page)
             if not page or not any(link.get("rel") == "next" for link in body.get("links") or []):
                 return
-
-    # --- conditions ----------------------------------------------------------------------------
-
-    async def get_condition(self, uuid: str) -> dict[str, Any] | None:
-        return await self._get_json(
-            f"/condition/{quote(uuid, safe='')}",
-            what="condition lookup",
-            params={"v": "full"},
-            missing_ok=True,
-        )
-
-    async def patient_conditions(self, patient_uuid: str) -> list[dict[str, Any]]:
-        """Every condition of the patient, whatever its clinical status (all pages, full representation).
-        Without `includeInactive`, OpenMRS lists only active, recurrent and relapsed ones: a version a
-        clinician marked inactive or resolved would not be found."""
-        params = {"patientUuid": patient_uuid, "includeInactive": "true", "v": "full"}
-        return [
-            condition
-            async for page, _ in self._pages("/condition", params, what="condition list")
-            for condition in page
-        ]
-
-    async def create_condition(self, payload: dict[str, Any]) -> WriteResult:
-        return await self._write("/condition", payload, what="condition create")
-
-    async def update_condition(
-        self, uuid: str, payload: dict[str, Any], *, not_after: float | None = None
-    ) -> WriteResult:
-        path = f"/condition/{quote(uuid, safe='')}"
-        return await self._write(path, payload, what="condition update", not_after=not_after)
-
-    async def _write(
-        self, path: str, payload: dict[str, Any], *, what: str, not_after: float | None = None
-    ) -> WriteResult:
-        """POST once. Gateway errors raise `TransientOpenMRSError`; everything else is returned as is,
-        because whether a 500 wrote anything must be checked by the caller."""
-        response = await self.send("POST", path, what=what, json=payload, not_after=not_after)
-        raise_if_transient(response, "POST", what)
-        raise_if_webapp_missing(response, "POST", what)
-        body = None
-        if response.status_code in (200, 201):
-            try:
-                body = response.json()
-            except ValueError:
-                raise TransientOpenMRSError(
-                    f"{what}: answer was not JSON", method="POST", status=response.status_code
-                ) from None
-        return WriteResult(response.status_code, body, server_message(response.text) if body is None else "")

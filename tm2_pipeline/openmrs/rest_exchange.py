@@ -16,11 +16,16 @@ from tm2_pipeline.openmrs.errors import TransientOpenMRSError
 from tm2_pipeline.openmrs.payloads import condition_matches, condition_payload, correction_payload
 from tm2_pipeline.openmrs.record_exchange import RecordExchange, Work
 from tm2_pipeline.openmrs.responses import is_duplicate_error
+from tm2_pipeline.openmrs.rest_conditions import RestConditions
 from tm2_pipeline.openmrs.states import SubmissionOutcome, SubmissionState
 from tm2_pipeline.openmrs.versions import latest_version
 
 
 class RestRecordExchange(RecordExchange):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conditions = RestConditions(self.client)
+
     async def attempt_unchecked(self, work: Work, number: int) -> SubmissionOutcome:
         resolved = await self.resolve(work)
         if isinstance(resolved, SubmissionOutcome):
@@ -35,14 +40,14 @@ class RestRecordExchange(RecordExchange):
         if action is Action.CORRECT and not retried:
             return await self.correct(work, work.current_uuid, payload)
         if action in (Action.CREATE, Action.VERIFY_CREATE):
-            existing = await self.client.get_condition(work.current_uuid)
+            existing = await self.conditions.get(work.current_uuid)
             if existing is None:
                 self.note(work, "GET", 404, "not in OpenMRS yet")
                 return await self.create(work, payload)
             return await self.settle(work, existing, payload, patient_uuid)
-        latest = await latest_version(self.client, patient_uuid, work.current_uuid)
+        latest = await latest_version(self.conditions, patient_uuid, work.current_uuid)
         if latest is None:
-            latest = await self.client.get_condition(work.current_uuid)
+            latest = await self.conditions.get(work.current_uuid)
         if latest is None:
             self.note(work, "GET", 404, "the condition this record updates is no longer in OpenMRS")
             return work.outcome(SubmissionState.REJECTED_BY_SERVER)
@@ -53,7 +58,7 @@ class RestRecordExchange(RecordExchange):
     ) -> SubmissionOutcome:
         """OpenMRS has a version of this record: done if it matches, else send a new version of it."""
         if found.get("voided"):
-            newer = await latest_version(self.client, patient_uuid, found["uuid"])
+            newer = await latest_version(self.conditions, patient_uuid, found["uuid"])
             if newer is None or newer.get("voided"):
                 self.note(work, "GET", 200, "voided in OpenMRS; not sent again")
                 return work.outcome(SubmissionState.REJECTED_BY_SERVER)
@@ -70,7 +75,7 @@ class RestRecordExchange(RecordExchange):
         return await self.correct(work, found["uuid"], payload)
 
     async def create(self, work: Work, payload: dict[str, Any]) -> SubmissionOutcome:
-        result = await self.client.create_condition(payload)
+        result = await self.conditions.create(payload)
         if result.ok:
             self.note(work, "POST", result.status, "created")
             return work.outcome(SubmissionState.SUBMITTED, confirmed=True, created=True)
@@ -78,7 +83,7 @@ class RestRecordExchange(RecordExchange):
         # OpenMRS answers a uuid it already holds with a 500; behind some gateways or versions it is a
         # 409 or a 400 naming the duplicate. Any of them: look before calling it refused.
         if result.status >= 500 or result.status == 409 or is_duplicate_error(result.message):
-            existing = await self.client.get_condition(work.current_uuid)
+            existing = await self.conditions.get(work.current_uuid)
             if existing is not None:
                 return await self.settle(work, existing, payload, payload["patient"])
             if result.status >= 500:
@@ -98,7 +103,7 @@ class RestRecordExchange(RecordExchange):
         result = await self.write_held(
             work,
             "POST",
-            lambda deadline: self.client.update_condition(uuid, body, not_after=deadline),
+            lambda deadline: self.conditions.update(uuid, body, not_after=deadline),
         )
         if isinstance(result, SubmissionOutcome):
             return result

@@ -6,24 +6,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tm2_pipeline.openmrs.client import OpenMRSClient
 from tm2_pipeline.openmrs.payloads import previous_version_of
+from tm2_pipeline.openmrs.rest_conditions import RestConditions
 
 # Condition lookups one record may spend reading back version histories (a rare path: edits made
 # in OpenMRS or by another run since this log last looked).
 HISTORY_LOOKUPS = 20
 
 
-async def latest_version(client: OpenMRSClient, patient_uuid: str, uuid: str) -> dict[str, Any] | None:
+async def latest_version(conditions: RestConditions, patient_uuid: str, uuid: str) -> dict[str, Any] | None:
     """The newest listed version of `uuid`, following previousVersion links (None: not listed).
 
     OpenMRS lists live conditions only. When the version after `uuid` was itself replaced (two
     edits since this log last looked), no listed condition names `uuid` as its previous
     version: then each listed one's history is read back, a bounded number of lookups.
     """
-    conditions = await client.patient_conditions(patient_uuid)
-    by_uuid = {condition["uuid"]: condition for condition in conditions}
-    successor = {previous_version_of(c): c for c in conditions if previous_version_of(c)}
+    listed = await conditions.of_patient(patient_uuid)
+    by_uuid = {condition["uuid"]: condition for condition in listed}
+    successor = {previous_version_of(c): c for c in listed if previous_version_of(c)}
     current = by_uuid.get(uuid)
     start, seen = uuid, {uuid}
     while uuid in successor and successor[uuid]["uuid"] not in seen:
@@ -31,16 +31,16 @@ async def latest_version(client: OpenMRSClient, patient_uuid: str, uuid: str) ->
         uuid = current["uuid"]
         seen.add(uuid)
     if current is None or current.get("voided"):
-        return await _live_descendant(client, conditions, start) or current
+        return await _live_descendant(conditions, listed, start) or current
     return current
 
 
 async def _live_descendant(
-    client: OpenMRSClient, conditions: Sequence[dict[str, Any]], uuid: str
+    conditions: RestConditions, listed: Sequence[dict[str, Any]], uuid: str
 ) -> dict[str, Any] | None:
     """The listed, live condition whose chain of previous versions reaches `uuid`, if any."""
     lookups = HISTORY_LOOKUPS
-    for condition in conditions:
+    for condition in listed:
         if condition.get("voided"):
             continue
         earlier, visited = previous_version_of(condition), set()
@@ -49,6 +49,6 @@ async def _live_descendant(
                 return condition
             visited.add(earlier)
             lookups -= 1
-            version = await client.get_condition(earlier)
+            version = await conditions.get(earlier)
             earlier = previous_version_of(version) if version else None
     return None
