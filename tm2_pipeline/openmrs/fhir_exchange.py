@@ -10,8 +10,7 @@ FHIR2 ignores a client id on create, so OpenMRS cannot refuse a second copy of a
   The next run searches first, once it has landed.
 An update (`PUT`) replaces the condition in place and keeps its id, and is read back (FHIR2 updates a
 voided condition too); one whose answer is in doubt is left alone like a create, so that another
-run's newer content cannot land before it. Lookups
-(patient, concept) are the REST API's.
+run's newer content cannot land before it. Lookups (patient, concept) are the REST API's.
 """
 
 from __future__ import annotations
