@@ -1,6 +1,8 @@
 """The four assets run by Dagster with swapped resources: a real test MongoDB server, the sandbox."""
 
 import hashlib
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -189,7 +191,7 @@ def test_the_same_bytes_validated_on_a_later_day_are_stored_again(pipeline_resou
 def test_stored_once_fails_when_records_the_store_counted_are_not_in_mongodb(pipeline_resources, monkeypatch):
     from tm2_pipeline.store.records import RecordStore, StoreCounts
 
-    def acknowledged_but_lost(self, accepted, *, file_name, sha256, now):
+    def acknowledged_but_lost(self, accepted, *, file_name, sha256, now, on_wait=None):
         rows = sum(len(frame) for frame in accepted)
         return StoreCounts(inserted=rows)  # counts that add up, nothing written
 
@@ -199,3 +201,28 @@ def test_stored_once_fails_when_records_the_store_counted_are_not_in_mongodb(pip
     check = {e.check_name: e for e in result.get_asset_check_evaluations()}["stored_once"]
     assert not check.passed
     assert check.metadata["sampled_keys_in_mongodb"].value == 0 < check.metadata["sampled_keys"].value
+
+
+def test_a_store_waits_for_another_files_turn_and_says_so_in_the_run_log(pipeline_resources):
+    from tm2_pipeline.store.store_turns import TURN_ID, StoreTurns
+
+    with pipeline_resources["mongo"].process_config_and_initialize_cm() as mongo:
+        db = mongo.database()
+        other = StoreTurns(db)
+        other._take("other-clinic.csv", None)  # another file's store, writing
+
+        def other_ends_after_our_validation() -> None:
+            while (mongo.ingestions().latest_for_file(SAMPLE.name) or {}).get("status") != "validated":
+                time.sleep(0.05)
+            time.sleep(2.0)  # our store reaches the turn meanwhile
+            other._give_up()
+
+        with ThreadPoolExecutor(1) as pool, dg.instance_for_test() as instance:
+            ending = pool.submit(other_ends_after_our_validation)
+            result = materialize_file(SAMPLE, pipeline_resources, instance)
+            ending.result(timeout=60)
+            messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+        assert result.success
+        assert "waiting for the store of other-clinic.csv to finish" in messages
+        assert metadata_of(result, "tm2_mongo_records")["inserted"] == 96
+        assert db["tm2_meta"].find_one({"_id": TURN_ID})["until"] == 0.0  # given up after

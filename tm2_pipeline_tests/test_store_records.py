@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -15,6 +17,7 @@ from tm2_pipeline.identity import KEY_VERSION
 from tm2_pipeline.store.errors import MongoRefused, MongoUnavailable, RecordFrameError
 from tm2_pipeline.store.lookups import SECANTUS_LOOKUP_KEYS
 from tm2_pipeline.store.records import RecordStore, StoreCounts, record_documents
+from tm2_pipeline.store.store_turns import LEASE_S, StoreTurnLost, StoreTurns
 from tm2_pipeline_tests.accepted_frames import accepted_frame, with_severity
 
 T0 = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
@@ -26,6 +29,19 @@ SHA_A, SHA_B = "a" * 64, "b" * 64
 def db(mongo_db):
     """The test database read as the resource's client reads it: timezone-aware UTC datetimes."""
     return mongo_db.with_options(codec_options=CodecOptions(tz_aware=True, tzinfo=UTC))
+
+
+class FakeClock:
+    """Wall time for the store's turns that moves only when told (or slept on)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def dump(store: RecordStore) -> list[dict]:
@@ -277,25 +293,61 @@ def test_the_store_generation_moves_only_when_a_record_is_written(mongo_db):
     assert store.store(changed, file_name="b.csv", sha256="b" * 64, now=now).generation == 4
 
 
-def test_a_store_that_ran_within_another_stores_writes_is_not_current(mongo_db):
-    """File a (two batches) overwrites a key in its second batch, after file b stored that key whole
-    while a ran: b must not be recorded as what the store holds (its same-day re-run would be skipped
-    and a's content kept for it)."""
+def test_stores_of_two_files_take_turns_so_neither_mixes_into_the_other(mongo_db):
+    """File b (a corrected re-export) shares a record with file a and reaches the store while a is
+    writing. b waits for a's last batch, then lands whole: before the turns, a's second batch came
+    after b's write and the shared record kept a's content while b's others kept b's."""
     frame = accepted_frame(4)
     frame_a = with_severity(frame, 3, "from-a")
     frame_b = with_severity(frame.iloc[[3]].reset_index(drop=True), 0, "from-b")
-    store_a, store_b = RecordStore(mongo_db, batch_size=2), RecordStore(mongo_db, batch_size=2)
-    stored_b = []
+    store_a = RecordStore(mongo_db, batch_size=2)
+    waits: list[str] = []
+    with ThreadPoolExecutor(1) as pool:
 
-    def a_slowly():
-        yield frame_a.iloc[:2].reset_index(drop=True)
-        stored_b.append(store_b.store(frame_b, file_name="b.csv", sha256=SHA_B, now=T1))  # meanwhile
-        yield frame_a.iloc[2:].reset_index(drop=True)
+        def a_slowly():
+            yield frame_a.iloc[:2].reset_index(drop=True)
+            stored_b.append(
+                pool.submit(
+                    RecordStore(mongo_db, batch_size=2).store,
+                    frame_b, file_name="b.csv", sha256=SHA_B, now=T1, on_wait=waits.append,
+                )
+            )  # fmt: skip
+            time.sleep(1.0)  # b is waiting, not writing
+            assert not stored_b[0].done()
+            yield frame_a.iloc[2:].reset_index(drop=True)
 
-    store_a.store(a_slowly(), file_name="a.csv", sha256=SHA_A, now=T0)
-    assert stored_b[0].generation is None or stored_b[0].generation != store_a.generation()
+        stored_b: list = []
+        stored_a = store_a.store(a_slowly(), file_name="a.csv", sha256=SHA_A, now=T0)
+        counts_b = stored_b[0].result(timeout=30)
+    assert waits == ["waiting for the store of a.csv to finish"]
     (shared,) = store_a.find_by_keys([frame.loc[3, "record_key"]])
-    assert shared["severity"] == "from-a"  # a's second batch came last
+    assert shared["severity"] == "from-b" and shared["source"]["file"] == "b.csv"
+    assert (counts_b.updated, counts_b.generation, stored_a.generation) == (1, 4, 2)  # both current in turn
+
+
+@pytest.mark.integration
+def test_a_store_whose_turn_ran_out_stops_before_its_next_write(mongo_db):
+    """a stalls past its lease; b takes the turn and stores. a's next batch must not be written, and
+    b must not be recorded as current (a's stalled write may have landed after b compared)."""
+    clock = FakeClock()
+    turns = StoreTurns(mongo_db, clock=clock, sleep=clock.sleep)
+    frame = accepted_frame(4)
+    store_b = RecordStore(mongo_db, turns=StoreTurns(mongo_db, clock=clock, sleep=clock.sleep))
+
+    def a_stalls():
+        yield frame.iloc[:2].reset_index(drop=True)
+        clock.now += LEASE_S + 1
+        stored_b.append(store_b.store(with_severity(frame, 0, "b"), file_name="b.csv", sha256=SHA_B, now=T1))
+        yield with_severity(frame, 3, "a").iloc[2:].reset_index(drop=True)
+
+    stored_b: list[StoreCounts] = []
+    with pytest.raises(StoreTurnLost, match="another file's store took it"):
+        RecordStore(mongo_db, batch_size=2, turns=turns).store(
+            a_stalls(), file_name="a.csv", sha256=SHA_A, now=T0
+        )
+    second_batch = store_b.find_by_keys(frame["record_key"].iloc[2:])
+    assert [doc["source"]["file"] for doc in second_batch] == ["b.csv", "b.csv"]  # a's not written
+    assert store_b.generation() == stored_b[0].generation + 1
 
 
 @pytest.mark.integration
@@ -357,8 +409,6 @@ def test_a_store_that_fails_midway_has_already_moved_the_generation(mongo_db, mo
 @pytest.mark.integration
 def test_stores_starting_at_once_on_a_fresh_database_all_move_the_generation(mongo_db):
     # A backfill's first files reach the store together: the counter's document does not exist yet.
-    from concurrent.futures import ThreadPoolExecutor
-
     frames = [with_severity(accepted_frame(2), 0, f"s{n}") for n in range(6)]
 
     def store(n: int) -> StoreCounts:

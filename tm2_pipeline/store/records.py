@@ -9,7 +9,7 @@ and ISO strings sort and range-query like dates in the (patient_id, diagnosis_da
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -25,6 +25,7 @@ from tm2_pipeline.records import ACCEPTED_RECORD_COLUMNS
 from tm2_pipeline.store.errors import RecordFrameError, client_target, insert_new, translate_mongo_errors
 from tm2_pipeline.store.indexes import META_COLLECTION, RECORDS_COLLECTION
 from tm2_pipeline.store.lookups import chunked, lookup_chunk_size
+from tm2_pipeline.store.store_turns import StoreTurnLost, StoreTurns
 from tm2_pipeline.store.timestamps import stored_timestamp
 
 SCHEMA_VERSION = 1
@@ -139,6 +140,7 @@ class RecordStore:
     common case, then costs one insert per batch; a wrong guess costs only failed inserts.
 
     `lookup_keys` caps the keys of one `$in` query (None: decided from the server on first use).
+    `turns` is the lease stores of different files take turns by (`store_turns`).
     """
 
     def __init__(
@@ -148,6 +150,7 @@ class RecordStore:
         *,
         target: str | None = None,
         lookup_keys: int | None = None,
+        turns: StoreTurns | None = None,
     ) -> None:
         if batch_size < 1 or (lookup_keys is not None and lookup_keys < 1):
             raise ValueError("batch_size and lookup_keys must be at least 1")
@@ -155,6 +158,7 @@ class RecordStore:
         self.batch_size = batch_size
         self.target = target or client_target(db.client)
         self._lookup_keys = lookup_keys
+        self.turns = turns or StoreTurns(db)
         self._moved = False  # whether the current `store` call has moved the generation yet
 
     @property
@@ -168,10 +172,19 @@ class RecordStore:
     def collection(self) -> Collection:
         return self.db[RECORDS_COLLECTION]
 
-    def store(self, accepted: AcceptedFrames, *, file_name: str, sha256: str, now: datetime) -> StoreCounts:
+    def store(
+        self,
+        accepted: AcceptedFrames,
+        *,
+        file_name: str,
+        sha256: str,
+        now: datetime,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> StoreCounts:
         """Insert new keys, update changed content, leave identical content untouched; exact counts.
 
-        `accepted` is one frame or an iterable of frames (a table read back in batches).
+        `accepted` is one frame or an iterable of frames (a table read back in batches). The writes
+        wait for the store's turn (`store_turns`): `on_wait` hears, once, which file holds it.
 
         A batch interrupted by an outage leaves whole documents only; running the same file again
         completes it (what is already stored counts as unchanged).
@@ -180,7 +193,7 @@ class RecordStore:
             accepted, file_name=file_name, sha256=sha256, now=now, batch_size=self.batch_size
         )
         counts = StoreCounts()
-        with translate_mongo_errors(self.target):
+        with translate_mongo_errors(self.target), self.turns.turn(file_name, on_wait):
             before = self.generation()
             self._moved = False
             for batch in batches:
@@ -270,9 +283,16 @@ class RecordStore:
         return StoreCounts(inserted=inserted, updated=updated, unchanged=len(batch) - inserted - updated)
 
     def _before_writing(self) -> None:
-        """Move the generation before the first write of a `store` call (and after its last, `store`):
-        a store that fails midway has still changed records, and no file stored earlier may be
-        skipped; one that ran alongside another store must not let that one be skipped either."""
+        """Before every write, keep the store's turn. Move the generation before the first write of a
+        `store` call (and after its last, `store`): a store that fails midway has still changed
+        records, and no file stored earlier may be skipped; one that ran alongside another store (its
+        turn ran out meanwhile) must not let that one be skipped either."""
+        try:
+            self.turns.keep()
+        except StoreTurnLost:
+            # A write of ours may have landed after the new holder compared that record.
+            self._next_generation()
+            raise
         if not self._moved:
             self._next_generation()
             self._moved = True
