@@ -12,7 +12,6 @@ import httpx
 import pytest
 
 from tm2_pipeline.openmrs.emulator.faults import KINDS, FaultConfig
-from tm2_pipeline.openmrs.emulator.persistence import SandboxBusyError
 from tm2_pipeline.openmrs.emulator.server import SandboxServer, open_sandbox
 
 pytestmark = pytest.mark.integration
@@ -153,4 +152,3 @@ def test_one_process_at_a_time_per_state_directory(tmp_path: Path) -> None:
     assert holder.returncode == 3 and "in use by another process" in holder.stdout
     with open_sandbox(tmp_path, wait_s=0.2):
         pass  # released: free again
-    assert SandboxBusyError.__doc__

@@ -10,11 +10,13 @@ import httpx
 import pytest
 from pymongo.database import Database
 
+from tm2_pipeline import submission_run
 from tm2_pipeline.identity import condition_uuid
 from tm2_pipeline.openmrs.emulator.server import SandboxServer, open_sandbox
-from tm2_pipeline.openmrs.errors import OpenMRSAuthError, OpenMRSConfigError
+from tm2_pipeline.openmrs.errors import OpenMRSConfigError
+from tm2_pipeline.resources.mongo import MongoResource
 from tm2_pipeline.resources.openmrs import OpenMRSResource
-from tm2_pipeline.store.indexes import SUBMISSIONS_COLLECTION
+from tm2_pipeline.store.indexes import RECORDS_COLLECTION, SUBMISSIONS_COLLECTION
 from tm2_pipeline.store.submissions import SubmissionLog
 from tm2_pipeline_tests.openmrs_sample_records import make_record, sample_records
 
@@ -81,21 +83,25 @@ class RefusingOpenMRS(OpenMRSResource):
         return httpx.MockTransport(refuse)
 
 
-def test_refused_credentials_fail_the_step_once_despite_its_retry_policy(mongo_db: Database) -> None:
+def test_refused_credentials_fail_the_step_once_despite_its_retry_policy(
+    mongo_db: Database, secantus_uri: str, tmp_path: Path
+) -> None:
     LOGINS.clear()
     record = make_record("MRN-01001", "SK01", "2024-01-15")
+    mongo_db[RECORDS_COLLECTION].insert_one(dict(record))
 
     @dg.asset(retry_policy=dg.RetryPolicy(max_retries=3))
-    def openmrs_submissions(openmrs: OpenMRSResource) -> None:
-        try:
-            openmrs.submit([record], SubmissionLog(mongo_db), NOW)
-        except OpenMRSAuthError as error:  # how the pipeline's asset converts it
-            raise dg.Failure(description=str(error), allow_retries=False) from None
+    def openmrs_submissions(mongo: MongoResource, openmrs: OpenMRSResource) -> None:
+        # What the pipeline's asset does: the error becomes a Failure there.
+        submission_run.submit_stored_records([record["_id"]], mongo=mongo, openmrs=openmrs, now=NOW)
 
-    resource = RefusingOpenMRS(
-        base_url="https://emr.example.org/openmrs", username="clerk", password="pw-1234"
-    )
-    result = dg.materialize([openmrs_submissions], resources={"openmrs": resource}, raise_on_error=False)
+    resources = {
+        "mongo": MongoResource(uri=secantus_uri, tm2_home=str(tmp_path), database_name=mongo_db.name),
+        "openmrs": RefusingOpenMRS(
+            base_url="https://emr.example.org/openmrs", username="clerk", password="pw-1234"
+        ),
+    }
+    result = dg.materialize([openmrs_submissions], resources=resources, raise_on_error=False)
     assert not result.success
     assert len(LOGINS) == 1, "one login attempt in total: neither a retry nor a second login"
     failure = next(event for event in result.all_events if event.is_step_failure)

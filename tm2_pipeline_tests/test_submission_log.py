@@ -206,6 +206,9 @@ def test_a_record_whose_write_is_in_doubt_is_left_alone_for_the_window(
     first, second = SubmissionLog(mongo_db), SubmissionLog(mongo_db)
     _confirmed(first, "k")
     assert first.mark_in_flight([_correction(first, "k")], SERVER, NOW) == {"k"}
+    # The request outlived the lease taken at the mark: the window runs from the outcome, not the mark.
+    long_ago = datetime.now(UTC) - 2 * submissions.CLAIM_LEASE
+    mongo_db["openmrs_submissions"].update_one({"_id": "k"}, {"$set": {"busy_since": long_ago}})
     lost = SubmissionOutcome("k", SubmissionState.FAILED_RETRYABLE, "v1", (), in_doubt=True)
     first.record_outcomes([lost], NOW)
     # Not in flight any more, but OpenMRS may still be writing what was sent: nobody sends it now,
