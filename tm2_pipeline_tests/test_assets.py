@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from tm2_pipeline.accepted_table import staged_tables, staging_path
@@ -201,6 +202,31 @@ def test_stored_once_fails_when_records_the_store_counted_are_not_in_mongodb(pip
     check = {e.check_name: e for e in result.get_asset_check_evaluations()}["stored_once"]
     assert not check.passed
     assert check.metadata["sampled_keys_in_mongodb"].value == 0 < check.metadata["sampled_keys"].value
+
+
+@pytest.mark.parametrize(
+    ("fault", "failing"),
+    [
+        (lambda records: records.iloc[1:], {"row_accounting"}),  # a row lost on the way to the table
+        (lambda records: pd.concat([records, records.iloc[:1]]), {"row_accounting", "unique_record_keys"}),
+    ],
+    ids=["lost_row", "repeated_key"],
+)
+def test_the_validated_checks_fail_and_block_when_the_table_does_not_hold_the_counted_rows(
+    pipeline_resources, monkeypatch, fault, failing
+):
+    from tm2_pipeline.accepted_table import AcceptedTableWriter
+
+    write = AcceptedTableWriter.write
+    monkeypatch.setattr(AcceptedTableWriter, "write", lambda self, records: write(self, fault(records)))
+    with dg.instance_for_test() as instance:
+        result = materialize_file(SAMPLE, pipeline_resources, instance)
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert {name for name, passed in checks.items() if not passed} == failing
+    assert not result.success  # blocking: nothing reaches the store
+    assert "tm2_mongo_records" not in {
+        e.asset_key.path[-1] for e in result.get_asset_materialization_events()
+    }
 
 
 def test_a_store_waits_for_another_files_turn_and_says_so_in_the_run_log(pipeline_resources):
