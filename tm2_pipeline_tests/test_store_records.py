@@ -417,3 +417,30 @@ def test_stores_starting_at_once_on_a_fresh_database_all_move_the_generation(mon
     with ThreadPoolExecutor(6) as pool:
         list(pool.map(store, range(6)))  # none fails
     assert RecordStore(mongo_db).generation() == 2 * 6
+
+
+@pytest.mark.integration
+def test_only_one_store_holds_the_turn_however_many_race_for_it(mongo_db, secantus_uri):
+    # Separate clients (as separate run processes have), all taking the turn at the same moments.
+    import pymongo
+
+    clients = [pymongo.MongoClient(secantus_uri) for _ in range(6)]
+    inside, overlaps, entries = [0], [], []
+
+    def take_turns(n: int) -> None:
+        turns = StoreTurns(clients[n][mongo_db.name], sleep=lambda _: time.sleep(0.001))
+        for _ in range(15):
+            with turns.turn(f"{n}.csv"):
+                inside[0] += 1
+                overlaps.append(inside[0])
+                time.sleep(0.002)
+                inside[0] -= 1
+                entries.append(n)
+
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(take_turns, range(6)))
+    finally:
+        for client in clients:
+            client.close()
+    assert len(entries) == 6 * 15 and max(overlaps) == 1
