@@ -255,7 +255,10 @@ def ui(port: int) -> None:
     from tm2_pipeline.ingestion import instance_config_is_outdated, prepare_dagster_home
 
     _require_free_port(port)  # else dagster dev would start a second daemon, then fail to bind
-    home = prepare_dagster_home(_settings())
+    settings = _settings()
+    home = prepare_dagster_home(settings)
+    settings.landing_dir.mkdir(parents=True, exist_ok=True)
+    _say(f"files dropped into {settings.landing_dir} are ingested by the landing sensor")
     if instance_config_is_outdated(home):
         _say(
             f"note: {home / 'dagster.yaml'} differs from {REPO_ROOT / 'dagster.yaml'} (run limits, run "

@@ -77,6 +77,12 @@ def build_landing_sensor(interval_s: int, max_runs_per_tick: int) -> dg.SensorDe
     )
     def tm2_landing_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineConfig) -> dg.SensorResult:
         landing_dir = Path(pipeline.landing_dir)
+        if not landing_dir.is_dir():
+            # Said in the tick history: a mistyped TM2_LANDING_DIR would otherwise look like "no files".
+            return dg.SensorResult(
+                skip_reason=f"{landing_dir} (TM2_LANDING_DIR) is not a directory: create it",
+                cursor=context.cursor,
+            )
         previous, resume_after = read_cursor(context.cursor)
         current = scan_landing_dir(landing_dir)
         files = remembered(current, previous)

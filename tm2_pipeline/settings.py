@@ -33,7 +33,9 @@ def _env(name: str) -> AliasChoices:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # An empty value means unset, for every setting: `.env.example`'s lines uncommented as they are
+    # must give the defaults (an empty path would be the working directory, an empty number an error).
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
     mode: Literal["local", "production"] = Field("local", validation_alias=_env("TM2_MODE"))
     home: Path = Field(Path(".tm2"), validation_alias=_env("TM2_HOME"))

@@ -300,3 +300,26 @@ def test_rejects_of_a_refused_file_says_why_and_of_a_clean_file_says_none(env, t
     none = run("rejects", "clean.csv", "--json")
     assert none.exit_code == 0 and none.stdout == ""  # JSON lines: none
     assert "clean.csv: no rejected rows in its latest ingestion (succeeded)" in none.stderr
+
+
+def test_the_embedded_store_commands_on_a_home_never_used(env, tmp_path):
+    # A fresh clone: TM2_HOME does not exist yet. Nothing to stop, nothing created, no traceback.
+    home = tmp_path / "home"
+    assert run("store", "stop").output == "embedded store: was not running\n"
+    assert run("store", "status").output == "embedded store: not running\n"
+    assert not home.exists()
+
+
+def test_ui_creates_the_landing_dir_and_says_where_it_is(env, tmp_path, monkeypatch):
+    import subprocess
+
+    started = []
+    monkeypatch.setattr(subprocess, "call", lambda command, env: started.append(command) or 0)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = CliRunner().invoke(main, ["ui", "--port", str(port)])
+    landing = tmp_path / "home" / "landing"
+    assert result.exit_code == 0 and landing.is_dir()
+    assert f"files dropped into {landing} are ingested by the landing sensor" in result.output
+    assert started and started[0][2:4] == ["dagster", "dev"]

@@ -73,6 +73,18 @@ def test_a_file_is_requested_once_stable_with_a_content_run_key(home):
         assert list(add.partition_keys) == ["clinic_a.csv"]
 
 
+def test_a_missing_landing_dir_is_said_in_the_tick_and_keeps_the_cursor(home):
+    sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
+    land(home, "clinic_a.csv", "some,content\n")
+    with dg.instance_for_test() as instance:
+        first = tick(sensor, instance, home)
+        (home / "landing").rename(home / "elsewhere")  # an unmounted share, a mistyped setting
+        missing = tick(sensor, instance, home, first.cursor)
+    assert missing.skip_reason and "TM2_LANDING_DIR) is not a directory" in missing.skip_reason.skip_message
+    assert str(home / "landing") in missing.skip_reason.skip_message
+    assert missing.cursor == first.cursor and missing.run_requests == []
+
+
 def test_a_name_that_cannot_be_a_partition_key_goes_to_failed_without_a_run(home):
     sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
     land(home, "clinic,march.csv", "some,content\n")

@@ -205,3 +205,22 @@ def test_the_ca_bundle_must_be_a_file(monkeypatch, tmp_path):
     (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     monkeypatch.setenv("OPENMRS_CA_BUNDLE", str(tmp_path / "ca.pem"))
     assert load_settings().openmrs_ca_bundle == tmp_path / "ca.pem"
+
+
+def test_every_example_variable_left_empty_means_its_default(monkeypatch):
+    # `.env.example` uncommented as it stands has `DAGSTER_HOME=`: an empty path must not be the
+    # working directory (the sensor would take the repo's files for landed files), nor an empty
+    # number an error.
+    defaults = load_settings().model_dump()
+    monkeypatch.setattr(os, "environ", os.environ.copy())  # load_dotenv exports what it reads
+    example = Path(__file__).resolve().parent.parent / ".env.example"
+    uncommented = "\n".join(line.lstrip("# ") for line in example.read_text().splitlines())
+    Path("uncommented.env").write_text(uncommented)
+    names = list(dotenv_values("uncommented.env"))
+    assert {"DAGSTER_HOME", "TM2_LANDING_DIR", "TM2_HOME", "TM2_MONGO_BATCH", "TM2_DAY_FIRST"} <= set(names)
+    Path(".env").write_text("".join(f"{name}=\n" for name in names))
+    assert load_settings().model_dump() == defaults
+    for name in names:  # set in the environment instead
+        monkeypatch.setenv(name, "")
+    Path(".env").unlink()
+    assert load_settings().model_dump() == defaults

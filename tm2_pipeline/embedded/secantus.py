@@ -92,6 +92,8 @@ class EmbeddedSecantus:
 
     def stop(self, timeout_s: float = 15.0) -> bool:
         """Stop this home's server; True when one was running."""
+        if not self.home.is_dir():  # never started here (a fresh clone): nothing to stop
+            return False
         with self._locked():
             info = self._read_state()
             if not info or not self._is_ours(info.pid):
