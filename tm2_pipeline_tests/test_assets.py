@@ -235,20 +235,23 @@ def test_a_store_waits_for_another_files_turn_and_says_so_in_the_run_log(pipelin
     with pipeline_resources["mongo"].process_config_and_initialize_cm() as mongo:
         db = mongo.database()
         other = StoreTurns(db)
-        other._take("other-clinic.csv", None)  # another file's store, writing
+        other._take("other-clinic.csv", "other-clinic.csv:0", None)  # another file's store, writing
 
-        def other_ends_after_our_validation() -> None:
-            while (mongo.ingestions().latest_for_file(SAMPLE.name) or {}).get("status") != "validated":
+        def other_ends_after_our_store_waits() -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                lease = db["tm2_meta"].find_one({"_id": TURN_ID}) or {}
+                if any(entry.get("file") == SAMPLE.name for entry in (lease.get("waiting") or {}).values()):
+                    break
                 time.sleep(0.05)
-            time.sleep(2.0)  # our store reaches the turn meanwhile
             other._give_up()
 
         with ThreadPoolExecutor(1) as pool, dg.instance_for_test() as instance:
-            ending = pool.submit(other_ends_after_our_validation)
+            ending = pool.submit(other_ends_after_our_store_waits)
             result = materialize_file(SAMPLE, pipeline_resources, instance)
             ending.result(timeout=60)
             messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
         assert result.success
         assert "waiting for the store of other-clinic.csv to finish" in messages
         assert metadata_of(result, "tm2_mongo_records")["inserted"] == 96
-        assert db["tm2_meta"].find_one({"_id": TURN_ID})["until"] == 0.0  # given up after
+        assert db["tm2_meta"].find_one({"_id": TURN_ID})["holder"] is None  # given up after

@@ -17,7 +17,7 @@ from tm2_pipeline.identity import KEY_VERSION
 from tm2_pipeline.store.errors import MongoRefused, MongoUnavailable, RecordFrameError
 from tm2_pipeline.store.lookups import SECANTUS_LOOKUP_KEYS
 from tm2_pipeline.store.records import RecordStore, StoreCounts, record_documents
-from tm2_pipeline.store.store_turns import LEASE_S, StoreTurnLost, StoreTurns
+from tm2_pipeline.store.store_turns import LEASE_S, RENEW_AFTER_S, TURN_ID, StoreTurnLost, StoreTurns
 from tm2_pipeline_tests.accepted_frames import accepted_frame, with_severity
 
 T0 = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
@@ -42,6 +42,17 @@ class FakeClock:
 
     def sleep(self, seconds: float) -> None:
         self.now += seconds
+
+
+def wait_until_in_line(db, file_name: str, timeout_s: float = 30.0) -> None:
+    """Until a store of file_name waits for the turn (its entry in the lease's line)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        lease = db["tm2_meta"].find_one({"_id": TURN_ID}) or {}
+        if any(entry.get("file") == file_name for entry in (lease.get("waiting") or {}).values()):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no store of {file_name} came to wait for the turn")
 
 
 def dump(store: RecordStore) -> list[dict]:
@@ -312,7 +323,8 @@ def test_stores_of_two_files_take_turns_so_neither_mixes_into_the_other(mongo_db
                     frame_b, file_name="b.csv", sha256=SHA_B, now=T1, on_wait=waits.append,
                 )
             )  # fmt: skip
-            time.sleep(1.0)  # b is waiting, not writing
+            wait_until_in_line(mongo_db, "b.csv")
+            time.sleep(0.2)  # b polls meanwhile, and waits on
             assert not stored_b[0].done()
             yield frame_a.iloc[2:].reset_index(drop=True)
 
@@ -430,7 +442,7 @@ def test_only_one_store_holds_the_turn_however_many_race_for_it(mongo_db, secant
     def take_turns(n: int) -> None:
         turns = StoreTurns(clients[n][mongo_db.name], sleep=lambda _: time.sleep(0.001))
         for _ in range(15):
-            with turns.turn(f"{n}.csv"):
+            with turns.turn(f"{n}.csv", SHA_A):
                 inside[0] += 1
                 overlaps.append(inside[0])
                 time.sleep(0.002)
@@ -444,3 +456,73 @@ def test_only_one_store_holds_the_turn_however_many_race_for_it(mongo_db, secant
         for client in clients:
             client.close()
     assert len(entries) == 6 * 15 and max(overlaps) == 1
+
+
+def renewals(db) -> int:
+    return db["tm2_meta"].find_one({"_id": TURN_ID})["renewals"]
+
+
+@pytest.mark.integration
+def test_a_store_that_only_reads_still_renews_its_turn(mongo_db):
+    # A re-store of a large unchanged file writes nothing for minutes: its turn must not look dead.
+    clock = FakeClock()
+    store = RecordStore(mongo_db, batch_size=2, turns=StoreTurns(mongo_db, clock=clock, sleep=clock.sleep))
+    frame = accepted_frame(6)
+    store.store(frame, file_name="a.csv", sha256=SHA_A, now=T0)
+
+    def slowly():
+        for start in (0, 2, 4):
+            clock.now += RENEW_AFTER_S + 1
+            yield frame.iloc[start : start + 2].reset_index(drop=True)
+
+    before = renewals(mongo_db)
+    assert store.store(slowly(), file_name="a.csv", sha256=SHA_A, now=T1).unchanged == 6
+    assert renewals(mongo_db) - before == 1 + 3 + 1  # taken, renewed at each batch, given up
+
+
+@pytest.mark.integration
+def test_a_store_whose_turn_was_taken_over_during_its_last_write_fails(mongo_db, monkeypatch):
+    # Its write may have landed after the new holder compared those records: it must not report
+    # success (the step's retry stores the file whole again), nor let the other store look current.
+    insert = RecordStore._insert
+
+    def insert_then_taken_over(self, documents):
+        written = insert(self, documents)
+        mongo_db["tm2_meta"].update_one({"_id": TURN_ID}, {"$set": {"holder": "another store"}})
+        return written
+
+    monkeypatch.setattr(RecordStore, "_insert", insert_then_taken_over)
+    store = RecordStore(mongo_db)
+    with pytest.raises(StoreTurnLost, match="took it over"):
+        store.store(accepted_frame(3), file_name="a.csv", sha256=SHA_A, now=T0)
+    assert store.generation() == 2  # before the write, and for the lost turn
+
+
+@pytest.mark.integration
+def test_stores_waiting_for_the_turn_take_it_in_the_order_they_asked(mongo_db, secantus_uri):
+    """c holds the turn; the original asks, then its correction: the correction must store last (it
+    wins every shared record). Before the line, the later asker polled more often and went first."""
+    import pymongo
+
+    holder = StoreTurns(mongo_db)
+    holder._take("c.csv", "c", None)
+    order: list[str] = []
+    clients = [pymongo.MongoClient(secantus_uri) for _ in range(2)]
+
+    def store(n: int, file_name: str) -> None:
+        with StoreTurns(clients[n][mongo_db.name]).turn(file_name, SHA_A):
+            order.append(file_name)
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            original = pool.submit(store, 0, "original.csv")
+            wait_until_in_line(mongo_db, "original.csv")
+            time.sleep(3.5)  # the original's polls are far apart by now (they used to back off)
+            correction = pool.submit(store, 1, "correction.csv")
+            wait_until_in_line(mongo_db, "correction.csv")
+            holder._give_up()
+            original.result(timeout=30), correction.result(timeout=30)
+    finally:
+        for client in clients:
+            client.close()
+    assert order == ["original.csv", "correction.csv"]

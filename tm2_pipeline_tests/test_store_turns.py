@@ -1,31 +1,34 @@
-"""StoreTurns, the lease stores of different files take turns by (mongomock: no server needed; the
-turns between real stores on SecantusDB are in test_store_records.py)."""
+"""StoreTurns, the lease stores of different files take turns by (mongomock, one thread, a fake
+monotonic clock; the turns between real stores and processes on SecantusDB are in
+test_store_records.py)."""
 
 from __future__ import annotations
 
 import mongomock
 import pytest
+from pymongo.errors import AutoReconnect
 
 from tm2_pipeline.store.store_turns import (
     LEASE_S,
-    MAX_POLL_S,
+    POLL_S,
     RENEW_AFTER_S,
     TURN_ID,
+    WAITER_STALE_S,
     StoreTurnLost,
     StoreTurns,
 )
+
+SHA = "c" * 64
 
 
 class FakeClock:
     def __init__(self) -> None:
         self.now = 5_000.0
-        self.slept: list[float] = []
 
     def __call__(self) -> float:
         return self.now
 
     def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
         self.now += seconds
 
 
@@ -39,8 +42,8 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def turns(db, clock: FakeClock) -> StoreTurns:
-    return StoreTurns(db, clock=clock, sleep=clock.sleep)
+def turns(db, clock: FakeClock, sleep=None) -> StoreTurns:
+    return StoreTurns(db, clock=clock, sleep=sleep or clock.sleep)
 
 
 def lease(db) -> dict:
@@ -48,58 +51,112 @@ def lease(db) -> dict:
 
 
 def test_a_free_turn_is_taken_at_once_and_given_up_after(db, clock):
-    with turns(db, clock).turn("a.csv"):
-        assert lease(db)["file"] == "a.csv" and lease(db)["until"] == clock.now + LEASE_S
-    assert clock.slept == []
-    assert lease(db) == {"holder": None, "file": None, "until": 0.0}
+    with turns(db, clock).turn("a.csv", SHA):
+        assert (lease(db)["file"], lease(db)["key"]) == ("a.csv", f"a.csv:{SHA}")
+        assert lease(db)["waiting"] == {}
+    assert clock.now == 5_000.0  # no wait
+    assert (lease(db)["holder"], lease(db)["file"]) == (None, None)
 
 
-def test_a_store_waits_while_another_renews_and_is_told_once_who_holds_the_turn(db, clock):
-    holder, waiter, told = turns(db, clock), turns(db, clock), []
-    with holder.turn("a.csv"):
+def test_a_store_waits_while_the_holder_renews_and_is_told_once_who_holds_it(db, clock):
+    holder, told = turns(db, clock), []
 
-        def sleep(seconds: float) -> None:
-            clock.sleep(seconds)
-            if clock.now < 5_000.0 + 2 * LEASE_S:  # the holder writes batches meanwhile, renewing its lease
-                holder.keep()
-            else:
-                holder._give_up()
+    def holder_writes_meanwhile(seconds: float) -> None:
+        clock.sleep(seconds)
+        if clock.now < 5_000.0 + 3 * LEASE_S:
+            holder.keep()  # a batch at a time, renewing when due
+        else:
+            holder._give_up()
 
-        waiter.sleep = sleep
-        with waiter.turn("b.csv", on_wait=told.append):
-            assert lease(db)["file"] == "b.csv"
-    assert told == ["waiting for the store of a.csv to finish"]
-    assert clock.now - 5_000.0 >= 2 * LEASE_S  # waited past the first lease: the holder renewed it
-    assert max(clock.slept) == MAX_POLL_S
-
-
-def test_a_dead_holders_turn_is_taken_when_its_lease_runs_out(db, clock):
-    turns(db, clock)._take("a.csv", None)  # and never gives it up
-    started = clock.now
-    with turns(db, clock).turn("b.csv"):
+    with holder.turn("a.csv", SHA), turns(db, clock, holder_writes_meanwhile).turn("b.csv", SHA, told.append):
         assert lease(db)["file"] == "b.csv"
-    assert LEASE_S <= clock.now - started <= LEASE_S + MAX_POLL_S
+    assert told == ["waiting for the store of a.csv to finish"]
+    assert clock.now >= 5_000.0 + 3 * LEASE_S  # three leases long: the renewals kept it the holder's
 
 
-def test_a_failing_store_gives_its_turn_up(db, clock):
-    with pytest.raises(ValueError, match="bad frame"), turns(db, clock).turn("a.csv"):
-        raise ValueError("bad frame")
-    assert lease(db)["until"] == 0.0
+def test_a_holder_whose_renewals_stand_still_is_taken_over_after_the_lease(db, clock):
+    turns(db, clock)._take("a.csv", f"a.csv:{SHA}", None)  # and dies
+    started = clock.now
+    with turns(db, clock).turn("b.csv", SHA):
+        assert lease(db)["file"] == "b.csv"
+    assert LEASE_S <= clock.now - started <= LEASE_S + 2 * POLL_S
 
 
-def test_a_holder_renews_only_when_due_and_stops_once_its_turn_was_taken(db, clock):
+def test_no_wall_clock_is_compared_a_far_off_clock_changes_nothing(db, clock):
+    # A holder on a host whose clock is hours ahead or behind: only counts are stored.
+    holder = StoreTurns(db, clock=lambda: clock.now + 86_400.0)
+    holder._take("a.csv", f"a.csv:{SHA}", None)
+    stored = lease(db)
+    assert not any(isinstance(value, float) for value in stored.values())
+
+
+def test_a_store_lets_the_stores_that_asked_before_it_go_first(db, clock):
+    holder, first, order = turns(db, clock), turns(db, clock), []
+    holder._take("h.csv", "h", None)
+    ticket = first._draw_ticket("first.csv")  # asks while h holds the turn
+    holder._give_up()
+
+    def first_polls_meanwhile(seconds: float) -> None:
+        clock.sleep(seconds)
+        if not order:
+            first._wait_in_line(ticket, "first-token", "first.csv", "first", None)
+            order.append("first took")
+            first._give_up()
+
+    # The second asks once the turn is free, and polls before the first does: it still waits.
+    with turns(db, clock, first_polls_meanwhile).turn("second.csv", SHA):
+        order.append("second took")
+    assert order == ["first took", "second took"]
+
+
+def test_a_waiter_that_died_in_line_is_passed_after_it_stops_beating(db, clock):
     holder = turns(db, clock)
-    with pytest.raises(StoreTurnLost, match="another file's store took it"), holder.turn("a.csv"):
+    holder._take("h.csv", "h", None)
+    dead = turns(db, clock)
+    dead._draw_ticket("dead.csv")  # killed while waiting: its entry stays, its beat stands still
+    holder._give_up()
+    started = clock.now
+    with turns(db, clock).turn("b.csv", SHA):
+        assert lease(db)["file"] == "b.csv" and lease(db)["waiting"] == {}
+    assert WAITER_STALE_S <= clock.now - started <= WAITER_STALE_S + 2 * POLL_S
+
+
+def test_the_same_files_next_attempt_takes_back_the_turn_its_failed_attempt_left(db, clock):
+    # A step retry after an outage: the failed attempt could not give its turn up.
+    turns(db, clock)._take("a.csv", f"a.csv:{SHA}", None)
+    with turns(db, clock).turn("a.csv", SHA):
+        assert lease(db)["file"] == "a.csv"
+    assert clock.now == 5_000.0
+
+
+def test_a_failing_store_gives_its_turn_up_and_a_failing_give_up_changes_no_outcome(db, clock, monkeypatch):
+    with pytest.raises(ValueError, match="bad frame"), turns(db, clock).turn("a.csv", SHA):
+        raise ValueError("bad frame")
+    assert lease(db)["holder"] is None
+    store = turns(db, clock)
+    with store.turn("a.csv", SHA):  # succeeds although the give-up fails: every record had landed
+        monkeypatch.setattr(store, "_give_up", lambda: (_ for _ in ()).throw(AutoReconnect("gone")))
+    assert lease(db)["file"] == "a.csv"  # left behind, and taken back at once by the next attempt
+    with turns(db, clock).turn("a.csv", SHA):
+        assert clock.now == 5_000.0
+
+
+def test_a_holder_renews_only_when_due_and_stops_once_its_turn_was_taken_over(db, clock):
+    holder = turns(db, clock)
+    with pytest.raises(StoreTurnLost, match="another file's store took it over"), holder.turn("a.csv", SHA):
+        renewals = lease(db)["renewals"]
         clock.now += RENEW_AFTER_S - 1
         holder.keep()
-        assert lease(db)["until"] == clock.now + 1 - RENEW_AFTER_S + LEASE_S  # not renewed yet
+        assert lease(db)["renewals"] == renewals  # not due yet
         clock.now += 2
         holder.keep()
-        assert lease(db)["until"] == clock.now + LEASE_S  # renewed
-        clock.now += LEASE_S + 1  # stalled past the lease
-        turns(db, clock)._take("b.csv", None)
-        holder.keep()
-    assert lease(db)["file"] == "b.csv"  # the loser's exit leaves the new holder's lease alone
+        assert lease(db)["renewals"] == renewals + 1
+        holder.keep(now_or_never=True)
+        assert lease(db)["renewals"] == renewals + 2
+        # Stalled: another store watches the renewals stand still for a lease, then takes over.
+        turns(db, clock)._take("b.csv", f"b.csv:{SHA}", None)
+        holder.keep(now_or_never=True)
+    assert lease(db)["file"] == "b.csv"  # the loser's exit leaves the new holder's turn alone
 
 
 def test_writing_without_the_turn_is_refused(db, clock):

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
+import pymongo
 from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -25,7 +26,7 @@ from tm2_pipeline.records import ACCEPTED_RECORD_COLUMNS
 from tm2_pipeline.store.errors import RecordFrameError, client_target, insert_new, translate_mongo_errors
 from tm2_pipeline.store.indexes import META_COLLECTION, RECORDS_COLLECTION
 from tm2_pipeline.store.lookups import chunked, lookup_chunk_size
-from tm2_pipeline.store.store_turns import StoreTurnLost, StoreTurns
+from tm2_pipeline.store.store_turns import LEASE_S, RENEW_AFTER_S, StoreTurnLost, StoreTurns
 from tm2_pipeline.store.timestamps import stored_timestamp
 
 SCHEMA_VERSION = 1
@@ -36,6 +37,9 @@ RECORD_COLUMNS = ACCEPTED_RECORD_COLUMNS
 # appear once only (checked within each frame; across frames the counts tell, see stored_once).
 AcceptedFrames = pd.DataFrame | Iterable[pd.DataFrame]
 CONTENT_FIELDS = RECORD_COLUMNS[1 : RECORD_COLUMNS.index("content_hash")]
+# A batch's reads and writes end within this (pymongo's client-side timeout, sent to the server as
+# maxTimeMS too): a write must land before the turn could be taken over (`store_turns`).
+BATCH_TIMEOUT_S = 0.75 * (LEASE_S - RENEW_AFTER_S)
 
 
 @dataclass(frozen=True)
@@ -193,11 +197,21 @@ class RecordStore:
             accepted, file_name=file_name, sha256=sha256, now=now, batch_size=self.batch_size
         )
         counts = StoreCounts()
-        with translate_mongo_errors(self.target), self.turns.turn(file_name, on_wait):
+        with translate_mongo_errors(self.target), self.turns.turn(file_name, sha256, on_wait):
             before = self.generation()
             self._moved = False
-            for batch in batches:
-                counts += self._store_batch(batch)
+            try:
+                for batch in batches:
+                    self.turns.keep()  # renewed while reading too: a re-store may write nothing for long
+                    with pymongo.timeout(BATCH_TIMEOUT_S):
+                        counts += self._store_batch(batch)
+                if self._moved:
+                    self.turns.keep(now_or_never=True)  # the last write landed within the turn
+            except StoreTurnLost:
+                # A write of ours may have landed after the new holder compared that record: its
+                # outcome must not be taken as current.
+                self._next_generation()
+                raise
             if self._moved:
                 # Again after the last write: a store that wrote anything while this one ran shows
                 # as a move this one did not make, whenever it started (`_before_writing`).
@@ -286,13 +300,8 @@ class RecordStore:
         """Before every write, keep the store's turn. Move the generation before the first write of a
         `store` call (and after its last, `store`): a store that fails midway has still changed
         records, and no file stored earlier may be skipped; one that ran alongside another store (its
-        turn ran out meanwhile) must not let that one be skipped either."""
-        try:
-            self.turns.keep()
-        except StoreTurnLost:
-            # A write of ours may have landed after the new holder compared that record.
-            self._next_generation()
-            raise
+        turn taken over meanwhile) must not let that one be skipped either."""
+        self.turns.keep()
         if not self._moved:
             self._next_generation()
             self._moved = True

@@ -3,12 +3,17 @@ records are written.
 
 Two files that share records (a corrected re-export landing while the original is being ingested)
 used to interleave their writes, and each won some of the shared records. Taking turns, each file's
-content lands whole, in the order the stores run. Validation and the OpenMRS step still run side by
-side; only the writes wait.
+content lands whole, in the order the stores asked for the turn. Validation and the OpenMRS step
+still run side by side; only the stores wait.
 
-The lease is wall time (`time.time()`), renewed while the holder writes. A holder that dies leaves it
-to run out (`LEASE_S`); a holder that stalls past it loses its turn and fails its step at its next
-batch (the step's retry stores the file again, idempotently).
+No wall clock is compared between processes (run workers may sit on hosts whose clocks differ):
+- the turn is first come, first served: a store draws a ticket and waits until it is the lowest
+  ticket still waiting. A waiter beats a counter while it waits, so the others can tell a dead one
+  (its counter stands still for `WAITER_STALE_S`) and pass it;
+- the holder counts a renewal at least every `RENEW_AFTER_S` while it reads or writes. A waiter
+  takes the turn over when that count has stood still for `LEASE_S` by its own monotonic clock (the
+  holder died), and only if it still stands (a compare-and-set on the holder and the count): a
+  holder that comes back finds its turn gone at its next renewal (`StoreTurnLost`).
 """
 
 from __future__ import annotations
@@ -17,33 +22,44 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
+from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from tm2_pipeline.store.indexes import META_COLLECTION
 
 TURN_ID = "store_turn"
-# Long enough for one batch on a slow server; a dead holder keeps others waiting this long at most.
+# A holder whose renewals stand still this long is taken for dead. Every write a holder sends is
+# bounded well below it (`records.BATCH_TIMEOUT_S`), so its last write lands before anyone takes over.
 LEASE_S = 120.0
 RENEW_AFTER_S = 15.0
-# Polling a held lease: first quickly (a short store), then every few seconds.
-FIRST_POLL_S = 0.2
-MAX_POLL_S = 3.0
+# A waiter that stopped beating this long (killed while waiting) no longer holds up the line.
+WAITER_STALE_S = 20.0
+POLL_S = 0.5
 
 
 class StoreTurnLost(RuntimeError):
-    """This store's lease ran out and another store took the turn: its writes must stop."""
+    """This store's renewals stood still past the lease and another store took the turn over."""
+
+
+@dataclass
+class _Watched:
+    """A value in the lease document and when (monotonic) this process first saw it so."""
+
+    value: object
+    since: float
 
 
 class StoreTurns:
-    """The lease; `turn(file_name)` holds it for a block, waiting while another store holds it."""
+    """The lease; `turn(file_name, sha256)` holds it for a block, waiting for the stores before it."""
 
     def __init__(
         self,
         db: Database,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.collection = db[META_COLLECTION]
@@ -53,68 +69,132 @@ class StoreTurns:
         self._renewed_at = 0.0
 
     @contextlib.contextmanager
-    def turn(self, file_name: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    def turn(
+        self, file_name: str, sha256: str, on_wait: Callable[[str], None] | None = None
+    ) -> Iterator[None]:
         """Wait for the turn, hold it for the block, give it up after (also on error)."""
-        self._take(file_name, on_wait)
+        self._take(file_name, f"{file_name}:{sha256}", on_wait)
         try:
             yield
-        except BaseException:
-            # The block's own error is what counts; a lease left behind runs out by itself.
+        finally:
+            # Never the block's outcome: a turn left behind is taken over after LEASE_S, or at once
+            # by the same file's next attempt.
             with contextlib.suppress(PyMongoError):
                 self._give_up()
-            raise
-        self._give_up()
 
-    def keep(self) -> None:
-        """Called before each write: renews the lease when due; raises `StoreTurnLost` once another
-        store has taken it."""
+    def keep(self, *, now_or_never: bool = False) -> None:
+        """Called before each batch and each write: counts a renewal when one is due (always with
+        `now_or_never`, after the last write); raises `StoreTurnLost` once another store took over."""
         if self._token is None:
             raise StoreTurnLost("the store wrote without holding its turn")
         now = self.clock()
-        if now - self._renewed_at < RENEW_AFTER_S:
+        if not now_or_never and now - self._renewed_at < RENEW_AFTER_S:
             return
         renewed = self.collection.update_one(
-            {"_id": TURN_ID, "holder": self._token}, {"$set": {"until": now + LEASE_S}}
+            {"_id": TURN_ID, "holder": self._token}, {"$inc": {"renewals": 1}}
         )
         if not renewed.matched_count:
             self._token = None
             raise StoreTurnLost(
-                f"this store went {now - self._renewed_at:.0f} s without renewing its turn (lease"
-                f" {LEASE_S:.0f} s) and another file's store took it; the step stores the file again when"
-                " retried"
+                f"this store counted no renewal of its turn for {now - self._renewed_at:.0f} s (the lease"
+                f" is {LEASE_S:.0f} s) and another file's store took it over; the step stores the file"
+                " again when retried"
             )
         self._renewed_at = now
 
-    def _take(self, file_name: str, on_wait: Callable[[str], None] | None) -> None:
+    def _take(self, file_name: str, key: str, on_wait: Callable[[str], None] | None) -> None:
         self._ensure_document()
-        token, poll, told = uuid.uuid4().hex, FIRST_POLL_S, False
-        while True:
-            now = self.clock()
-            # A free lease has `until` 0; a dead holder's has run out: one condition covers both.
-            taken = self.collection.update_one(
-                {"_id": TURN_ID, "until": {"$lt": now}},
-                {"$set": {"holder": token, "file": file_name, "until": now + LEASE_S}},
-            )
-            if taken.matched_count:
-                self._token, self._renewed_at = token, now
-                return
-            if on_wait is not None and not told:
-                current = self.collection.find_one({"_id": TURN_ID}, {"file": 1}) or {}
-                on_wait(f"waiting for the store of {current.get('file') or 'another file'} to finish")
-                told = True
-            self.sleep(poll)
-            poll = min(poll * 2, MAX_POLL_S)
+        token = uuid.uuid4().hex
+        # The same file's earlier attempt (a step retry after an outage) left the turn: take it back.
+        if self.collection.update_one(
+            {"_id": TURN_ID, "key": key}, _taken(token, key, file_name)
+        ).matched_count:
+            self._token, self._renewed_at = token, self.clock()
+            return
+        self._wait_in_line(self._draw_ticket(file_name), token, file_name, key, on_wait)
+
+    def _wait_in_line(
+        self, ticket: int, token: str, file_name: str, key: str, on_wait: Callable[[str], None] | None
+    ) -> None:
+        entry = f"waiting.w{ticket:012d}"  # zero-padded: entries sort in ticket order
+        taken = _taken(token, key, file_name)
+        holder: _Watched | None = None
+        waiters: dict[str, _Watched] = {}
+        told = False
+        try:
+            while True:
+                lease = self.collection.find_one({"_id": TURN_ID}) or {}
+                now = self.clock()
+                head = self._first_live_waiter(lease.get("waiting") or {}, waiters, now)
+                state = (lease.get("holder"), lease.get("renewals"))
+                if holder is None or holder.value != state:
+                    holder = _Watched(state, now)
+                free = state[0] is None or now - holder.since >= LEASE_S
+                if free and head in (None, entry.removeprefix("waiting.")):
+                    claim = {"_id": TURN_ID, "holder": state[0], "renewals": state[1]}
+                    if self.collection.update_one(claim, {**taken, "$unset": {entry: ""}}).matched_count:
+                        self._token, self._renewed_at = token, now
+                        return
+                elif on_wait is not None and not told:
+                    on_wait(f"waiting for the store of {lease.get('file') or 'another file'} to finish")
+                    told = True
+                self.collection.update_one({"_id": TURN_ID}, {"$inc": {f"{entry}.beat": 1}})
+                self.sleep(POLL_S)
+        except BaseException:
+            with contextlib.suppress(PyMongoError):
+                self.collection.update_one({"_id": TURN_ID}, {"$unset": {entry: ""}})
+            raise
+
+    def _draw_ticket(self, file_name: str) -> int:
+        lease = self.collection.find_one_and_update(
+            {"_id": TURN_ID}, {"$inc": {"next_ticket": 1}}, return_document=ReturnDocument.AFTER
+        )
+        ticket = int(lease["next_ticket"])
+        self.collection.update_one(
+            {"_id": TURN_ID}, {"$set": {f"waiting.w{ticket:012d}": {"beat": 0, "file": file_name}}}
+        )
+        return ticket
+
+    def _first_live_waiter(self, waiting: dict, watched: dict[str, _Watched], now: float) -> str | None:
+        """The lowest ticket still waiting; a waiter whose beat stood still for WAITER_STALE_S is
+        removed (only if its beat still stands: it may have come back)."""
+        for name in sorted(waiting):
+            beat = (waiting[name] or {}).get("beat")
+            seen = watched.get(name)
+            if seen is None or seen.value != beat:
+                watched[name] = _Watched(beat, now)
+            elif now - seen.since >= WAITER_STALE_S:
+                field = f"waiting.{name}"
+                self.collection.update_one({"_id": TURN_ID, f"{field}.beat": beat}, {"$unset": {field: ""}})
+                continue
+            return name
+        return None
 
     def _give_up(self) -> None:
         token, self._token = self._token, None
         if token is not None:
             self.collection.update_one(
-                {"_id": TURN_ID, "holder": token}, {"$set": {"holder": None, "file": None, "until": 0.0}}
+                {"_id": TURN_ID, "holder": token},
+                {"$set": {"holder": None, "key": None, "file": None}, "$inc": {"renewals": 1}},
             )
 
     def _ensure_document(self) -> None:
         # Another store may create it at the same moment.
         with contextlib.suppress(DuplicateKeyError):
             self.collection.update_one(
-                {"_id": TURN_ID}, {"$setOnInsert": {"holder": None, "file": None, "until": 0.0}}, upsert=True
+                {"_id": TURN_ID},
+                {
+                    "$setOnInsert": {
+                        "holder": None,
+                        "key": None,
+                        "file": None,
+                        "renewals": 0,
+                        "next_ticket": 0,
+                    }
+                },
+                upsert=True,
             )
+
+
+def _taken(token: str, key: str, file_name: str) -> dict:
+    return {"$set": {"holder": token, "key": key, "file": file_name}, "$inc": {"renewals": 1}}
