@@ -121,24 +121,43 @@ def test_a_waiter_that_died_in_line_is_passed_after_it_stops_beating(db, clock):
     assert WAITER_STALE_S <= clock.now - started <= WAITER_STALE_S + 2 * POLL_S
 
 
-def test_the_same_files_next_attempt_takes_back_the_turn_its_failed_attempt_left(db, clock):
-    # A step retry after an outage: the failed attempt could not give its turn up.
-    turns(db, clock)._take("a.csv", f"a.csv:{SHA}", None)
-    with turns(db, clock).turn("a.csv", SHA):
-        assert lease(db)["file"] == "a.csv"
-    assert clock.now == 5_000.0
-
-
-def test_a_failing_store_gives_its_turn_up_and_a_failing_give_up_changes_no_outcome(db, clock, monkeypatch):
+def test_a_failing_store_keeps_its_turn_for_its_retry_and_others_wait_out_the_lease(db, clock):
+    # Its writes may still be landing, and the file is not stored whole: a later file must not go
+    # in between (its retry would then store the earlier file over it).
     with pytest.raises(ValueError, match="bad frame"), turns(db, clock).turn("a.csv", SHA):
         raise ValueError("bad frame")
-    assert lease(db)["holder"] is None
+    assert lease(db)["file"] == "a.csv"
+    with turns(db, clock).turn("a.csv", "d" * 64):  # another content of the name: not its retry
+        pass
+    assert clock.now - 5_000.0 >= LEASE_S
+    with pytest.raises(ValueError), turns(db, clock).turn("a.csv", SHA):
+        raise ValueError("an outage")
+    started = clock.now
+    with turns(db, clock).turn("a.csv", SHA):  # the retry
+        assert lease(db)["file"] == "a.csv"
+    assert clock.now == started and lease(db)["holder"] is None
+
+
+def test_a_failing_give_up_changes_no_outcome(db, clock, monkeypatch):
     store = turns(db, clock)
     with store.turn("a.csv", SHA):  # succeeds although the give-up fails: every record had landed
         monkeypatch.setattr(store, "_give_up", lambda: (_ for _ in ()).throw(AutoReconnect("gone")))
-    assert lease(db)["file"] == "a.csv"  # left behind, and taken back at once by the next attempt
-    with turns(db, clock).turn("a.csv", SHA):
-        assert clock.now == 5_000.0
+    assert lease(db)["file"] == "a.csv"  # left behind: taken over after the lease
+
+
+def test_a_waiter_passed_as_dead_that_comes_back_is_not_passed_again_at_once(db, clock):
+    holder, observer = turns(db, clock), turns(db, clock)
+    holder._take("h.csv", "h", None)
+    ticket = turns(db, clock)._draw_ticket("slow.csv")  # stops beating (a laptop asleep), then wakes
+    name = f"w{ticket:012d}"
+    watched: dict = {}
+    assert observer._first_live_waiter(lease(db)["waiting"], watched, clock.now) == name
+    clock.now += WAITER_STALE_S
+    assert observer._first_live_waiter(lease(db)["waiting"], watched, clock.now) is None  # passed
+    db["tm2_meta"].update_one({"_id": TURN_ID}, {"$inc": {f"waiting.{name}.beat": 1}})  # it beats again
+    for _ in range(3):
+        clock.now += POLL_S
+        assert observer._first_live_waiter(lease(db)["waiting"], watched, clock.now) == name
 
 
 def test_a_holder_renews_only_when_due_and_stops_once_its_turn_was_taken_over(db, clock):

@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-import pymongo
 from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -26,7 +25,7 @@ from tm2_pipeline.records import ACCEPTED_RECORD_COLUMNS
 from tm2_pipeline.store.errors import RecordFrameError, client_target, insert_new, translate_mongo_errors
 from tm2_pipeline.store.indexes import META_COLLECTION, RECORDS_COLLECTION
 from tm2_pipeline.store.lookups import chunked, lookup_chunk_size
-from tm2_pipeline.store.store_turns import LEASE_S, RENEW_AFTER_S, StoreTurnLost, StoreTurns
+from tm2_pipeline.store.store_turns import StoreTurnLost, StoreTurns
 from tm2_pipeline.store.timestamps import stored_timestamp
 
 SCHEMA_VERSION = 1
@@ -37,9 +36,6 @@ RECORD_COLUMNS = ACCEPTED_RECORD_COLUMNS
 # appear once only (checked within each frame; across frames the counts tell, see stored_once).
 AcceptedFrames = pd.DataFrame | Iterable[pd.DataFrame]
 CONTENT_FIELDS = RECORD_COLUMNS[1 : RECORD_COLUMNS.index("content_hash")]
-# A batch's reads and writes end within this (pymongo's client-side timeout, sent to the server as
-# maxTimeMS too): a write must land before the turn could be taken over (`store_turns`).
-BATCH_TIMEOUT_S = 0.75 * (LEASE_S - RENEW_AFTER_S)
 
 
 @dataclass(frozen=True)
@@ -203,10 +199,11 @@ class RecordStore:
             try:
                 for batch in batches:
                     self.turns.keep()  # renewed while reading too: a re-store may write nothing for long
-                    with pymongo.timeout(BATCH_TIMEOUT_S):
-                        counts += self._store_batch(batch)
+                    counts += self._store_batch(batch)
                 if self._moved:
-                    self.turns.keep(now_or_never=True)  # the last write landed within the turn
+                    # A write slower than the lease may have landed after a takeover: then this store
+                    # fails (its retry stores the file whole again) rather than count itself current.
+                    self.turns.keep(now_or_never=True)
             except StoreTurnLost:
                 # A write of ours may have landed after the new holder compared that record: its
                 # outcome must not be taken as current.

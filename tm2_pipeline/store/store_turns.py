@@ -10,10 +10,14 @@ No wall clock is compared between processes (run workers may sit on hosts whose 
 - the turn is first come, first served: a store draws a ticket and waits until it is the lowest
   ticket still waiting. A waiter beats a counter while it waits, so the others can tell a dead one
   (its counter stands still for `WAITER_STALE_S`) and pass it;
-- the holder counts a renewal at least every `RENEW_AFTER_S` while it reads or writes. A waiter
+- the holder counts a renewal at its first batch or write `RENEW_AFTER_S` after the last. A waiter
   takes the turn over when that count has stood still for `LEASE_S` by its own monotonic clock (the
   holder died), and only if it still stands (a compare-and-set on the holder and the count): a
-  holder that comes back finds its turn gone at its next renewal (`StoreTurnLost`).
+  holder that comes back finds its turn gone at its next renewal (`StoreTurnLost`);
+- a store that fails keeps the turn: its writes may still be landing (a server may finish a write
+  whose client gave up), and its step's retry takes it back at once, ahead of the line (the same file
+  name and content: two runs of one file name never run at once), so a failure does not let a later
+  file's store in before the file is stored whole. Others take it over after `LEASE_S`.
 """
 
 from __future__ import annotations
@@ -31,13 +35,14 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from tm2_pipeline.store.indexes import META_COLLECTION
 
 TURN_ID = "store_turn"
-# A holder whose renewals stand still this long is taken for dead. Every write a holder sends is
-# bounded well below it (`records.BATCH_TIMEOUT_S`), so its last write lands before anyone takes over.
+# A holder whose renewals stand still this long is taken for dead (a batch takes seconds).
 LEASE_S = 120.0
 RENEW_AFTER_S = 15.0
 # A waiter that stopped beating this long (killed while waiting) no longer holds up the line.
 WAITER_STALE_S = 20.0
+# The head of the line polls often; the others only beat (the tickets keep their order).
 POLL_S = 0.5
+WAITING_POLL_S = 2.0
 
 
 class StoreTurnLost(RuntimeError):
@@ -72,15 +77,15 @@ class StoreTurns:
     def turn(
         self, file_name: str, sha256: str, on_wait: Callable[[str], None] | None = None
     ) -> Iterator[None]:
-        """Wait for the turn, hold it for the block, give it up after (also on error)."""
+        """Wait for the turn, hold it for the block, give it up after; on error, keep it (above)."""
         self._take(file_name, f"{file_name}:{sha256}", on_wait)
         try:
             yield
-        finally:
-            # Never the block's outcome: a turn left behind is taken over after LEASE_S, or at once
-            # by the same file's next attempt.
-            with contextlib.suppress(PyMongoError):
-                self._give_up()
+        except BaseException:
+            self._token = None  # kept for the retry, or taken over after LEASE_S
+            raise
+        with contextlib.suppress(PyMongoError):  # a turn left behind is taken over after LEASE_S
+            self._give_up()
 
     def keep(self, *, now_or_never: bool = False) -> None:
         """Called before each batch and each write: counts a renewal when one is due (always with
@@ -125,12 +130,16 @@ class StoreTurns:
             while True:
                 lease = self.collection.find_one({"_id": TURN_ID}) or {}
                 now = self.clock()
+                if lease.get("holder") == token:  # our claim landed, its answer did not
+                    self._token, self._renewed_at = token, now
+                    return
                 head = self._first_live_waiter(lease.get("waiting") or {}, waiters, now)
+                first_in_line = head in (None, entry.removeprefix("waiting."))
                 state = (lease.get("holder"), lease.get("renewals"))
                 if holder is None or holder.value != state:
                     holder = _Watched(state, now)
                 free = state[0] is None or now - holder.since >= LEASE_S
-                if free and head in (None, entry.removeprefix("waiting.")):
+                if free and first_in_line:
                     claim = {"_id": TURN_ID, "holder": state[0], "renewals": state[1]}
                     if self.collection.update_one(claim, {**taken, "$unset": {entry: ""}}).matched_count:
                         self._token, self._renewed_at = token, now
@@ -139,7 +148,7 @@ class StoreTurns:
                     on_wait(f"waiting for the store of {lease.get('file') or 'another file'} to finish")
                     told = True
                 self.collection.update_one({"_id": TURN_ID}, {"$inc": {f"{entry}.beat": 1}})
-                self.sleep(POLL_S)
+                self.sleep(POLL_S if first_in_line else WAITING_POLL_S)
         except BaseException:
             with contextlib.suppress(PyMongoError):
                 self.collection.update_one({"_id": TURN_ID}, {"$unset": {entry: ""}})
@@ -166,6 +175,7 @@ class StoreTurns:
             elif now - seen.since >= WAITER_STALE_S:
                 field = f"waiting.{name}"
                 self.collection.update_one({"_id": TURN_ID, f"{field}.beat": beat}, {"$unset": {field: ""}})
+                del watched[name]  # if it comes back (its next beat recreates it), it is watched afresh
                 continue
             return name
         return None
@@ -197,4 +207,7 @@ class StoreTurns:
 
 
 def _taken(token: str, key: str, file_name: str) -> dict:
-    return {"$set": {"holder": token, "key": key, "file": file_name}, "$inc": {"renewals": 1}}
+    return {
+        "$set": {"holder": token, "key": key, "file": file_name},
+        "$inc": {"renewals": 1},
+    }
