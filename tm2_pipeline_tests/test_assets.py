@@ -252,6 +252,9 @@ def test_a_store_waits_for_another_files_turn_and_says_so_in_the_run_log(pipelin
             ending.result(timeout=60)
             messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
         assert result.success
-        assert "waiting for the store of other-clinic.csv to finish" in messages
+        assert (
+            "waiting for the store of other-clinic.csv to finish (if it was stopped, its turn is taken over"
+            " 2 minutes after its last sign of life)" in messages
+        )
         assert metadata_of(result, "tm2_mongo_records")["inserted"] == 96
         assert db["tm2_meta"].find_one({"_id": TURN_ID})["holder"] is None  # given up after

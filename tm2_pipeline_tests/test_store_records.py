@@ -331,7 +331,10 @@ def test_stores_of_two_files_take_turns_so_neither_mixes_into_the_other(mongo_db
         stored_b: list = []
         stored_a = store_a.store(a_slowly(), file_name="a.csv", sha256=SHA_A, now=T0)
         counts_b = stored_b[0].result(timeout=30)
-    assert waits == ["waiting for the store of a.csv to finish"]
+    assert waits == [
+        "waiting for the store of a.csv to finish (if it was stopped, its turn is taken over"
+        " 2 minutes after its last sign of life)"
+    ]
     (shared,) = store_a.find_by_keys([frame.loc[3, "record_key"]])
     assert shared["severity"] == "from-b" and shared["source"]["file"] == "b.csv"
     assert (counts_b.updated, counts_b.generation, stored_a.generation) == (1, 4, 2)  # both current in turn

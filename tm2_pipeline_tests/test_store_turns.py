@@ -70,7 +70,10 @@ def test_a_store_waits_while_the_holder_renews_and_is_told_once_who_holds_it(db,
 
     with holder.turn("a.csv", SHA), turns(db, clock, holder_writes_meanwhile).turn("b.csv", SHA, told.append):
         assert lease(db)["file"] == "b.csv"
-    assert told == ["waiting for the store of a.csv to finish"]
+    assert told == [
+        "waiting for the store of a.csv to finish (if it was stopped, its turn is taken over"
+        " 2 minutes after its last sign of life)"
+    ]
     assert clock.now >= 5_000.0 + 3 * LEASE_S  # three leases long: the renewals kept it the holder's
 
 

@@ -145,7 +145,11 @@ class StoreTurns:
                         self._token, self._renewed_at = token, now
                         return
                 elif on_wait is not None and not told:
-                    on_wait(f"waiting for the store of {lease.get('file') or 'another file'} to finish")
+                    on_wait(
+                        f"waiting for the store of {lease.get('file') or 'another file'} to finish (if it"
+                        f" was stopped, its turn is taken over {LEASE_S / 60:.0f} minutes after its last sign"
+                        " of life)"
+                    )
                     told = True
                 self.collection.update_one({"_id": TURN_ID}, {"$inc": {f"{entry}.beat": 1}})
                 self.sleep(POLL_S if first_in_line else WAITING_POLL_S)
