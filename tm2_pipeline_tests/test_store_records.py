@@ -19,6 +19,7 @@ from tm2_pipeline.store.lookups import SECANTUS_LOOKUP_KEYS
 from tm2_pipeline.store.records import RecordStore, StoreCounts, record_documents
 from tm2_pipeline.store.store_turns import LEASE_S, RENEW_AFTER_S, TURN_ID, StoreTurnLost, StoreTurns
 from tm2_pipeline_tests.accepted_frames import accepted_frame, with_severity
+from tm2_pipeline_tests.fake_clock import FakeClock
 
 T0 = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
 T1 = T0 + timedelta(days=1)
@@ -29,19 +30,6 @@ SHA_A, SHA_B = "a" * 64, "b" * 64
 def db(mongo_db):
     """The test database read as the resource's client reads it: timezone-aware UTC datetimes."""
     return mongo_db.with_options(codec_options=CodecOptions(tz_aware=True, tzinfo=UTC))
-
-
-class FakeClock:
-    """Wall time for the store's turns that moves only when told (or slept on)."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def wait_until_in_line(db, file_name: str, timeout_s: float = 30.0) -> None:

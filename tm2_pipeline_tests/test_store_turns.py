@@ -17,19 +17,9 @@ from tm2_pipeline.store.store_turns import (
     StoreTurnLost,
     StoreTurns,
 )
+from tm2_pipeline_tests.fake_clock import FakeClock
 
 SHA = "c" * 64
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 5_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
