@@ -174,3 +174,26 @@ def test_a_holder_renews_only_when_due_and_stops_once_its_turn_was_taken_over(db
 def test_writing_without_the_turn_is_refused(db, clock):
     with pytest.raises(StoreTurnLost, match="without holding its turn"):
         turns(db, clock).keep()
+
+
+def test_a_claim_that_landed_without_its_answer_is_recognised_at_the_next_poll(db, clock, monkeypatch):
+    def sleep(seconds: float) -> None:
+        assert clock.now - 5_000.0 < LEASE_S, "still waiting for a turn it holds"
+        clock.sleep(seconds)
+
+    store = turns(db, clock, sleep)
+    update_one = store.collection.update_one
+
+    class Unanswered:
+        matched_count = 0
+
+    def claim_lands_answer_lost(spec, change, **kwargs):
+        result = update_one(spec, change, **kwargs)
+        return Unanswered() if "$unset" in change and "holder" in spec else result
+
+    monkeypatch.setattr(store, "collection", db["tm2_meta"])
+    monkeypatch.setattr(store.collection, "update_one", claim_lands_answer_lost)
+    with store.turn("a.csv", SHA):
+        assert lease(db)["file"] == "a.csv"
+    assert clock.now - 5_000.0 <= POLL_S  # one poll, not a lease
+    assert lease(db)["holder"] is None  # and given up after, as its own
