@@ -512,7 +512,8 @@ def test_stores_waiting_for_the_turn_take_it_in_the_order_they_asked(mongo_db, s
             correction = pool.submit(store, 1, "correction.csv")
             wait_until_in_line(mongo_db, "correction.csv")
             holder._give_up()
-            original.result(timeout=30), correction.result(timeout=30)
+            for store_done in (original, correction):
+                store_done.result(timeout=30)
     finally:
         for client in clients:
             client.close()
