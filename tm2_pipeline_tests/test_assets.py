@@ -1,7 +1,6 @@
 """The four assets run by Dagster with swapped resources: a real test MongoDB server, the sandbox."""
 
 import hashlib
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -231,6 +230,7 @@ def test_the_validated_checks_fail_and_block_when_the_table_does_not_hold_the_co
 
 def test_a_store_waits_for_another_files_turn_and_says_so_in_the_run_log(pipeline_resources):
     from tm2_pipeline.store.store_turns import TURN_ID, StoreTurns
+    from tm2_pipeline_tests.store_turn_helpers import wait_until_in_line
 
     with pipeline_resources["mongo"].process_config_and_initialize_cm() as mongo:
         db = mongo.database()
@@ -238,12 +238,7 @@ def test_a_store_waits_for_another_files_turn_and_says_so_in_the_run_log(pipelin
         other._take("other-clinic.csv", "other-clinic.csv:0", None)  # another file's store, writing
 
         def other_ends_after_our_store_waits() -> None:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                lease = db["tm2_meta"].find_one({"_id": TURN_ID}) or {}
-                if any(entry.get("file") == SAMPLE.name for entry in (lease.get("waiting") or {}).values()):
-                    break
-                time.sleep(0.05)
+            wait_until_in_line(db, SAMPLE.name, timeout_s=120)
             other._give_up()
 
         with ThreadPoolExecutor(1) as pool, dg.instance_for_test() as instance:

@@ -19,7 +19,7 @@ from tm2_pipeline.store.lookups import SECANTUS_LOOKUP_KEYS
 from tm2_pipeline.store.records import RecordStore, StoreCounts, record_documents
 from tm2_pipeline.store.store_turns import LEASE_S, RENEW_AFTER_S, TURN_ID, StoreTurnLost, StoreTurns
 from tm2_pipeline_tests.accepted_frames import accepted_frame, with_severity
-from tm2_pipeline_tests.fake_clock import FakeClock
+from tm2_pipeline_tests.store_turn_helpers import FakeClock, wait_until_in_line
 
 T0 = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
 T1 = T0 + timedelta(days=1)
@@ -30,17 +30,6 @@ SHA_A, SHA_B = "a" * 64, "b" * 64
 def db(mongo_db):
     """The test database read as the resource's client reads it: timezone-aware UTC datetimes."""
     return mongo_db.with_options(codec_options=CodecOptions(tz_aware=True, tzinfo=UTC))
-
-
-def wait_until_in_line(db, file_name: str, timeout_s: float = 30.0) -> None:
-    """Until a store of file_name waits for the turn (its entry in the lease's line)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        lease = db["tm2_meta"].find_one({"_id": TURN_ID}) or {}
-        if any(entry.get("file") == file_name for entry in (lease.get("waiting") or {}).values()):
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"no store of {file_name} came to wait for the turn")
 
 
 def dump(store: RecordStore) -> list[dict]:

@@ -17,7 +17,7 @@ from tm2_pipeline.store.store_turns import (
     StoreTurnLost,
     StoreTurns,
 )
-from tm2_pipeline_tests.fake_clock import FakeClock
+from tm2_pipeline_tests.store_turn_helpers import FakeClock
 
 SHA = "c" * 64
 
