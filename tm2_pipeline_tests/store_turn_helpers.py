@@ -28,7 +28,7 @@ def wait_until_in_line(db: Database, file_name: str, timeout_s: float = 30.0) ->
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         lease = db["tm2_meta"].find_one({"_id": TURN_ID}) or {}
-        if any(entry.get("file") == file_name for entry in (lease.get("waiting") or {}).values()):
+        if any(waiter.get("file") == file_name for waiter in lease.get("line") or []):
             return
         time.sleep(0.02)
     raise AssertionError(f"no store of {file_name} came to wait for the turn")

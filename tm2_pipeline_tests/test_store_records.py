@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -503,6 +504,60 @@ def test_stores_waiting_for_the_turn_take_it_in_the_order_they_asked(mongo_db, s
             holder._give_up()
             for store_done in (original, correction):
                 store_done.result(timeout=30)
+    finally:
+        for client in clients:
+            client.close()
+    assert order == ["original.csv", "correction.csv"]
+
+
+class PausedOnceInLine:
+    """A store's lease collection that stops its store right after the write that gives it its
+    place in line, until resumed (as a scheduler may pause a process at any point)."""
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+        self.placed, self.resume = threading.Event(), threading.Event()
+
+    def __getattr__(self, name: str):
+        return getattr(self.collection, name)
+
+    def update_one(self, spec: dict, change: dict, **kwargs):
+        result = self.collection.update_one(spec, change, **kwargs)
+        if "$push" in change and not self.placed.is_set():
+            self.placed.set()
+            assert self.resume.wait(30)
+        return result
+
+
+@pytest.mark.integration
+def test_a_store_asking_the_moment_another_took_its_place_in_line_waits_behind_it(mongo_db, secantus_uri):
+    """Before, a place in line took two writes (a ticket, then the entry): a correction asking
+    between them found no one before it and stored first, and the original then overwrote it."""
+    import pymongo
+
+    clients = [pymongo.MongoClient(secantus_uri) for _ in range(2)]
+    original, correction = (StoreTurns(client[mongo_db.name]) for client in clients)
+    original.collection = paused = PausedOnceInLine(original.collection)
+    order: list[str] = []
+
+    def store(turns: StoreTurns, file_name: str) -> None:
+        with turns.turn(file_name, SHA_A):
+            order.append(file_name)
+
+    def line() -> list[str]:
+        return [waiter["file"] for waiter in mongo_db["tm2_meta"].find_one({"_id": TURN_ID})["line"]]
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            stored_original = pool.submit(store, original, "original.csv")
+            assert paused.placed.wait(30)
+            stored_correction = pool.submit(store, correction, "correction.csv")
+            deadline = time.monotonic() + 30
+            while "correction.csv" not in order + line() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            paused.resume.set()
+            for stored in (stored_original, stored_correction):
+                stored.result(timeout=30)
     finally:
         for client in clients:
             client.close()

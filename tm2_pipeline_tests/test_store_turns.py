@@ -43,7 +43,7 @@ def lease(db) -> dict:
 def test_a_free_turn_is_taken_at_once_and_given_up_after(db, clock):
     with turns(db, clock).turn("a.csv", SHA):
         assert (lease(db)["file"], lease(db)["key"]) == ("a.csv", f"a.csv:{SHA}")
-        assert lease(db)["waiting"] == {}
+        assert lease(db)["line"] == []
     assert clock.now == 5_000.0  # no wait
     assert (lease(db)["holder"], lease(db)["file"]) == (None, None)
 
@@ -86,13 +86,13 @@ def test_no_wall_clock_is_compared_a_far_off_clock_changes_nothing(db, clock):
 def test_a_store_lets_the_stores_that_asked_before_it_go_first(db, clock):
     holder, first, order = turns(db, clock), turns(db, clock), []
     holder._take("h.csv", "h", None)
-    ticket = first._draw_ticket("first.csv")  # asks while h holds the turn
+    first._join_line("first-token", "first.csv")  # asks while h holds the turn
     holder._give_up()
 
     def first_polls_meanwhile(seconds: float) -> None:
         clock.sleep(seconds)
         if not order:
-            first._wait_in_line(ticket, "first-token", "first.csv", "first", None)
+            first._wait_in_line("first-token", "first.csv", "first", None)
             order.append("first took")
             first._give_up()
 
@@ -106,11 +106,11 @@ def test_a_waiter_that_died_in_line_is_passed_after_it_stops_beating(db, clock):
     holder = turns(db, clock)
     holder._take("h.csv", "h", None)
     dead = turns(db, clock)
-    dead._draw_ticket("dead.csv")  # killed while waiting: its entry stays, its beat stands still
+    dead._join_line("dead-token", "dead.csv")  # killed while waiting: its entry stays, its beat stands still
     holder._give_up()
     started = clock.now
     with turns(db, clock).turn("b.csv", SHA):
-        assert lease(db)["file"] == "b.csv" and lease(db)["waiting"] == {}
+        assert lease(db)["file"] == "b.csv" and lease(db)["line"] == []
     assert WAITER_STALE_S <= clock.now - started <= WAITER_STALE_S + 2 * POLL_S
 
 
@@ -138,19 +138,22 @@ def test_a_failing_give_up_changes_no_outcome(db, clock, monkeypatch):
     assert lease(db)["file"] == "a.csv"  # left behind: taken over after the lease
 
 
-def test_a_waiter_passed_as_dead_that_comes_back_is_not_passed_again_at_once(db, clock):
-    holder, observer = turns(db, clock), turns(db, clock)
+def test_a_waiter_passed_as_dead_that_comes_back_joins_the_end_of_the_line(db, clock):
+    holder, observer, slow = turns(db, clock), turns(db, clock), turns(db, clock)
     holder._take("h.csv", "h", None)
-    ticket = turns(db, clock)._draw_ticket("slow.csv")  # stops beating (a laptop asleep), then wakes
-    name = f"w{ticket:012d}"
+    slow._join_line("slow-token", "slow.csv")  # stops beating (a laptop asleep), then wakes
     watched: dict = {}
-    assert observer._first_live_waiter(lease(db)["waiting"], watched, clock.now) == name
+    assert observer._first_live_waiter(lease(db)["line"], watched, clock.now) == "slow-token"
     clock.now += WAITER_STALE_S
-    assert observer._first_live_waiter(lease(db)["waiting"], watched, clock.now) is None  # passed
-    db["tm2_meta"].update_one({"_id": TURN_ID}, {"$inc": {f"waiting.{name}.beat": 1}})  # it beats again
-    for _ in range(3):
-        clock.now += POLL_S
-        assert observer._first_live_waiter(lease(db)["waiting"], watched, clock.now) == name
+    assert observer._first_live_waiter(lease(db)["line"], watched, clock.now) is None  # passed
+    observer._join_line("later-token", "later.csv")  # asked while the slow one was away
+    slow._beat("slow-token", "slow.csv")  # it beats again
+    assert [waiter["token"] for waiter in lease(db)["line"]] == ["later-token", "slow-token"]
+    db["tm2_meta"].update_one({"_id": TURN_ID}, {"$pull": {"line": {"token": "later-token"}}})
+    for _ in range(3):  # beating again, it is watched afresh and not passed
+        clock.now += WAITER_STALE_S
+        slow._beat("slow-token", "slow.csv")
+        assert observer._first_live_waiter(lease(db)["line"], watched, clock.now) == "slow-token"
 
 
 def test_a_holder_renews_only_when_due_and_stops_once_its_turn_was_taken_over(db, clock):

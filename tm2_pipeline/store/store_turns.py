@@ -7,9 +7,11 @@ content lands whole, in the order the stores asked for the turn. Validation and 
 still run side by side; only the stores wait.
 
 No wall clock is compared between processes (run workers may sit on hosts whose clocks differ):
-- the turn is first come, first served: a store draws a ticket and waits until it is the lowest
-  ticket still waiting. A waiter beats a counter while it waits, so the others can tell a dead one
-  (its counter stands still for `WAITER_STALE_S`) and pass it;
+- the turn is first come, first served: a store joins the end of a line (an array in the lease,
+  appended to in one write, so no later store can pass it while it joins) and waits until it is
+  the first live entry. A waiter beats a counter while it waits, so the others can tell a dead one
+  (its counter stands still for `WAITER_STALE_S`) and pass it; one passed that way and back joins
+  the end again;
 - the holder counts a renewal at its first batch or write `RENEW_AFTER_S` after the last. A waiter
   takes the turn over when that count has stood still for `LEASE_S` by its own monotonic clock (the
   holder died), and only if it still stands (a compare-and-set on the holder and the count): a
@@ -28,7 +30,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -40,7 +41,7 @@ LEASE_S = 120.0
 RENEW_AFTER_S = 15.0
 # A waiter that stopped beating this long (killed while waiting) no longer holds up the line.
 WAITER_STALE_S = 20.0
-# The head of the line polls often; the others only beat (the tickets keep their order).
+# The head of the line polls often; the others only beat (the line keeps their order).
 POLL_S = 0.5
 WAITING_POLL_S = 2.0
 
@@ -116,12 +117,12 @@ class StoreTurns:
         ).matched_count:
             self._token, self._renewed_at = token, self.clock()
             return
-        self._wait_in_line(self._draw_ticket(file_name), token, file_name, key, on_wait)
+        self._join_line(token, file_name)
+        self._wait_in_line(token, file_name, key, on_wait)
 
     def _wait_in_line(
-        self, ticket: int, token: str, file_name: str, key: str, on_wait: Callable[[str], None] | None
+        self, token: str, file_name: str, key: str, on_wait: Callable[[str], None] | None
     ) -> None:
-        entry = f"waiting.w{ticket:012d}"  # zero-padded: entries sort in ticket order
         taken = _taken(token, key, file_name)
         holder: _Watched | None = None
         waiters: dict[str, _Watched] = {}
@@ -133,15 +134,15 @@ class StoreTurns:
                 if lease.get("holder") == token:  # our claim landed, its answer did not
                     self._token, self._renewed_at = token, now
                     return
-                head = self._first_live_waiter(lease.get("waiting") or {}, waiters, now)
-                first_in_line = head in (None, entry.removeprefix("waiting."))
+                head = self._first_live_waiter(lease.get("line") or [], waiters, now)
+                first_in_line = head in (None, token)
                 state = (lease.get("holder"), lease.get("renewals"))
                 if holder is None or holder.value != state:
                     holder = _Watched(state, now)
                 free = state[0] is None or now - holder.since >= LEASE_S
                 if free and first_in_line:
                     claim = {"_id": TURN_ID, "holder": state[0], "renewals": state[1]}
-                    if self.collection.update_one(claim, {**taken, "$unset": {entry: ""}}).matched_count:
+                    if self.collection.update_one(claim, {**taken, **_leaving(token)}).matched_count:
                         self._token, self._renewed_at = token, now
                         return
                 elif on_wait is not None and not told:
@@ -151,37 +152,43 @@ class StoreTurns:
                         " of life)"
                     )
                     told = True
-                self.collection.update_one({"_id": TURN_ID}, {"$inc": {f"{entry}.beat": 1}})
+                self._beat(token, file_name)
                 self.sleep(POLL_S if first_in_line else WAITING_POLL_S)
         except BaseException:
             with contextlib.suppress(PyMongoError):
-                self.collection.update_one({"_id": TURN_ID}, {"$unset": {entry: ""}})
+                self.collection.update_one({"_id": TURN_ID}, _leaving(token))
             raise
 
-    def _draw_ticket(self, file_name: str) -> int:
-        lease = self.collection.find_one_and_update(
-            {"_id": TURN_ID}, {"$inc": {"next_ticket": 1}}, return_document=ReturnDocument.AFTER
-        )
-        ticket = int(lease["next_ticket"])
+    def _join_line(self, token: str, file_name: str) -> None:
+        # One write: the place in line is taken and visible at once.
         self.collection.update_one(
-            {"_id": TURN_ID}, {"$set": {f"waiting.w{ticket:012d}": {"beat": 0, "file": file_name}}}
+            {"_id": TURN_ID}, {"$push": {"line": {"token": token, "file": file_name, "beat": 0}}}
         )
-        return ticket
 
-    def _first_live_waiter(self, waiting: dict, watched: dict[str, _Watched], now: float) -> str | None:
-        """The lowest ticket still waiting; a waiter whose beat stood still for WAITER_STALE_S is
-        removed (only if its beat still stands: it may have come back)."""
-        for name in sorted(waiting):
-            beat = (waiting[name] or {}).get("beat")
-            seen = watched.get(name)
+    def _beat(self, token: str, file_name: str) -> None:
+        """A sign of life in line; a waiter that was passed for dead (it stood still, then came back)
+        joins the end of the line again."""
+        beaten = self.collection.update_one(
+            {"_id": TURN_ID, "line.token": token}, {"$inc": {"line.$.beat": 1}}
+        )
+        if not beaten.matched_count:
+            self._join_line(token, file_name)
+
+    def _first_live_waiter(self, line: list, watched: dict[str, _Watched], now: float) -> str | None:
+        """The token of the first waiter still beating; one whose beat stood still for
+        WAITER_STALE_S is removed (only if its beat still stands: it may have come back)."""
+        for waiter in line:
+            token, beat = waiter.get("token"), waiter.get("beat")
+            seen = watched.get(token)
             if seen is None or seen.value != beat:
-                watched[name] = _Watched(beat, now)
+                watched[token] = _Watched(beat, now)
             elif now - seen.since >= WAITER_STALE_S:
-                field = f"waiting.{name}"
-                self.collection.update_one({"_id": TURN_ID, f"{field}.beat": beat}, {"$unset": {field: ""}})
-                del watched[name]  # if it comes back (its next beat recreates it), it is watched afresh
+                self.collection.update_one(
+                    {"_id": TURN_ID}, {"$pull": {"line": {"token": token, "beat": beat}}}
+                )
+                del watched[token]
                 continue
-            return name
+            return token
         return None
 
     def _give_up(self) -> None:
@@ -203,11 +210,15 @@ class StoreTurns:
                         "key": None,
                         "file": None,
                         "renewals": 0,
-                        "next_ticket": 0,
+                        "line": [],
                     }
                 },
                 upsert=True,
             )
+
+
+def _leaving(token: str) -> dict:
+    return {"$pull": {"line": {"token": token}}}
 
 
 def _taken(token: str, key: str, file_name: str) -> dict:
