@@ -412,16 +412,31 @@ def test_stores_starting_at_once_on_a_fresh_database_all_move_the_generation(mon
     assert RecordStore(mongo_db).generation() == 2 * 6
 
 
-@pytest.mark.integration
-def test_only_one_store_holds_the_turn_however_many_race_for_it(mongo_db, secantus_uri):
-    # Separate clients (as separate run processes have), all taking the turn at the same moments.
+@pytest.fixture
+def separate_clients(mongo_db, secantus_uri):
+    """`separate_clients(n)`: the test's database through n clients of their own, as separate run
+    processes have; all closed after the test."""
     import pymongo
 
-    clients = [pymongo.MongoClient(secantus_uri) for _ in range(6)]
+    clients: list[pymongo.MongoClient] = []
+
+    def databases(count: int) -> list:
+        clients.extend(pymongo.MongoClient(secantus_uri) for _ in range(count))
+        return [client[mongo_db.name] for client in clients[-count:]]
+
+    yield databases
+    for client in clients:
+        client.close()
+
+
+@pytest.mark.integration
+def test_only_one_store_holds_the_turn_however_many_race_for_it(separate_clients):
+    # Separate clients, all taking the turn at the same moments.
+    databases = separate_clients(6)
     inside, overlaps, entries = [0], [], []
 
     def take_turns(n: int) -> None:
-        turns = StoreTurns(clients[n][mongo_db.name], sleep=lambda _: time.sleep(0.001))
+        turns = StoreTurns(databases[n], sleep=lambda _: time.sleep(0.001))
         for _ in range(15):
             with turns.turn(f"{n}.csv", SHA_A):
                 inside[0] += 1
@@ -430,12 +445,8 @@ def test_only_one_store_holds_the_turn_however_many_race_for_it(mongo_db, secant
                 inside[0] -= 1
                 entries.append(n)
 
-    try:
-        with ThreadPoolExecutor(6) as pool:
-            list(pool.map(take_turns, range(6)))
-    finally:
-        for client in clients:
-            client.close()
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(take_turns, range(6)))
     assert len(entries) == 6 * 15 and max(overlaps) == 1
 
 
@@ -480,33 +491,27 @@ def test_a_store_whose_turn_was_taken_over_during_its_last_write_fails(mongo_db,
 
 
 @pytest.mark.integration
-def test_stores_waiting_for_the_turn_take_it_in_the_order_they_asked(mongo_db, secantus_uri):
+def test_stores_waiting_for_the_turn_take_it_in_the_order_they_asked(mongo_db, separate_clients):
     """c holds the turn; the original asks, then its correction: the correction must store last (it
     wins every shared record). Before the line, the later asker polled more often and went first."""
-    import pymongo
-
     holder = StoreTurns(mongo_db)
     holder._take("c.csv", "c", None)
     order: list[str] = []
-    clients = [pymongo.MongoClient(secantus_uri) for _ in range(2)]
+    databases = separate_clients(2)
 
     def store(n: int, file_name: str) -> None:
-        with StoreTurns(clients[n][mongo_db.name]).turn(file_name, SHA_A):
+        with StoreTurns(databases[n]).turn(file_name, SHA_A):
             order.append(file_name)
 
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            original = pool.submit(store, 0, "original.csv")
-            wait_until_in_line(mongo_db, "original.csv")
-            time.sleep(3.5)  # the original's polls are far apart by now (they used to back off)
-            correction = pool.submit(store, 1, "correction.csv")
-            wait_until_in_line(mongo_db, "correction.csv")
-            holder._give_up()
-            for store_done in (original, correction):
-                store_done.result(timeout=30)
-    finally:
-        for client in clients:
-            client.close()
+    with ThreadPoolExecutor(2) as pool:
+        original = pool.submit(store, 0, "original.csv")
+        wait_until_in_line(mongo_db, "original.csv")
+        time.sleep(3.5)  # the original's polls are far apart by now (they used to back off)
+        correction = pool.submit(store, 1, "correction.csv")
+        wait_until_in_line(mongo_db, "correction.csv")
+        holder._give_up()
+        for store_done in (original, correction):
+            store_done.result(timeout=30)
     assert order == ["original.csv", "correction.csv"]
 
 
@@ -530,13 +535,10 @@ class PausedOnceInLine:
 
 
 @pytest.mark.integration
-def test_a_store_asking_the_moment_another_took_its_place_in_line_waits_behind_it(mongo_db, secantus_uri):
+def test_a_store_asking_the_moment_another_took_its_place_in_line_waits_behind_it(mongo_db, separate_clients):
     """Before, a place in line took two writes (a ticket, then the entry): a correction asking
     between them found no one before it and stored first, and the original then overwrote it."""
-    import pymongo
-
-    clients = [pymongo.MongoClient(secantus_uri) for _ in range(2)]
-    original, correction = (StoreTurns(client[mongo_db.name]) for client in clients)
+    original, correction = (StoreTurns(database) for database in separate_clients(2))
     original.collection = paused = PausedOnceInLine(original.collection)
     order: list[str] = []
 
@@ -547,18 +549,14 @@ def test_a_store_asking_the_moment_another_took_its_place_in_line_waits_behind_i
     def line() -> list[str]:
         return [waiter["file"] for waiter in mongo_db["tm2_meta"].find_one({"_id": TURN_ID})["line"]]
 
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            stored_original = pool.submit(store, original, "original.csv")
-            assert paused.placed.wait(30)
-            stored_correction = pool.submit(store, correction, "correction.csv")
-            deadline = time.monotonic() + 30
-            while "correction.csv" not in order + line() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            paused.resume.set()
-            for stored in (stored_original, stored_correction):
-                stored.result(timeout=30)
-    finally:
-        for client in clients:
-            client.close()
+    with ThreadPoolExecutor(2) as pool:
+        stored_original = pool.submit(store, original, "original.csv")
+        assert paused.placed.wait(30)
+        stored_correction = pool.submit(store, correction, "correction.csv")
+        deadline = time.monotonic() + 30
+        while "correction.csv" not in order + line() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        paused.resume.set()
+        for stored in (stored_original, stored_correction):
+            stored.result(timeout=30)
     assert order == ["original.csv", "correction.csv"]
