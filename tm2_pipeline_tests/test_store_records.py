@@ -516,22 +516,33 @@ def test_stores_waiting_for_the_turn_take_it_in_the_order_they_asked(mongo_db, s
 
 
 class PausedOnceInLine:
-    """A store's lease collection that stops its store right after the write that gives it its
-    place in line, until resumed (as a scheduler may pause a process at any point)."""
+    """A store's lease collection that stops its store right after the write by which it asks for
+    the turn, until resumed (as a scheduler may pause a process at any point). That is its third
+    write, whatever its form: the first two make sure the lease exists and look for a turn of its
+    own to take back (a step retry's)."""
+
+    ASKING_WRITE = 3
 
     def __init__(self, collection: Collection) -> None:
         self.collection = collection
+        self.writes = 0
         self.placed, self.resume = threading.Event(), threading.Event()
 
     def __getattr__(self, name: str):
         return getattr(self.collection, name)
 
-    def update_one(self, spec: dict, change: dict, **kwargs):
-        result = self.collection.update_one(spec, change, **kwargs)
-        if "$push" in change and not self.placed.is_set():
+    def _written(self, result):
+        self.writes += 1
+        if self.writes == self.ASKING_WRITE:
             self.placed.set()
             assert self.resume.wait(30)
         return result
+
+    def update_one(self, *args, **kwargs):
+        return self._written(self.collection.update_one(*args, **kwargs))
+
+    def find_one_and_update(self, *args, **kwargs):
+        return self._written(self.collection.find_one_and_update(*args, **kwargs))
 
 
 @pytest.mark.integration
@@ -547,7 +558,9 @@ def test_a_store_asking_the_moment_another_took_its_place_in_line_waits_behind_i
             order.append(file_name)
 
     def line() -> list[str]:
-        return [waiter["file"] for waiter in mongo_db["tm2_meta"].find_one({"_id": TURN_ID})["line"]]
+        return [
+            waiter["file"] for waiter in mongo_db["tm2_meta"].find_one({"_id": TURN_ID}).get("line") or []
+        ]
 
     with ThreadPoolExecutor(2) as pool:
         stored_original = pool.submit(store, original, "original.csv")

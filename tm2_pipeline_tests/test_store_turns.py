@@ -33,7 +33,12 @@ def clock() -> FakeClock:
 
 
 def turns(db, clock: FakeClock, sleep=None) -> StoreTurns:
-    return StoreTurns(db, clock=clock, sleep=sleep or clock.sleep)
+    def bounded_sleep(seconds: float) -> None:
+        # A line that never moves fails here, not at the test run's timeout.
+        assert clock.now - 5_000.0 < 20 * LEASE_S, "waited twenty leases for the turn"
+        (sleep or clock.sleep)(seconds)
+
+    return StoreTurns(db, clock=clock, sleep=bounded_sleep)
 
 
 def lease(db) -> dict:
@@ -149,11 +154,6 @@ def test_a_waiter_passed_as_dead_that_comes_back_joins_the_end_of_the_line(db, c
     observer._join_line("later-token", "later.csv")  # asked while the slow one was away
     slow._beat("slow-token", "slow.csv")  # it beats again
     assert [waiter["token"] for waiter in lease(db)["line"]] == ["later-token", "slow-token"]
-    db["tm2_meta"].update_one({"_id": TURN_ID}, {"$pull": {"line": {"token": "later-token"}}})
-    for _ in range(3):  # beating again, it is watched afresh and not passed
-        clock.now += WAITER_STALE_S
-        slow._beat("slow-token", "slow.csv")
-        assert observer._first_live_waiter(lease(db)["line"], watched, clock.now) == "slow-token"
 
 
 def test_a_holder_renews_only_when_due_and_stops_once_its_turn_was_taken_over(db, clock):
@@ -192,7 +192,7 @@ def test_a_claim_that_landed_without_its_answer_is_recognised_at_the_next_poll(d
 
     def claim_lands_answer_lost(spec, change, **kwargs):
         result = update_one(spec, change, **kwargs)
-        return Unanswered() if "$unset" in change and "holder" in spec else result
+        return Unanswered() if "$pull" in change and "holder" in spec else result
 
     monkeypatch.setattr(store, "collection", db["tm2_meta"])
     monkeypatch.setattr(store.collection, "update_one", claim_lands_answer_lost)
@@ -200,3 +200,75 @@ def test_a_claim_that_landed_without_its_answer_is_recognised_at_the_next_poll(d
         assert lease(db)["file"] == "a.csv"
     assert clock.now - 5_000.0 <= POLL_S  # one poll, not a lease
     assert lease(db)["holder"] is None  # and given up after, as its own
+    assert lease(db)["line"] == []  # the beat after the lost answer put it back in line: removed
+
+
+def test_a_waiter_passed_as_dead_and_back_is_not_passed_again_by_one_that_saw_its_old_entry(db, clock):
+    holder, observer, slow = turns(db, clock), turns(db, clock), turns(db, clock)
+    holder._take("h.csv", "h", None)
+    slow._join_line("slow-token", "slow.csv")
+    old_watch: dict = {}
+    observer._first_live_waiter(lease(db)["line"], old_watch, clock.now)  # sees it, then is stalled
+    clock.now += WAITER_STALE_S
+    db["tm2_meta"].update_one({"_id": TURN_ID}, {"$pull": {"line": {"token": "slow-token"}}})  # passed
+    slow._beat("slow-token", "slow.csv")  # back: joins the end, its beat unlike any it showed before
+    assert observer._first_live_waiter(lease(db)["line"], old_watch, clock.now) == "slow-token"
+    assert [waiter["token"] for waiter in lease(db)["line"]] == ["slow-token"]
+
+
+def test_a_waiter_passed_as_dead_and_back_is_not_passed_again_at_once(db, clock):
+    holder, observer, slow = turns(db, clock), turns(db, clock), turns(db, clock)
+    holder._take("h.csv", "h", None)
+    slow._join_line("slow-token", "slow.csv")
+    watched: dict = {}
+    observer._first_live_waiter(lease(db)["line"], watched, clock.now)
+    clock.now += WAITER_STALE_S
+    assert observer._first_live_waiter(lease(db)["line"], watched, clock.now) is None  # passed
+    slow._beat("slow-token", "slow.csv")  # back, and then stalls again for a few polls
+    for _ in range(3):
+        clock.now += POLL_S
+        assert observer._first_live_waiter(lease(db)["line"], watched, clock.now) == "slow-token"
+
+
+def test_a_beat_that_lands_before_the_pass_keeps_the_waiter_in_line(db, clock):
+    holder, observer, slow = turns(db, clock), turns(db, clock), turns(db, clock)
+    holder._take("h.csv", "h", None)
+    slow._join_line("slow-token", "slow.csv")
+    watched: dict = {}
+    observer._first_live_waiter(lease(db)["line"], watched, clock.now)
+    clock.now += WAITER_STALE_S
+    read_before_the_beat = lease(db)["line"]
+    slow._beat("slow-token", "slow.csv")
+    observer._first_live_waiter(read_before_the_beat, watched, clock.now)  # its pass lands after the beat
+    assert [(waiter["token"], waiter["beat"]) for waiter in lease(db)["line"]] == [("slow-token", 1)]
+
+
+def test_a_waiter_stalled_itself_does_not_count_the_stall_against_what_it_watched(db, clock):
+    # A paused VM or a server failover stalls the holder's renewals and the waiter's polls alike.
+    holder = turns(db, clock)
+    holder._take("a.csv", f"a.csv:{SHA}", None)
+    polls = []
+
+    def stalled_once_then_holder_renews(seconds: float) -> None:
+        polls.append(clock.now)
+        clock.sleep(seconds + (LEASE_S if len(polls) == 1 else 0.0))  # one long stall
+        if len(polls) == 2:
+            holder.keep(now_or_never=True)  # the holder renews as soon as it runs again
+        elif len(polls) > 6:
+            holder._give_up()
+
+    with turns(db, clock, stalled_once_then_holder_renews).turn("b.csv", SHA):
+        pass
+    assert len(polls) > 6  # it waited for the holder to give up, not taken over at the stall
+
+
+def test_a_store_interrupted_while_waiting_leaves_the_line(db, clock):
+    holder = turns(db, clock)
+    holder._take("a.csv", f"a.csv:{SHA}", None)
+
+    def interrupted(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), turns(db, clock, interrupted).turn("b.csv", SHA):
+        pass
+    assert lease(db)["line"] == [] and lease(db)["file"] == "a.csv"

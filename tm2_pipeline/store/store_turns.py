@@ -14,8 +14,9 @@ No wall clock is compared between processes (run workers may sit on hosts whose 
   the end again;
 - the holder counts a renewal at its first batch or write `RENEW_AFTER_S` after the last. A waiter
   takes the turn over when that count has stood still for `LEASE_S` by its own monotonic clock (the
-  holder died), and only if it still stands (a compare-and-set on the holder and the count): a
-  holder that comes back finds its turn gone at its next renewal (`StoreTurnLost`);
+  holder died; a stall of the waiter's own counts as `MAX_POLL_GAP_S` at most), and only if it
+  still stands (a compare-and-set on the holder and the count): a holder that comes back finds its
+  turn gone at its next renewal (`StoreTurnLost`);
 - a store that fails keeps the turn: its writes may still be landing (a server may finish a write
   whose client gave up), and its step's retry takes it back at once, ahead of the line (the same file
   name and content: two runs of one file name never run at once), so a failure does not let a later
@@ -44,6 +45,9 @@ WAITER_STALE_S = 20.0
 # The head of the line polls often; the others only beat (the line keeps their order).
 POLL_S = 0.5
 WAITING_POLL_S = 2.0
+# A waiter counts a longer gap between two of its polls as this long only: it was stalled itself
+# (a paused VM, a server failover), and what it watched may have been stalled alike.
+MAX_POLL_GAP_S = 5.0
 
 
 class StoreTurnLost(RuntimeError):
@@ -52,7 +56,8 @@ class StoreTurnLost(RuntimeError):
 
 @dataclass
 class _Watched:
-    """A value in the lease document and when (monotonic) this process first saw it so."""
+    """A value in the lease document and when this waiter first saw it so (in its watching time:
+    monotonic, a stall of its own counted short, see MAX_POLL_GAP_S)."""
 
     value: object
     since: float
@@ -73,6 +78,7 @@ class StoreTurns:
         self.sleep = sleep
         self._token: str | None = None
         self._renewed_at = 0.0
+        self._beats = 0  # this process's beats in line; a re-joined entry starts above them
 
     @contextlib.contextmanager
     def turn(
@@ -117,8 +123,13 @@ class StoreTurns:
         ).matched_count:
             self._token, self._renewed_at = token, self.clock()
             return
-        self._join_line(token, file_name)
-        self._wait_in_line(token, file_name, key, on_wait)
+        try:
+            self._join_line(token, file_name)
+            self._wait_in_line(token, file_name, key, on_wait)
+        except BaseException:
+            with contextlib.suppress(PyMongoError):  # else it holds the line up WAITER_STALE_S
+                self.collection.update_one({"_id": TURN_ID}, _leaving(token))
+            raise
 
     def _wait_in_line(
         self, token: str, file_name: str, key: str, on_wait: Callable[[str], None] | None
@@ -127,47 +138,52 @@ class StoreTurns:
         holder: _Watched | None = None
         waiters: dict[str, _Watched] = {}
         told = False
-        try:
-            while True:
-                lease = self.collection.find_one({"_id": TURN_ID}) or {}
-                now = self.clock()
-                if lease.get("holder") == token:  # our claim landed, its answer did not
+        last_poll = self.clock()
+        watched_s = 0.0  # how long this waiter has watched the lease (see MAX_POLL_GAP_S)
+        while True:
+            lease = self.collection.find_one({"_id": TURN_ID}) or {}
+            now = self.clock()
+            watched_s += min(now - last_poll, MAX_POLL_GAP_S)
+            last_poll = now
+            if lease.get("holder") == token:  # our claim landed, its answer did not
+                self._token, self._renewed_at = token, now
+                with contextlib.suppress(PyMongoError):  # our entry, if a beat put it back meanwhile
+                    self.collection.update_one({"_id": TURN_ID}, _leaving(token))
+                return
+            head = self._first_live_waiter(lease.get("line") or [], waiters, watched_s)
+            # None: no live waiter at all, ours included (passed for dead, not yet back): the turn is
+            # still first come, first served among the live ones.
+            first_in_line = head in (None, token)
+            state = (lease.get("holder"), lease.get("renewals"))
+            if holder is None or holder.value != state:
+                holder = _Watched(state, watched_s)
+            free = state[0] is None or watched_s - holder.since >= LEASE_S
+            if free and first_in_line:
+                claim = {"_id": TURN_ID, "holder": state[0], "renewals": state[1]}
+                if self.collection.update_one(claim, {**taken, **_leaving(token)}).matched_count:
                     self._token, self._renewed_at = token, now
                     return
-                head = self._first_live_waiter(lease.get("line") or [], waiters, now)
-                first_in_line = head in (None, token)
-                state = (lease.get("holder"), lease.get("renewals"))
-                if holder is None or holder.value != state:
-                    holder = _Watched(state, now)
-                free = state[0] is None or now - holder.since >= LEASE_S
-                if free and first_in_line:
-                    claim = {"_id": TURN_ID, "holder": state[0], "renewals": state[1]}
-                    if self.collection.update_one(claim, {**taken, **_leaving(token)}).matched_count:
-                        self._token, self._renewed_at = token, now
-                        return
-                elif on_wait is not None and not told:
-                    on_wait(
-                        f"waiting for the store of {lease.get('file') or 'another file'} to finish (if it"
-                        f" was stopped, its turn is taken over {LEASE_S / 60:.0f} minutes after its last sign"
-                        " of life)"
-                    )
-                    told = True
-                self._beat(token, file_name)
-                self.sleep(POLL_S if first_in_line else WAITING_POLL_S)
-        except BaseException:
-            with contextlib.suppress(PyMongoError):
-                self.collection.update_one({"_id": TURN_ID}, _leaving(token))
-            raise
+            elif on_wait is not None and not told:
+                on_wait(
+                    f"waiting for the store of {lease.get('file') or 'another file'} to finish (if it"
+                    f" was stopped, its turn is taken over {LEASE_S / 60:.0f} minutes after its last sign"
+                    " of life)"
+                )
+                told = True
+            self._beat(token, file_name)
+            self.sleep(POLL_S if first_in_line else WAITING_POLL_S)
 
     def _join_line(self, token: str, file_name: str) -> None:
         # One write: the place in line is taken and visible at once.
-        self.collection.update_one(
-            {"_id": TURN_ID}, {"$push": {"line": {"token": token, "file": file_name, "beat": 0}}}
-        )
+        # Its beat starts above its beats so far: a waiter passed for dead and back must not show a
+        # beat that another waiter saw on its old entry (it would be taken for still standing).
+        entry = {"token": token, "file": file_name, "beat": self._beats}
+        self.collection.update_one({"_id": TURN_ID}, {"$push": {"line": entry}})
 
     def _beat(self, token: str, file_name: str) -> None:
         """A sign of life in line; a waiter that was passed for dead (it stood still, then came back)
         joins the end of the line again."""
+        self._beats += 1
         beaten = self.collection.update_one(
             {"_id": TURN_ID, "line.token": token}, {"$inc": {"line.$.beat": 1}}
         )
@@ -176,7 +192,8 @@ class StoreTurns:
 
     def _first_live_waiter(self, line: list, watched: dict[str, _Watched], now: float) -> str | None:
         """The token of the first waiter still beating; one whose beat stood still for
-        WAITER_STALE_S is removed (only if its beat still stands: it may have come back)."""
+        WAITER_STALE_S (of `now`, this waiter's watching time) is removed, only if its beat still
+        stands: it may have come back."""
         for waiter in line:
             token, beat = waiter.get("token"), waiter.get("beat")
             seen = watched.get(token)
