@@ -5,8 +5,9 @@ cursor, and for each file that has been stable for a tick either request its run
 file out (processed/<date>/ on success; failed/ with `<archived name>.error.txt` when refused,
 blocked, or failed three times since it arrived). Nothing is requested for a partition while any of
 its runs is unfinished, and a file is judged by its partition's latest run: a file whose content was
-not the last ingested under its name is run again. Run keys are `<name>:<sha256[:12]>@<storage id
-of the partition's newest run when requested>`: one per intended run, stable if a tick is replayed.
+not the last ingested under its name, or that was put back in landing after its run, is run again.
+Run keys are `<name>:<sha256[:12]>@<storage id of the partition's newest run when requested>`: one
+per intended run, stable if a tick is replayed.
 A file is archived only if it has not changed since the tick's scan. Files are served in order of
 arrival (landing_watch.arrival), so however many others keep landing, each file's turn comes; a file
 the sensor cannot read is warned about and goes to the back of the line (landing_watch.next_in_line).
@@ -183,13 +184,14 @@ def _next_step(
         return ingest_run_request(name, source, sha256, 1, after_run)
     run = latest.dagster_run
     outcome = classify_run(instance, run.run_id, run.status == dg.DagsterRunStatus.SUCCESS)
-    if outcome.status == SUCCEEDED:
+    # Attempts count from the file's arrival. A file put back in landing after its last run, whatever
+    # its outcome, is a person asking for a new run: the outage is over, TM2_REJECT_BLOCK was raised,
+    # or the store is a new database (the run history is not the store's content). An unchanged file
+    # costs a validation and a compare, and nothing goes to OpenMRS twice.
+    attempt = int(run.tags.get(ATTEMPT_TAG, "1")) if after_run > landed.arrived_after_run else 0
+    if outcome.status == SUCCEEDED and attempt:
         _move(source, landed, pipeline.home.processed_dir(pipeline.today()))
         return None
-    # Attempts count from the file's arrival. A file put back in landing after it failed, was blocked,
-    # refused or canceled is a person asking for a new run (the outage is over, TM2_REJECT_BLOCK was
-    # raised).
-    attempt = int(run.tags.get(ATTEMPT_TAG, "1")) if after_run > landed.arrived_after_run else 0
     if attempt == 0:
         context.log.info(f"{version}: put back in landing after its last run ({outcome.status}); running it")
         return ingest_run_request(name, source, sha256, 1, after_run)

@@ -183,11 +183,12 @@ def test_a_succeeded_file_moves_to_processed_and_is_not_run_again(pipeline_resou
     sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
     with dg.instance_for_test() as instance:
         cursor = tick(sensor, instance, home).cursor
-        [request] = tick(sensor, instance, home, cursor).run_requests
+        requested = tick(sensor, instance, home, cursor)
+        [request] = requested.run_requests
         run_tagged(
             instance, request, assets=TM2_ASSETS, resources=pipeline_resources, run_config=request.run_config
         )
-        after = tick(sensor, instance, home, cursor)
+        after = tick(sensor, instance, home, requested.cursor)
         assert after.run_requests == []
         assert json.loads(after.cursor) == {}
         runs = instance.get_runs(
@@ -408,6 +409,25 @@ def test_a_blocked_file_put_back_in_landing_is_run_again(home, monkeypatch):
         cursor = tick(sensor, instance, home, result.cursor).cursor
         [again] = tick(sensor, instance, home, cursor).run_requests
     assert again.tags[ATTEMPT_TAG] == "1" and again.run_key != request.run_key
+
+
+def test_a_succeeded_file_put_back_in_landing_is_run_again(home):
+    # TM2_MONGODB_URI now points at a new database (Atlas): the run history is not the store's content.
+    sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
+    with dg.instance_for_test() as instance:
+        request, cursor = land_and_request(sensor, instance, home, "clinic.csv", "x\n")
+        record_run(instance, request, dg.DagsterRunStatus.SUCCESS)
+        result = tick(sensor, instance, home, cursor)
+        assert result.run_requests == [] and not (home / "landing" / "clinic.csv").exists()  # archived
+        [archived] = (home / "processed").glob("*/clinic.csv")
+        shutil.copyfile(archived, home / "landing" / "clinic.csv")
+        cursor = tick(sensor, instance, home, result.cursor).cursor
+        requested = tick(sensor, instance, home, cursor)
+        [again] = requested.run_requests
+        assert again.tags[ATTEMPT_TAG] == "1" and again.run_key != request.run_key
+        record_run(instance, again, dg.DagsterRunStatus.SUCCESS)
+        assert tick(sensor, instance, home, requested.cursor).run_requests == []  # archived after its run
+    assert not (home / "landing" / "clinic.csv").exists()
 
 
 def test_a_file_overwritten_after_the_scan_is_not_archived_as_the_version_ingested(home, monkeypatch):
