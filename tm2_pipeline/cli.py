@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -262,7 +263,7 @@ def ui(port: int) -> None:
     if instance_config_is_outdated(home):
         _say(
             f"note: {home / 'dagster.yaml'} differs from {REPO_ROOT / 'dagster.yaml'} (run limits, run "
-            "monitoring); copy it over unless you changed it on purpose"
+            "monitoring, a log capture quiet on Ctrl-C); copy it over unless you changed it on purpose"
         )
     command = [
         sys.executable,
@@ -276,7 +277,21 @@ def ui(port: int) -> None:
         "-p",
         str(port),
     ]
-    sys.exit(subprocess.call(command, env=os.environ.copy()))
+    sys.exit(_run_through_ctrl_c(command))
+
+
+def _run_through_ctrl_c(command: list[str]) -> int:
+    """Run `command` and wait for it to end, Ctrl-C included. A terminal's Ctrl-C reaches it directly
+    (same process group), and `dagster dev` then stops its webserver, daemon and code server; this
+    process only waits for that (subprocess.call would kill it 0.25 s after a Ctrl-C, in the middle of
+    it, and print "Aborted!" with services and the run still stopping)."""
+    # A do-nothing handler, not SIG_IGN: the command starts with Ctrl-C at its default, as a
+    # handler is not inherited across exec (SIG_IGN is), and no Ctrl-C falls between start and wait.
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    try:
+        return subprocess.Popen(command, env=os.environ.copy()).wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
     with DagsterDev(env, log_path=tmp_path / "dagster-dev.log") as dev:
         dev.graphql("{ assetNodes { assetKey { path } } }")
 
-`dagster dev` starts in its own process group (start_new_session) with SIGINT reset to its default
-(a child of a non-interactive shell inherits an ignored SIGINT and would then ignore SIGTERM too).
-It is stopped with SIGINT to the group (its clean shutdown), then SIGKILL; any descendant that
+`dagster dev` (or `tm2 ui`, which runs it: `tm2_ui=True`) starts in its own process group
+(start_new_session) with SIGINT reset to its default (a child of a non-interactive shell inherits an
+ignored SIGINT and would then ignore SIGTERM too). It is stopped with SIGINT to the group (its clean
+shutdown, as Ctrl-C in a terminal), then SIGKILL, to the group's leftovers too; any descendant that
 left the group is ended by its pid.
 """
 
@@ -82,6 +83,7 @@ class DagsterDev:
         port: int | None = None,
         cwd: Path | None = None,
         load_timeout_s: float = 120.0,
+        tm2_ui: bool = False,
     ) -> None:
         self.env = dict(env)
         self.log_path = log_path
@@ -90,6 +92,7 @@ class DagsterDev:
         # Not the repo: a developer's `.env` there must not leak into the test.
         self.cwd = cwd or log_path.parent
         self.load_timeout_s = load_timeout_s
+        self.tm2_ui = tm2_ui
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
         self._client = httpx.Client(base_url=self.url, timeout=30.0)
@@ -99,6 +102,8 @@ class DagsterDev:
     def start(self) -> DagsterDev:
         command = [sys.executable, "-m", "dagster", "dev", "-w", str(self.workspace),
                    "-h", "127.0.0.1", "-p", str(self.port)]  # fmt: skip
+        if self.tm2_ui:  # the repo's workspace.yaml
+            command = [sys.executable, "-m", "tm2_pipeline.cli", "ui", "--port", str(self.port)]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
@@ -158,6 +163,8 @@ class DagsterDev:
         for child in alive:
             with contextlib.suppress(psutil.Error):
                 child.kill()
+        with contextlib.suppress(ProcessLookupError):  # members started after `descendants` was taken
+            os.killpg(process.pid, signal.SIGKILL)
 
     def __enter__(self) -> DagsterDev:
         return self.start()

@@ -16,6 +16,7 @@ import dagster as dg
 import psutil
 import pymongo
 import pytest
+import yaml
 from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
 from dagster._core.storage.noop_compute_log_manager import NoOpComputeLogManager
 
@@ -114,36 +115,43 @@ def test_ctrl_c_during_a_submission_prints_one_line_and_leaves_no_helper_process
 
 
 KEY = ["run_id", "compute_logs", "abcdefgh"]
+QUIET, LOCAL, NOOP = QuietLocalComputeLogManager, LocalComputeLogManager, NoOpComputeLogManager
+IN_LOGS_DIR = {"module": "dagster.core.storage.local_compute_log_manager", "class": "LocalComputeLogManager"}
+NOOP_CLASS = {"module": "dagster._core.storage.noop_compute_log_manager", "class": "NoOpComputeLogManager"}
 
 
 @pytest.mark.parametrize(
-    ("compute_logs", "expected"),
+    ("compute_logs", "cli_type", "ui_type", "base"),
     [
-        ("", QuietLocalComputeLogManager),  # as in this repo's dagster.yaml: Dagster's default
-        (
-            "compute_logs:\n  module: dagster.core.storage.local_compute_log_manager\n"
-            "  class: LocalComputeLogManager\n  config:\n    base_dir: {logs}\n",
-            QuietLocalComputeLogManager,
-        ),
-        (
-            "compute_logs:\n  module: dagster._core.storage.noop_compute_log_manager\n"
-            "  class: NoOpComputeLogManager\n",
-            NoOpComputeLogManager,  # another choice is left alone
-        ),
+        ("repo", QUIET, QUIET, "dagster/storage"),  # this repo's dagster.yaml: Dagster's default dir
+        (None, QUIET, LOCAL, "dagster/storage"),  # one seeded before it named QUIET: Dagster's default
+        (IN_LOGS_DIR, QUIET, LOCAL, "logs"),  # Dagster's, in a dir of the user's
+        (NOOP_CLASS, NOOP, NOOP, None),  # another choice is left alone
     ],
 )
-def test_the_cli_instance_captures_into_the_files_the_ui_reads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compute_logs: str, expected: type
+def test_the_cli_and_the_ui_capture_into_the_same_files(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    compute_logs: str | dict | None,
+    cli_type: type,
+    ui_type: type,
+    base: str | None,
 ) -> None:
     home = tmp_path / "dagster"
     home.mkdir()
-    instance_yaml = REPO_DAGSTER_YAML.read_text() + compute_logs.format(logs=tmp_path / "logs")
-    (home / "dagster.yaml").write_text(instance_yaml)
+    instance_config = yaml.safe_load(REPO_DAGSTER_YAML.read_text())
+    if compute_logs != "repo":
+        del instance_config["compute_logs"]
+        if compute_logs is IN_LOGS_DIR:
+            instance_config["compute_logs"] = {**IN_LOGS_DIR, "config": {"base_dir": str(tmp_path / "logs")}}
+        elif compute_logs is not None:
+            instance_config["compute_logs"] = compute_logs
+    (home / "dagster.yaml").write_text(yaml.safe_dump(instance_config))
     monkeypatch.setenv("DAGSTER_HOME", str(home))  # the repo's dagster.yaml names it
     with in_process_instance(home) as cli, dg.DagsterInstance.from_config(str(home)) as ui:
-        assert type(cli.compute_log_manager) is expected
-        if expected is QuietLocalComputeLogManager:
-            assert type(ui.compute_log_manager) is LocalComputeLogManager
+        assert type(cli.compute_log_manager) is cli_type
+        assert type(ui.compute_log_manager) is ui_type
+        if base is not None:
             stdout_file = cli.compute_log_manager.get_captured_local_path(KEY, "out")
             assert stdout_file == ui.compute_log_manager.get_captured_local_path(KEY, "out")
-            assert stdout_file.startswith(str(tmp_path / ("logs" if compute_logs else "dagster")))
+            assert stdout_file == str(tmp_path / base / "run_id" / "compute_logs" / "abcdefgh.out")

@@ -1,0 +1,133 @@
+"""Ctrl-C on the real `tm2 ui` (SIGINT to its whole process group, as from a terminal), during a run of
+the landing sensor and when idle: no traceback (the run's step processes capture their output through
+this repo's dagster.yaml's QuietLocalComputeLogManager), `tm2 ui` returns once `dagster dev` has shut
+its services down, and nothing it started is left running. The interrupted run is recorded as failed,
+to be retried, and its file stays in landing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import psutil
+import pytest
+from dagster._core.events import DagsterEventType
+
+from bench.generate import generate_tm2_csv
+from tm2_pipeline_tests.dagster_dev import DagsterDev, isolated_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+ROWS = 150_000  # validating them takes seconds, even on a fast machine: the Ctrl-C lands in it
+STEP_STATS = """
+{ runsOrError { __typename
+    ... on Runs { results { runId stepStats { stepKey status } } }
+    ... on PythonError { message } } }
+"""
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    members = []
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == pgid:
+                members.append(process)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return members
+
+
+def watchers(pgid: int) -> list[psutil.Process]:
+    """Dagster's orphan watchers (`watch_orphans.py`) running in the group: a step is capturing."""
+    found = []
+    for process in group_members(pgid):
+        try:
+            if any(Path(part).name == "watch_orphans.py" for part in process.cmdline()):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def wait_for_validation_under_way(ui: DagsterDev, timeout_s: float = 150) -> str:
+    """The run id, once its validated_tm2_records step has started (so its log capture runs)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = ui.graphql(STEP_STATS)["runsOrError"]
+        assert runs["__typename"] == "Runs", runs
+        for run in runs["results"]:
+            steps = {step["stepKey"]: step["status"] for step in run["stepStats"]}
+            if steps.get("validated_tm2_records") == "IN_PROGRESS":
+                return run["runId"]
+            assert "FAILURE" not in steps.values(), f"{run}\n{ui.log_tail()}"
+        time.sleep(0.2)
+    raise AssertionError(f"no validation under way after {timeout_s:.0f} s\n{ui.log_tail()}")
+
+
+def ctrl_c(ui: DagsterDev) -> tuple[int, list[str]]:
+    """SIGINT to the group of `tm2 ui`; its exit code, and what of it still runs 20 s after it ended."""
+    assert ui.process is not None
+    started = [psutil.Process(ui.process.pid), *psutil.Process(ui.process.pid).children(recursive=True)]
+    os.killpg(ui.process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    returncode = ui.process.wait(timeout=60)
+    _gone, alive = psutil.wait_procs([*started, *group_members(ui.process.pid)], timeout=20)
+    left = []
+    for process in alive:
+        try:
+            left.append(" ".join(process.cmdline()[:4]))
+        except psutil.Error:  # ended since
+            continue
+    return returncode, left
+
+
+def assert_quiet_and_complete_shutdown(log: Path, returncode: int, left: list[str]) -> None:
+    output = log.read_text(encoding="utf-8", errors="replace")
+    assert "Traceback" not in output, output[-6000:]
+    assert "Aborted!" not in output, output[-6000:]  # what click printed when tm2 ui itself was hit
+    assert "Dagster services shut down." in output, output[-6000:]  # dagster dev was not cut short
+    assert returncode == 0, output[-6000:]
+    assert left == []
+
+
+def test_ctrl_c_during_a_run_prints_no_traceback_and_leaves_nothing_running(
+    tmp_path: Path, secantus_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tm2_home = tmp_path / "home"
+    landing = tm2_home / "landing"
+    landing.mkdir(parents=True)
+    (landing / "big.csv").write_bytes(generate_tm2_csv(ROWS))  # before the start: the first tick takes it
+    env = isolated_env(
+        tm2_home,
+        MONGODB_URI=secantus_uri,
+        TM2_MONGODB_DB=f"ui_{uuid.uuid4().hex[:10]}",
+        TM2_SENSOR_INTERVAL_S="1",
+    )
+    log = tmp_path / "tm2-ui.log"
+    with DagsterDev(env, log_path=log, cwd=tmp_path, tm2_ui=True) as ui:
+        assert ui.process is not None
+        run_id = wait_for_validation_under_way(ui)
+        assert len(watchers(ui.process.pid)) == 2  # the step's log capture: stdout and stderr
+        returncode, left = ctrl_c(ui)
+
+    assert_quiet_and_complete_shutdown(log, returncode, left)
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])  # the instance's dagster.yaml names it
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        run = instance.get_run_by_id(run_id)
+        assert run is not None and run.status == dg.DagsterRunStatus.FAILURE
+        assert run.tags.get("dagster/will_retry") == "true"  # the next `tm2 ui` runs it again
+        failed = instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)
+        assert [event.step_key for event in failed] == ["validated_tm2_records"]  # hit in its capture
+    assert (landing / "big.csv").exists()  # nothing archived: the file waits for that retry
+    assert not (tm2_home / "processed").exists() and not (tm2_home / "failed").exists()
+
+
+def test_ctrl_c_with_no_run_going_is_as_quiet(tmp_path: Path, secantus_uri: str) -> None:
+    env = isolated_env(tmp_path / "home", MONGODB_URI=secantus_uri)
+    log = tmp_path / "tm2-ui.log"
+    with DagsterDev(env, log_path=log, cwd=tmp_path, tm2_ui=True) as ui:
+        returncode, left = ctrl_c(ui)
+    assert_quiet_and_complete_shutdown(log, returncode, left)
