@@ -277,21 +277,36 @@ def ui(port: int) -> None:
         "-p",
         str(port),
     ]
-    sys.exit(_run_through_ctrl_c(command))
+    sys.exit(_run_until_stopped(command))
 
 
-def _run_through_ctrl_c(command: list[str]) -> int:
-    """Run `command` and wait for it to end, Ctrl-C included. A terminal's Ctrl-C reaches it directly
-    (same process group), and `dagster dev` then stops its webserver, daemon and code server; this
-    process only waits for that (subprocess.call would kill it 0.25 s after a Ctrl-C, in the middle of
-    it, and print "Aborted!" with services and the run still stopping)."""
-    # A do-nothing handler, not SIG_IGN: the command starts with Ctrl-C at its default, as a
-    # handler is not inherited across exec (SIG_IGN is), and no Ctrl-C falls between start and wait.
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+def _run_until_stopped(command: list[str]) -> int:
+    """Run `command` and wait for it to end, Ctrl-C and SIGTERM included. A terminal's Ctrl-C reaches
+    it directly (same process group), and `dagster dev` then stops its webserver, daemon and code
+    server; this process only waits for that (subprocess.call would kill it 0.25 s after a Ctrl-C, in
+    the middle of it, and print "Aborted!" with services and the run still stopping). A SIGTERM sent to
+    this process alone (`kill`) is passed on, which `dagster dev` takes as Ctrl-C; without it, the UI
+    and daemon would run on without it, holding the port."""
+    started: list[subprocess.Popen] = []
+    received: list[int] = []
+
+    def pass_on(signum: int, frame: object) -> None:
+        received.append(signum)
+        for process in started:
+            process.send_signal(signum)
+
+    # Handlers, not SIG_IGN: the command starts with both signals at their defaults, as a handler is
+    # not inherited across exec (SIG_IGN is), and no signal falls between start and wait.
+    previous_int = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    previous_term = signal.signal(signal.SIGTERM, pass_on)
     try:
-        return subprocess.Popen(command, env=os.environ.copy()).wait()
+        started.append(subprocess.Popen(command, env=os.environ.copy()))
+        if received:  # it came while the command was being started
+            started[0].send_signal(received[0])
+        return started[0].wait()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 if __name__ == "__main__":

@@ -131,3 +131,18 @@ def test_ctrl_c_with_no_run_going_is_as_quiet(tmp_path: Path, secantus_uri: str)
     with DagsterDev(env, log_path=log, cwd=tmp_path, tm2_ui=True) as ui:
         returncode, left = ctrl_c(ui)
     assert_quiet_and_complete_shutdown(log, returncode, left)
+
+
+def test_sigterm_to_tm2_ui_alone_stops_what_it_started(tmp_path: Path, secantus_uri: str) -> None:
+    # `kill <pid of tm2 ui>`: it used to end alone, and the UI and daemon ran on, holding the port.
+    env = isolated_env(tmp_path / "home", MONGODB_URI=secantus_uri)
+    log = tmp_path / "tm2-ui.log"
+    with DagsterDev(env, log_path=log, cwd=tmp_path, tm2_ui=True) as ui:
+        assert ui.process is not None
+        tm2_ui = psutil.Process(ui.process.pid)
+        started = [tm2_ui, *tm2_ui.children(recursive=True)]
+        assert len(started) >= 4  # tm2 ui, dagster dev, the webserver, the daemon (and code servers)
+        tm2_ui.send_signal(signal.SIGTERM)
+        returncode = ui.process.wait(timeout=60)
+        _gone, alive = psutil.wait_procs(started, timeout=20)
+    assert_quiet_and_complete_shutdown(log, returncode, [str(process.pid) for process in alive])
