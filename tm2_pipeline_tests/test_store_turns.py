@@ -91,7 +91,7 @@ def test_no_wall_clock_is_compared_a_far_off_clock_changes_nothing(db, clock):
 def test_a_store_lets_the_stores_that_asked_before_it_go_first(db, clock):
     holder, first, order = turns(db, clock), turns(db, clock), []
     holder._take("h.csv", "h", None)
-    first._join_line("first-token", "first.csv")  # asks while h holds the turn
+    first._join_line("first-token", "first.csv", "first")  # asks while h holds the turn
     holder._give_up()
 
     def first_polls_meanwhile(seconds: float) -> None:
@@ -111,7 +111,7 @@ def test_a_waiter_that_died_in_line_is_passed_after_it_stops_beating(db, clock):
     holder = turns(db, clock)
     holder._take("h.csv", "h", None)
     dead = turns(db, clock)
-    dead._join_line("dead-token", "dead.csv")  # killed while waiting: its entry stays, its beat stands still
+    dead._join_line("dead-token", "dead.csv", "dead")  # killed while waiting: its beat stands still
     holder._give_up()
     started = clock.now
     with turns(db, clock).turn("b.csv", SHA):
@@ -146,13 +146,13 @@ def test_a_failing_give_up_changes_no_outcome(db, clock, monkeypatch):
 def test_a_waiter_passed_as_dead_that_comes_back_joins_the_end_of_the_line(db, clock):
     holder, observer, slow = turns(db, clock), turns(db, clock), turns(db, clock)
     holder._take("h.csv", "h", None)
-    slow._join_line("slow-token", "slow.csv")  # stops beating (a laptop asleep), then wakes
+    slow._join_line("slow-token", "slow.csv", "slow")  # stops beating (a laptop asleep), then wakes
     watched: dict = {}
     assert observer._first_live_waiter(lease(db)["line"], watched, clock.now) == "slow-token"
     clock.now += WAITER_STALE_S
     assert observer._first_live_waiter(lease(db)["line"], watched, clock.now) is None  # passed
-    observer._join_line("later-token", "later.csv")  # asked while the slow one was away
-    slow._beat("slow-token", "slow.csv")  # it beats again
+    observer._join_line("later-token", "later.csv", "later")  # asked while the slow one was away
+    slow._beat("slow-token", "slow.csv", "slow")  # it beats again
     assert [waiter["token"] for waiter in lease(db)["line"]] == ["later-token", "slow-token"]
 
 
@@ -206,12 +206,12 @@ def test_a_claim_that_landed_without_its_answer_is_recognised_at_the_next_poll(d
 def test_a_waiter_passed_as_dead_and_back_is_not_passed_again_by_one_that_saw_its_old_entry(db, clock):
     holder, observer, slow = turns(db, clock), turns(db, clock), turns(db, clock)
     holder._take("h.csv", "h", None)
-    slow._join_line("slow-token", "slow.csv")
+    slow._join_line("slow-token", "slow.csv", "slow")
     old_watch: dict = {}
     observer._first_live_waiter(lease(db)["line"], old_watch, clock.now)  # sees it, then is stalled
     clock.now += WAITER_STALE_S
     db["tm2_meta"].update_one({"_id": TURN_ID}, {"$pull": {"line": {"token": "slow-token"}}})  # passed
-    slow._beat("slow-token", "slow.csv")  # back: joins the end, its beat unlike any it showed before
+    slow._beat("slow-token", "slow.csv", "slow")  # back: joins the end, its beat unlike any it showed before
     assert observer._first_live_waiter(lease(db)["line"], old_watch, clock.now) == "slow-token"
     assert [waiter["token"] for waiter in lease(db)["line"]] == ["slow-token"]
 
@@ -219,12 +219,12 @@ def test_a_waiter_passed_as_dead_and_back_is_not_passed_again_by_one_that_saw_it
 def test_a_waiter_passed_as_dead_and_back_is_not_passed_again_at_once(db, clock):
     holder, observer, slow = turns(db, clock), turns(db, clock), turns(db, clock)
     holder._take("h.csv", "h", None)
-    slow._join_line("slow-token", "slow.csv")
+    slow._join_line("slow-token", "slow.csv", "slow")
     watched: dict = {}
     observer._first_live_waiter(lease(db)["line"], watched, clock.now)
     clock.now += WAITER_STALE_S
     assert observer._first_live_waiter(lease(db)["line"], watched, clock.now) is None  # passed
-    slow._beat("slow-token", "slow.csv")  # back, and then stalls again for a few polls
+    slow._beat("slow-token", "slow.csv", "slow")  # back, and then stalls again for a few polls
     for _ in range(3):
         clock.now += POLL_S
         assert observer._first_live_waiter(lease(db)["line"], watched, clock.now) == "slow-token"
@@ -233,12 +233,12 @@ def test_a_waiter_passed_as_dead_and_back_is_not_passed_again_at_once(db, clock)
 def test_a_beat_that_lands_before_the_pass_keeps_the_waiter_in_line(db, clock):
     holder, observer, slow = turns(db, clock), turns(db, clock), turns(db, clock)
     holder._take("h.csv", "h", None)
-    slow._join_line("slow-token", "slow.csv")
+    slow._join_line("slow-token", "slow.csv", "slow")
     watched: dict = {}
     observer._first_live_waiter(lease(db)["line"], watched, clock.now)
     clock.now += WAITER_STALE_S
     read_before_the_beat = lease(db)["line"]
-    slow._beat("slow-token", "slow.csv")
+    slow._beat("slow-token", "slow.csv", "slow")
     observer._first_live_waiter(read_before_the_beat, watched, clock.now)  # its pass lands after the beat
     assert [(waiter["token"], waiter["beat"]) for waiter in lease(db)["line"]] == [("slow-token", 1)]
 
@@ -272,3 +272,27 @@ def test_a_store_interrupted_while_waiting_leaves_the_line(db, clock):
     with pytest.raises(KeyboardInterrupt), turns(db, clock, interrupted).turn("b.csv", SHA):
         pass
     assert lease(db)["line"] == [] and lease(db)["file"] == "a.csv"
+
+
+def test_a_store_whose_wait_failed_on_mongodb_resumes_its_place_in_its_retry(db, clock):
+    # A failover fails the original's poll while it waits; its correction asks meanwhile. The
+    # original's step retry must not go behind it (the correction would then lose to the original).
+    holder = turns(db, clock)
+    holder._take("h.csv", "h", None)
+
+    def failover(seconds: float) -> None:
+        raise AutoReconnect("primary stepped down")
+
+    with pytest.raises(AutoReconnect), turns(db, clock, failover).turn("original.csv", SHA):
+        pass
+    turns(db, clock)._join_line("correction-token", "correction.csv", f"correction.csv:{SHA}")
+
+    def holder_gives_up(seconds: float) -> None:
+        clock.sleep(seconds)
+        if holder._token is not None:
+            holder._give_up()
+
+    started = clock.now
+    with turns(db, clock, holder_gives_up).turn("original.csv", SHA):  # the step's retry
+        assert [waiter["file"] for waiter in lease(db)["line"]] == ["correction.csv"]
+    assert clock.now - started < WAITER_STALE_S  # first in line again, at once

@@ -11,7 +11,8 @@ No wall clock is compared between processes (run workers may sit on hosts whose 
   appended to in one write, so no later store can pass it while it joins) and waits until it is
   the first live entry. A waiter beats a counter while it waits, so the others can tell a dead one
   (its counter stands still for `WAITER_STALE_S`) and pass it; one passed that way and back joins
-  the end again;
+  the end again. A store whose wait failed on a MongoDB error (a failover) keeps its place, and its
+  step's retry (the same file name and content) resumes it, if it comes before it is passed;
 - the holder counts a renewal at its first batch or write `RENEW_AFTER_S` after the last. A waiter
   takes the turn over when that count has stood still for `LEASE_S` by its own monotonic clock (the
   holder died; a stall of the waiter's own counts as `MAX_POLL_GAP_S` at most), and only if it
@@ -123,13 +124,24 @@ class StoreTurns:
         ).matched_count:
             self._token, self._renewed_at = token, self.clock()
             return
+        # Or its place in line: resume it (two runs of one file name never run at once).
+        earlier = self._place_of(key)
         try:
-            self._join_line(token, file_name)
+            if earlier is None:
+                self._join_line(token, file_name, key)
+            else:
+                token, self._beats = earlier["token"], int(earlier.get("beat") or 0)
             self._wait_in_line(token, file_name, key, on_wait)
+        except PyMongoError:
+            raise  # the place is kept for the step's retry; passed after WAITER_STALE_S if none comes
         except BaseException:
             with contextlib.suppress(PyMongoError):  # else it holds the line up WAITER_STALE_S
                 self.collection.update_one({"_id": TURN_ID}, _leaving(token))
             raise
+
+    def _place_of(self, key: str) -> dict | None:
+        lease = self.collection.find_one({"_id": TURN_ID}, {"line": 1}) or {}
+        return next((waiter for waiter in lease.get("line") or [] if waiter.get("key") == key), None)
 
     def _wait_in_line(
         self, token: str, file_name: str, key: str, on_wait: Callable[[str], None] | None
@@ -170,17 +182,17 @@ class StoreTurns:
                     " of life)"
                 )
                 told = True
-            self._beat(token, file_name)
+            self._beat(token, file_name, key)
             self.sleep(POLL_S if first_in_line else WAITING_POLL_S)
 
-    def _join_line(self, token: str, file_name: str) -> None:
+    def _join_line(self, token: str, file_name: str, key: str) -> None:
         # One write: the place in line is taken and visible at once.
         # Its beat starts above its beats so far: a waiter passed for dead and back must not show a
         # beat that another waiter saw on its old entry (it would be taken for still standing).
-        entry = {"token": token, "file": file_name, "beat": self._beats}
+        entry = {"token": token, "key": key, "file": file_name, "beat": self._beats}
         self.collection.update_one({"_id": TURN_ID}, {"$push": {"line": entry}})
 
-    def _beat(self, token: str, file_name: str) -> None:
+    def _beat(self, token: str, file_name: str, key: str) -> None:
         """A sign of life in line; a waiter that was passed for dead (it stood still, then came back)
         joins the end of the line again."""
         self._beats += 1
@@ -188,7 +200,7 @@ class StoreTurns:
             {"_id": TURN_ID, "line.token": token}, {"$inc": {"line.$.beat": 1}}
         )
         if not beaten.matched_count:
-            self._join_line(token, file_name)
+            self._join_line(token, file_name, key)
 
     def _first_live_waiter(self, line: list, watched: dict[str, _Watched], now: float) -> str | None:
         """The token of the first waiter still beating; one whose beat stood still for
