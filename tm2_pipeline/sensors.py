@@ -51,21 +51,37 @@ WATCHED_TICKS = 5
 TICK_BUDGET_S = 30.0
 FILE_VERSION_TAG = "tm2/file_version"
 ATTEMPT_TAG = "tm2/attempt"
+# The landed file a sensor run was started on, as (size, mtime_ns, ctime_ns): a file in landing with
+# another triple was put back after that run (ctime changes with any write, move or copy).
+LANDED_AS_TAG = "tm2/landed_as"
 
 
 def ingest_run_request(
-    name: str, source: Path, sha256: str, attempt: int = 1, after_run: int = 0
+    name: str,
+    source: Path,
+    sha256: str,
+    attempt: int = 1,
+    after_run: int = 0,
+    landed_as: tuple[int, ...] | None = None,
 ) -> dg.RunRequest:
     """The run of one file version. `after_run`, the storage id of the partition's newest run when it
     was requested (0: none), makes the run key: one key per intended run, the same key when a tick is
-    evaluated again (Dagster skips a run key it has seen)."""
+    evaluated again (Dagster skips a run key it has seen). `landed_as`: the sensor's (size, mtime_ns,
+    ctime_ns) of the landed file."""
     version = f"{name}:{sha256[:12]}"
+    tags = {FILE_VERSION_TAG: version, ATTEMPT_TAG: str(attempt), SHA256_TAG: sha256}
+    if landed_as is not None:
+        tags[LANDED_AS_TAG] = _landed_as(landed_as)
     return dg.RunRequest(
         partition_key=name,
         run_key=f"{version}@{after_run}",
         run_config={"ops": {"raw_tm2_file": {"config": {"source_path": str(source)}}}},
-        tags={FILE_VERSION_TAG: version, ATTEMPT_TAG: str(attempt), SHA256_TAG: sha256},
+        tags=tags,
     )
+
+
+def _landed_as(seen: tuple[int, ...]) -> str:
+    return ":".join(str(part) for part in seen)
 
 
 def build_landing_sensor(interval_s: int, max_runs_per_tick: int) -> dg.SensorDefinition:
@@ -181,25 +197,31 @@ def _next_step(
     if latest is None or latest.dagster_run.tags.get(FILE_VERSION_TAG) != version:
         if latest is not None:  # A, B, then A again: the later ingestion wins
             context.log.info(f"{version}: not the content last ingested under this name; ingesting it")
-        return ingest_run_request(name, source, sha256, 1, after_run)
+        return ingest_run_request(name, source, sha256, 1, after_run, landed.seen)
     run = latest.dagster_run
     outcome = classify_run(instance, run.run_id, run.status == dg.DagsterRunStatus.SUCCESS)
-    # Attempts count from the file's arrival. A file put back in landing after its last run, whatever
-    # its outcome, is a person asking for a new run: the outage is over, TM2_REJECT_BLOCK was raised,
-    # or the store is a new database (the run history is not the store's content). An unchanged file
-    # costs a validation and a compare, and nothing goes to OpenMRS twice.
+    # A file put back in landing after its last run is a person asking for a new run: the outage is
+    # over, TM2_REJECT_BLOCK was raised, or the store is a new database (the run history is not the
+    # store's content). After a success that is told by the file itself (LANDED_AS_TAG), not by the
+    # sensor's cursor, which a replayed tick does not have: the file left in landing by its own run
+    # is archived, not run twice (a second store could undo a correction stored in between). Runs
+    # without the tag (`tm2 ingest`) count as this file's.
+    if outcome.status == SUCCEEDED:
+        if run.tags.get(LANDED_AS_TAG, _landed_as(landed.seen)) == _landed_as(landed.seen):
+            _move(source, landed, pipeline.home.processed_dir(pipeline.today()))
+            return None
+        context.log.info(f"{version}: put back in landing after its last run (succeeded); running it")
+        return ingest_run_request(name, source, sha256, 1, after_run, landed.seen)
+    # Otherwise attempts count from the file's arrival, as the cursor remembers it.
     attempt = int(run.tags.get(ATTEMPT_TAG, "1")) if after_run > landed.arrived_after_run else 0
-    if outcome.status == SUCCEEDED and attempt:
-        _move(source, landed, pipeline.home.processed_dir(pipeline.today()))
-        return None
     if attempt == 0:
         context.log.info(f"{version}: put back in landing after its last run ({outcome.status}); running it")
-        return ingest_run_request(name, source, sha256, 1, after_run)
+        return ingest_run_request(name, source, sha256, 1, after_run, landed.seen)
     if run.status == dg.DagsterRunStatus.CANCELED:
         note = f"canceled (run {run.run_id}): put the file back in landing to run it again"
     elif outcome.status == FAILED and attempt < MAX_ATTEMPTS:
         context.log.info(f"{version}: attempt {attempt} failed; trying again")
-        return ingest_run_request(name, source, sha256, attempt + 1, after_run)
+        return ingest_run_request(name, source, sha256, attempt + 1, after_run, landed.seen)
     elif outcome.status == REFUSED:
         # The raw step kept its own copy and note; this one follows the landed file's archived name.
         note = f"refused ({outcome.error})" if outcome.error else None

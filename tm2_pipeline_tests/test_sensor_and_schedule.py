@@ -183,12 +183,13 @@ def test_a_succeeded_file_moves_to_processed_and_is_not_run_again(pipeline_resou
     sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
     with dg.instance_for_test() as instance:
         cursor = tick(sensor, instance, home).cursor
-        requested = tick(sensor, instance, home, cursor)
-        [request] = requested.run_requests
+        [request] = tick(sensor, instance, home, cursor).run_requests
         run_tagged(
             instance, request, assets=TM2_ASSETS, resources=pipeline_resources, run_config=request.run_config
         )
-        after = tick(sensor, instance, home, requested.cursor)
+        # A replayed tick: the cursor from before the request (the daemon could not store the
+        # requesting tick's), which does not know the file was started on.
+        after = tick(sensor, instance, home, cursor)
         assert after.run_requests == []
         assert json.loads(after.cursor) == {}
         runs = instance.get_runs(
@@ -428,6 +429,20 @@ def test_a_succeeded_file_put_back_in_landing_is_run_again(home):
         record_run(instance, again, dg.DagsterRunStatus.SUCCESS)
         assert tick(sensor, instance, home, requested.cursor).run_requests == []  # archived after its run
     assert not (home / "landing" / "clinic.csv").exists()
+
+
+def test_a_file_ingested_by_tm2_ingest_while_in_landing_is_archived_not_run_again(home):
+    sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
+    path = land(home, "clinic.csv", "x\n")
+    with dg.instance_for_test() as instance:
+        record_run(
+            instance,
+            sensors.ingest_run_request("clinic.csv", path, sha256_of_file(path)),
+            dg.DagsterRunStatus.SUCCESS,
+        )
+        cursor = tick(sensor, instance, home).cursor
+        assert tick(sensor, instance, home, cursor).run_requests == []
+    assert not path.exists() and len(list((home / "processed").glob("*/clinic.csv"))) == 1
 
 
 def test_a_file_overwritten_after_the_scan_is_not_archived_as_the_version_ingested(home, monkeypatch):
