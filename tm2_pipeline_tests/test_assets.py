@@ -191,7 +191,7 @@ def test_the_same_bytes_validated_on_a_later_day_are_stored_again(pipeline_resou
 def test_stored_once_fails_when_records_the_store_counted_are_not_in_mongodb(pipeline_resources, monkeypatch):
     from tm2_pipeline.store.records import RecordStore, StoreCounts
 
-    def acknowledged_but_lost(self, accepted, *, file_name, sha256, now, on_wait=None):
+    def acknowledged_but_lost(self, accepted, *, file_name, sha256, now, on_wait=None, run_id=None):
         rows = sum(len(frame) for frame in accepted)
         return StoreCounts(inserted=rows)  # counts that add up, nothing written
 
@@ -237,16 +237,18 @@ def test_a_store_waits_for_another_files_turn_and_says_so_in_the_run_log(pipelin
         other = StoreTurns(db)
         other._take("other-clinic.csv", "other-clinic.csv:0", None)  # another file's store, writing
 
-        def other_ends_after_our_store_waits() -> None:
+        def other_ends_after_our_store_waits() -> str | None:
             wait_until_in_line(db, SAMPLE.name, timeout_s=120)
+            [waiting] = db["tm2_meta"].find_one({"_id": TURN_ID})["line"]
             other._give_up()
+            return waiting["run"]  # the run whose step retry may resume the place
 
         with ThreadPoolExecutor(1) as pool, dg.instance_for_test() as instance:
             ending = pool.submit(other_ends_after_our_store_waits)
             result = materialize_file(SAMPLE, pipeline_resources, instance)
-            ending.result(timeout=60)
+            waiting_run = ending.result(timeout=60)
             messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
-        assert result.success
+        assert result.success and waiting_run == result.run_id
         assert (
             "waiting for the store of other-clinic.csv to finish (if it was stopped, its turn is taken over"
             " 2 minutes after its last sign of life)" in messages

@@ -283,8 +283,9 @@ def test_a_store_whose_wait_failed_on_mongodb_resumes_its_place_in_its_retry(db,
     def failover(seconds: float) -> None:
         raise AutoReconnect("primary stepped down")
 
-    with pytest.raises(AutoReconnect), turns(db, clock, failover).turn("original.csv", SHA):
+    with pytest.raises(AutoReconnect), turns(db, clock, failover).turn("original.csv", SHA, run_id="run-1"):
         pass
+    [left] = lease(db)["line"]
     turns(db, clock)._join_line("correction-token", "correction.csv", f"correction.csv:{SHA}")
 
     def holder_gives_up(seconds: float) -> None:
@@ -293,6 +294,52 @@ def test_a_store_whose_wait_failed_on_mongodb_resumes_its_place_in_its_retry(db,
             holder._give_up()
 
     started = clock.now
-    with turns(db, clock, holder_gives_up).turn("original.csv", SHA):  # the step's retry
+    retry = turns(db, clock, holder_gives_up)
+    original_line = retry.collection.update_one
+
+    def resumed_under_its_own_token(spec, change, **kwargs):
+        result = original_line(spec, change, **kwargs)
+        if "line.$.token" in change.get("$set", {}):
+            assert lease(db)["line"][0]["token"] not in (left["token"], None)
+        return result
+
+    retry.collection = db["tm2_meta"]
+    retry.collection.update_one = resumed_under_its_own_token
+    with retry.turn("original.csv", SHA, run_id="run-1"):  # the step's retry
         assert [waiter["file"] for waiter in lease(db)["line"]] == ["correction.csv"]
     assert clock.now - started < WAITER_STALE_S  # first in line again, at once
+
+
+def test_only_a_retry_of_the_same_run_resumes_a_place_left_in_line(db, clock):
+    # A later run of the same file (the sensor's next attempt, the nightly retry) asks anew: a place
+    # left long ago, with no one else waiting to pass it, must not put it ahead of recent askers.
+    holder = turns(db, clock)
+    holder._take("h.csv", "h", None)
+
+    def failover(seconds: float) -> None:
+        raise AutoReconnect("primary stepped down")
+
+    with pytest.raises(AutoReconnect), turns(db, clock, failover).turn("original.csv", SHA, run_id="run-1"):
+        pass
+    later = turns(db, clock)
+    later._run_id = "run-2"
+    assert later._place_of(f"original.csv:{SHA}") is None
+    later._run_id = "run-1"
+    assert later._place_of(f"original.csv:{SHA}") is not None
+    later._run_id = None  # a store outside a run (tm2 ingest --dry-run aside, tests) never resumes
+    assert later._place_of(f"original.csv:{SHA}") is None
+
+
+def test_a_place_whose_earlier_attempt_still_beats_is_not_resumed(db, clock):
+    # The earlier attempt is alive after all (a worker taken for dead): its retry must not share its
+    # entry (both would then take the turn as theirs), but go behind it.
+    holder, earlier, retry = turns(db, clock), turns(db, clock), turns(db, clock)
+    holder._take("h.csv", "h", None)
+    earlier._run_id = retry._run_id = "run-1"
+    earlier._join_line("earlier-token", "original.csv", "original")
+    seen = retry._place_of("original")
+    earlier._beat("earlier-token", "original.csv", "original")  # it lives
+    assert not retry._resume(seen, "retry-token")
+    assert [waiter["token"] for waiter in lease(db)["line"]] == ["earlier-token"]
+    assert retry._resume(retry._place_of("original"), "retry-token")  # had it stood still
+    assert [waiter["token"] for waiter in lease(db)["line"]] == ["retry-token"]

@@ -79,7 +79,12 @@ def tm2_mongo_records(
         # Read back a batch at a time: memory does not grow with the file.
         frames = table.frames(store.batch_size)
         counts = store.store(
-            frames, file_name=file_name, sha256=sha256, now=datetime.now(UTC), on_wait=context.log.info
+            frames,
+            file_name=file_name,
+            sha256=sha256,
+            now=datetime.now(UTC),
+            on_wait=context.log.info,
+            run_id=context.run_id,
         )
     stored_counts = {"inserted": counts.inserted, "updated": counts.updated, "unchanged": counts.unchanged}
     mongo.ingestions().record_outcome(

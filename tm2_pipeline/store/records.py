@@ -180,11 +180,13 @@ class RecordStore:
         sha256: str,
         now: datetime,
         on_wait: Callable[[str], None] | None = None,
+        run_id: str | None = None,
     ) -> StoreCounts:
         """Insert new keys, update changed content, leave identical content untouched; exact counts.
 
         `accepted` is one frame or an iterable of frames (a table read back in batches). The writes
-        wait for the store's turn (`store_turns`): `on_wait` hears, once, which file holds it.
+        wait for the store's turn (`store_turns`): `on_wait` hears, once, which file holds it; a
+        retry within the same `run_id` resumes the place in line its failed attempt left.
 
         A batch interrupted by an outage leaves whole documents only; running the same file again
         completes it (what is already stored counts as unchanged).
@@ -193,7 +195,7 @@ class RecordStore:
             accepted, file_name=file_name, sha256=sha256, now=now, batch_size=self.batch_size
         )
         counts = StoreCounts()
-        with translate_mongo_errors(self.target), self.turns.turn(file_name, sha256, on_wait):
+        with translate_mongo_errors(self.target), self.turns.turn(file_name, sha256, on_wait, run_id):
             before = self.generation()
             self._moved = False
             try:

@@ -12,7 +12,7 @@ No wall clock is compared between processes (run workers may sit on hosts whose 
   the first live entry. A waiter beats a counter while it waits, so the others can tell a dead one
   (its counter stands still for `WAITER_STALE_S`) and pass it; one passed that way and back joins
   the end again. A store whose wait failed on a MongoDB error (a failover) keeps its place, and its
-  step's retry (the same file name and content) resumes it, if it comes before it is passed;
+  step's retry (the same run) resumes it under a new token, if it comes before it is passed;
 - the holder counts a renewal at its first batch or write `RENEW_AFTER_S` after the last. A waiter
   takes the turn over when that count has stood still for `LEASE_S` by its own monotonic clock (the
   holder died; a stall of the waiter's own counts as `MAX_POLL_GAP_S` at most), and only if it
@@ -80,12 +80,19 @@ class StoreTurns:
         self._token: str | None = None
         self._renewed_at = 0.0
         self._beats = 0  # this process's beats in line; a re-joined entry starts above them
+        self._run_id: str | None = None
 
     @contextlib.contextmanager
     def turn(
-        self, file_name: str, sha256: str, on_wait: Callable[[str], None] | None = None
+        self,
+        file_name: str,
+        sha256: str,
+        on_wait: Callable[[str], None] | None = None,
+        run_id: str | None = None,
     ) -> Iterator[None]:
-        """Wait for the turn, hold it for the block, give it up after; on error, keep it (above)."""
+        """Wait for the turn, hold it for the block, give it up after; on error, keep it (above).
+        `run_id`: the Dagster run storing, whose step retry may resume a place in line (None: never)."""
+        self._run_id = run_id
         self._take(file_name, f"{file_name}:{sha256}", on_wait)
         try:
             yield
@@ -124,13 +131,12 @@ class StoreTurns:
         ).matched_count:
             self._token, self._renewed_at = token, self.clock()
             return
-        # Or its place in line: resume it (two runs of one file name never run at once).
-        earlier = self._place_of(key)
         try:
-            if earlier is None:
+            # Or the same run's place in line: resumed under this attempt's own token, and only while
+            # its beat stands (else the earlier attempt still lives, and this one goes behind it).
+            earlier = self._place_of(key)
+            if earlier is None or not self._resume(earlier, token):
                 self._join_line(token, file_name, key)
-            else:
-                token, self._beats = earlier["token"], int(earlier.get("beat") or 0)
             self._wait_in_line(token, file_name, key, on_wait)
         except PyMongoError:
             raise  # the place is kept for the step's retry; passed after WAITER_STALE_S if none comes
@@ -140,8 +146,20 @@ class StoreTurns:
             raise
 
     def _place_of(self, key: str) -> dict | None:
+        if self._run_id is None:
+            return None
         lease = self.collection.find_one({"_id": TURN_ID}, {"line": 1}) or {}
-        return next((waiter for waiter in lease.get("line") or [] if waiter.get("key") == key), None)
+        mine = {"key": key, "run": self._run_id}
+        return next((waiter for waiter in lease.get("line") or [] if mine.items() <= waiter.items()), None)
+
+    def _resume(self, earlier: dict, token: str) -> bool:
+        standing = {"token": earlier.get("token"), "beat": earlier.get("beat")}
+        resumed = self.collection.update_one(
+            {"_id": TURN_ID, "line": {"$elemMatch": standing}}, {"$set": {"line.$.token": token}}
+        )
+        if resumed.matched_count:
+            self._beats = int(earlier.get("beat") or 0)
+        return bool(resumed.matched_count)
 
     def _wait_in_line(
         self, token: str, file_name: str, key: str, on_wait: Callable[[str], None] | None
@@ -189,7 +207,7 @@ class StoreTurns:
         # One write: the place in line is taken and visible at once.
         # Its beat starts above its beats so far: a waiter passed for dead and back must not show a
         # beat that another waiter saw on its old entry (it would be taken for still standing).
-        entry = {"token": token, "key": key, "file": file_name, "beat": self._beats}
+        entry = {"token": token, "key": key, "run": self._run_id, "file": file_name, "beat": self._beats}
         self.collection.update_one({"_id": TURN_ID}, {"$push": {"line": entry}})
 
     def _beat(self, token: str, file_name: str, key: str) -> None:
