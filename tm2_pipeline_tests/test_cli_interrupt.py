@@ -24,19 +24,9 @@ from tm2_pipeline.compute_logs import QuietLocalComputeLogManager, in_process_in
 from tm2_pipeline.ingestion import REPO_DAGSTER_YAML
 from tm2_pipeline.openmrs.emulator.faults import FaultConfig
 from tm2_pipeline.openmrs.emulator.server import SandboxServer, open_sandbox
+from tm2_pipeline_tests.process_groups import group_members
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "tm2_sample.csv"
-
-
-def group_members(pgid: int) -> list[psutil.Process]:
-    members = []
-    for process in psutil.process_iter():
-        try:
-            if os.getpgid(process.pid) == pgid:
-                members.append(process)
-        except (ProcessLookupError, psutil.Error):
-            continue
-    return members
 
 
 def command_names(processes: list[psutil.Process]) -> set[str]:

@@ -204,25 +204,27 @@ def test_a_claim_that_landed_without_its_answer_is_recognised_at_the_next_poll(d
 
 
 def test_a_waiter_passed_as_dead_and_back_is_not_passed_again_by_one_that_saw_its_old_entry(db, clock):
-    holder, observer, slow = turns(db, clock), turns(db, clock), turns(db, clock)
-    holder._take("h.csv", "h", None)
-    slow._join_line("slow-token", "slow.csv", "slow")
-    old_watch: dict = {}
-    observer._first_live_waiter(lease(db)["line"], old_watch, clock.now)  # sees it, then is stalled
-    clock.now += WAITER_STALE_S
+    observer, slow, old_watch = a_waiter_standing_still_for_long(db, clock)  # the observer was stalled
     db["tm2_meta"].update_one({"_id": TURN_ID}, {"$pull": {"line": {"token": "slow-token"}}})  # passed
     slow._beat("slow-token", "slow.csv", "slow")  # back: joins the end, its beat unlike any it showed before
     assert observer._first_live_waiter(lease(db)["line"], old_watch, clock.now) == "slow-token"
     assert [waiter["token"] for waiter in lease(db)["line"]] == ["slow-token"]
 
 
-def test_a_waiter_passed_as_dead_and_back_is_not_passed_again_at_once(db, clock):
+def a_waiter_standing_still_for_long(db, clock: FakeClock) -> tuple[StoreTurns, StoreTurns, dict]:
+    """h.csv holds the turn; slow.csv's store waits and has not beaten for WAITER_STALE_S by the
+    watch of an observer (another waiter). Returns the observer, the slow store and the watch."""
     holder, observer, slow = turns(db, clock), turns(db, clock), turns(db, clock)
     holder._take("h.csv", "h", None)
     slow._join_line("slow-token", "slow.csv", "slow")
     watched: dict = {}
     observer._first_live_waiter(lease(db)["line"], watched, clock.now)
     clock.now += WAITER_STALE_S
+    return observer, slow, watched
+
+
+def test_a_waiter_passed_as_dead_and_back_is_not_passed_again_at_once(db, clock):
+    observer, slow, watched = a_waiter_standing_still_for_long(db, clock)
     assert observer._first_live_waiter(lease(db)["line"], watched, clock.now) is None  # passed
     slow._beat("slow-token", "slow.csv", "slow")  # back, and then stalls again for a few polls
     for _ in range(3):
@@ -231,12 +233,7 @@ def test_a_waiter_passed_as_dead_and_back_is_not_passed_again_at_once(db, clock)
 
 
 def test_a_beat_that_lands_before_the_pass_keeps_the_waiter_in_line(db, clock):
-    holder, observer, slow = turns(db, clock), turns(db, clock), turns(db, clock)
-    holder._take("h.csv", "h", None)
-    slow._join_line("slow-token", "slow.csv", "slow")
-    watched: dict = {}
-    observer._first_live_waiter(lease(db)["line"], watched, clock.now)
-    clock.now += WAITER_STALE_S
+    observer, slow, watched = a_waiter_standing_still_for_long(db, clock)
     read_before_the_beat = lease(db)["line"]
     slow._beat("slow-token", "slow.csv", "slow")
     observer._first_live_waiter(read_before_the_beat, watched, clock.now)  # its pass lands after the beat
@@ -274,9 +271,9 @@ def test_a_store_interrupted_while_waiting_leaves_the_line(db, clock):
     assert lease(db)["line"] == [] and lease(db)["file"] == "a.csv"
 
 
-def test_a_store_whose_wait_failed_on_mongodb_resumes_its_place_in_its_retry(db, clock):
-    # A failover fails the original's poll while it waits; its correction asks meanwhile. The
-    # original's step retry must not go behind it (the correction would then lose to the original).
+def held_while_a_wait_fails(db, clock: FakeClock) -> StoreTurns:
+    """h.csv holds the turn; original.csv's store (run-1) waits, and its poll fails on a failover.
+    The holder is returned."""
     holder = turns(db, clock)
     holder._take("h.csv", "h", None)
 
@@ -285,6 +282,13 @@ def test_a_store_whose_wait_failed_on_mongodb_resumes_its_place_in_its_retry(db,
 
     with pytest.raises(AutoReconnect), turns(db, clock, failover).turn("original.csv", SHA, run_id="run-1"):
         pass
+    return holder
+
+
+def test_a_store_whose_wait_failed_on_mongodb_resumes_its_place_in_its_retry(db, clock):
+    # The original's correction asks while the original's step waits for its retry. That retry
+    # must not go behind it (the correction would then lose to the original).
+    holder = held_while_a_wait_fails(db, clock)
     [left] = lease(db)["line"]
     turns(db, clock)._join_line("correction-token", "correction.csv", f"correction.csv:{SHA}")
 
@@ -313,14 +317,7 @@ def test_a_store_whose_wait_failed_on_mongodb_resumes_its_place_in_its_retry(db,
 def test_only_a_retry_of_the_same_run_resumes_a_place_left_in_line(db, clock):
     # A later run of the same file (the sensor's next attempt, the nightly retry) asks anew: a place
     # left long ago, with no one else waiting to pass it, must not put it ahead of recent askers.
-    holder = turns(db, clock)
-    holder._take("h.csv", "h", None)
-
-    def failover(seconds: float) -> None:
-        raise AutoReconnect("primary stepped down")
-
-    with pytest.raises(AutoReconnect), turns(db, clock, failover).turn("original.csv", SHA, run_id="run-1"):
-        pass
+    held_while_a_wait_fails(db, clock)
     later = turns(db, clock)
     later._run_id = "run-2"
     assert later._place_of(f"original.csv:{SHA}") is None

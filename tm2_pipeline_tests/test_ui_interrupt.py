@@ -19,6 +19,7 @@ from dagster._core.events import DagsterEventType
 
 from bench.generate import generate_tm2_csv
 from tm2_pipeline_tests.dagster_dev import DagsterDev, isolated_env
+from tm2_pipeline_tests.process_groups import group_members
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -28,17 +29,6 @@ STEP_STATS = """
     ... on Runs { results { runId stepStats { stepKey status } } }
     ... on PythonError { message } } }
 """
-
-
-def group_members(pgid: int) -> list[psutil.Process]:
-    members = []
-    for process in psutil.process_iter():
-        try:
-            if os.getpgid(process.pid) == pgid:
-                members.append(process)
-        except (ProcessLookupError, psutil.Error):
-            continue
-    return members
 
 
 def watchers(pgid: int) -> list[psutil.Process]:
