@@ -84,7 +84,7 @@ def tm2_mongo_records(
             sha256=sha256,
             now=datetime.now(UTC),
             on_wait=context.log.info,
-            run_id=context.run_id,
+            run_id=context.run.run_id,
         )
     stored_counts = {"inserted": counts.inserted, "updated": counts.updated, "unchanged": counts.unchanged}
     mongo.ingestions().record_outcome(
