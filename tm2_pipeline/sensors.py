@@ -207,7 +207,8 @@ def _next_step(
     # is archived, not run twice (a second store could undo a correction stored in between). Runs
     # without the tag (`tm2 ingest`) count as this file's.
     if outcome.status == SUCCEEDED:
-        if run.tags.get(LANDED_AS_TAG, _landed_as(landed.seen)) == _landed_as(landed.seen):
+        landed_as = _landed_as(landed.seen)
+        if run.tags.get(LANDED_AS_TAG, landed_as) == landed_as:
             _move(source, landed, pipeline.home.processed_dir(pipeline.today()))
             return None
         context.log.info(f"{version}: put back in landing after its last run (succeeded); running it")

@@ -141,8 +141,7 @@ class StoreTurns:
         except PyMongoError:
             raise  # the place is kept for the step's retry; passed after WAITER_STALE_S if none comes
         except BaseException:
-            with contextlib.suppress(PyMongoError):  # else it holds the line up WAITER_STALE_S
-                self.collection.update_one({"_id": TURN_ID}, _leaving(token))
+            self._leave_line(token)  # else it holds the line up WAITER_STALE_S
             raise
 
     def _place_of(self, key: str) -> dict | None:
@@ -177,8 +176,7 @@ class StoreTurns:
             last_poll = now
             if lease.get("holder") == token:  # our claim landed, its answer did not
                 self._token, self._renewed_at = token, now
-                with contextlib.suppress(PyMongoError):  # our entry, if a beat put it back meanwhile
-                    self.collection.update_one({"_id": TURN_ID}, _leaving(token))
+                self._leave_line(token)  # our entry, if a beat put it back meanwhile
                 return
             head = self._first_live_waiter(lease.get("line") or [], waiters, watched_s)
             # None: no live waiter at all, ours included (passed for dead, not yet back): the turn is
@@ -209,6 +207,10 @@ class StoreTurns:
         # beat that another waiter saw on its old entry (it would be taken for still standing).
         entry = {"token": token, "key": key, "run": self._run_id, "file": file_name, "beat": self._beats}
         self.collection.update_one({"_id": TURN_ID}, {"$push": {"line": entry}})
+
+    def _leave_line(self, token: str) -> None:
+        with contextlib.suppress(PyMongoError):  # an entry left behind is passed after WAITER_STALE_S
+            self.collection.update_one({"_id": TURN_ID}, _leaving(token))
 
     def _beat(self, token: str, file_name: str, key: str) -> None:
         """A sign of life in line; a waiter that was passed for dead (it stood still, then came back)
