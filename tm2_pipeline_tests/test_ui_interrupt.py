@@ -10,6 +10,7 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -58,11 +59,14 @@ def wait_for_validation_under_way(ui: DagsterDev, timeout_s: float = 150) -> str
     raise AssertionError(f"no validation under way after {timeout_s:.0f} s\n{ui.log_tail()}")
 
 
-def ctrl_c(ui: DagsterDev) -> tuple[int, list[str]]:
-    """SIGINT to the group of `tm2 ui`; its exit code, and what of it still runs 20 s after it ended."""
+def stop(ui: DagsterDev, send: Callable[[int], None]) -> tuple[int, list[str]]:
+    """`send(pid of tm2 ui)` stops it; its exit code, and what it started that still runs 20 s after
+    it ended."""
     assert ui.process is not None
-    started = [psutil.Process(ui.process.pid), *psutil.Process(ui.process.pid).children(recursive=True)]
-    os.killpg(ui.process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    tm2_ui = psutil.Process(ui.process.pid)
+    started = [tm2_ui, *tm2_ui.children(recursive=True)]
+    assert len(started) >= 4  # tm2 ui, dagster dev, the webserver, the daemon (and code servers)
+    send(ui.process.pid)
     returncode = ui.process.wait(timeout=60)
     _gone, alive = psutil.wait_procs([*started, *group_members(ui.process.pid)], timeout=20)
     left = []
@@ -72,6 +76,10 @@ def ctrl_c(ui: DagsterDev) -> tuple[int, list[str]]:
         except psutil.Error:  # ended since
             continue
     return returncode, left
+
+
+def ctrl_c(ui: DagsterDev) -> tuple[int, list[str]]:
+    return stop(ui, lambda pid: os.killpg(pid, signal.SIGINT))  # what Ctrl-C in a terminal does
 
 
 def assert_quiet_and_complete_shutdown(log: Path, returncode: int, left: list[str]) -> None:
@@ -128,11 +136,5 @@ def test_sigterm_to_tm2_ui_alone_stops_what_it_started(tmp_path: Path, secantus_
     env = isolated_env(tmp_path / "home", MONGODB_URI=secantus_uri)
     log = tmp_path / "tm2-ui.log"
     with DagsterDev(env, log_path=log, cwd=tmp_path, tm2_ui=True) as ui:
-        assert ui.process is not None
-        tm2_ui = psutil.Process(ui.process.pid)
-        started = [tm2_ui, *tm2_ui.children(recursive=True)]
-        assert len(started) >= 4  # tm2 ui, dagster dev, the webserver, the daemon (and code servers)
-        tm2_ui.send_signal(signal.SIGTERM)
-        returncode = ui.process.wait(timeout=60)
-        _gone, alive = psutil.wait_procs(started, timeout=20)
-    assert_quiet_and_complete_shutdown(log, returncode, [str(process.pid) for process in alive])
+        returncode, left = stop(ui, lambda pid: os.kill(pid, signal.SIGTERM))
+    assert_quiet_and_complete_shutdown(log, returncode, left)
