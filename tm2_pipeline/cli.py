@@ -7,10 +7,7 @@ nothing, 2 a usage error. Results go to stdout (only JSON lines with --json), pr
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -253,6 +250,7 @@ def _require_free_port(port: int) -> None:
 @click.option("--port", type=click.IntRange(1, 65535), default=3000, show_default=True)
 def ui(port: int) -> None:
     """Start the Dagster UI and daemon (`dagster dev`) on the same DAGSTER_HOME as `tm2 ingest`."""
+    from tm2_pipeline.foreground import run_in_foreground
     from tm2_pipeline.ingestion import instance_config_is_outdated, prepare_dagster_home
 
     _require_free_port(port)  # else dagster dev would start a second daemon, then fail to bind
@@ -277,36 +275,7 @@ def ui(port: int) -> None:
         "-p",
         str(port),
     ]
-    sys.exit(_run_until_stopped(command))
-
-
-def _run_until_stopped(command: list[str]) -> int:
-    """Run `command` and wait for it to end, Ctrl-C and SIGTERM included. A terminal's Ctrl-C reaches
-    it directly (same process group), and `dagster dev` then stops its webserver, daemon and code
-    server; this process only waits for that (subprocess.call would kill it 0.25 s after a Ctrl-C, in
-    the middle of it, and print "Aborted!" with services and the run still stopping). A SIGTERM sent to
-    this process alone (`kill`) is passed on, which `dagster dev` takes as Ctrl-C; without it, the UI
-    and daemon would run on without it, holding the port."""
-    started: list[subprocess.Popen] = []
-    received: list[int] = []
-
-    def pass_on(signum: int, frame: object) -> None:
-        received.append(signum)
-        for process in started:
-            process.send_signal(signum)
-
-    # Handlers, not SIG_IGN: the command starts with both signals at their defaults, as a handler is
-    # not inherited across exec (SIG_IGN is), and no signal falls between start and wait.
-    previous_int = signal.signal(signal.SIGINT, lambda signum, frame: None)
-    previous_term = signal.signal(signal.SIGTERM, pass_on)
-    try:
-        started.append(subprocess.Popen(command, env=os.environ.copy()))
-        if received:  # it came while the command was being started
-            started[0].send_signal(received[0])
-        return started[0].wait()
-    finally:
-        signal.signal(signal.SIGINT, previous_int)
-        signal.signal(signal.SIGTERM, previous_term)
+    sys.exit(run_in_foreground(command))
 
 
 if __name__ == "__main__":

@@ -312,7 +312,9 @@ def test_the_embedded_store_commands_on_a_home_never_used(env, tmp_path):
 
 def test_ui_creates_the_landing_dir_and_says_where_it_is(env, tmp_path, monkeypatch):
     started = []
-    monkeypatch.setattr("tm2_pipeline.cli._run_until_stopped", lambda command: started.append(command) or 0)
+    monkeypatch.setattr(
+        "tm2_pipeline.foreground.run_in_foreground", lambda command: started.append(command) or 0
+    )
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

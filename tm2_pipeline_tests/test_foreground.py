@@ -1,0 +1,137 @@
+"""`run_in_foreground` (what `tm2 ui` runs `dagster dev` with), on real processes: a command whose own
+child outlives it after a stop signal, as dagster dev's run worker does. test_ui_interrupt.py runs
+the real `tm2 ui`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+# The command: starts a worker, then ends at once on SIGINT (dagster dev, whose shutdown does not
+# wait for the run worker), or dies of SIGTERM (the default action).
+COMMAND = textwrap.dedent(
+    """
+    import signal, subprocess, sys, time
+    worker = subprocess.Popen([sys.executable, sys.argv[1], *sys.argv[2:]])
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+    time.sleep(120)
+    """
+)
+# The worker: takes 1.5 s to end after SIGINT (a run recording its failure), writing `ended` then;
+# with "stubborn" it ignores SIGINT altogether.
+WORKER = textwrap.dedent(
+    """
+    import os, pathlib, signal, sys, time
+    folder = pathlib.Path(sys.argv[1])
+    def end(*_):
+        time.sleep(1.5)
+        (folder / "ended").write_text("")
+        sys.exit(0)
+    stubborn = sys.argv[2:] == ["stubborn"]
+    signal.signal(signal.SIGINT, signal.SIG_IGN if stubborn else end)
+    (folder / "worker.pid").write_text(str(os.getpid()))
+    time.sleep(120)
+    """
+)
+DRIVER = textwrap.dedent(
+    """
+    import sys
+    from tm2_pipeline.foreground import run_in_foreground
+    grace_s, *command = sys.argv[1:]
+    sys.exit(run_in_foreground([sys.executable, *command], grace_s=float(grace_s)))
+    """
+)
+
+
+class Started:
+    """The driver (as `tm2 ui`) in its own process group, as a terminal starts a command."""
+
+    def __init__(self, folder: Path, *, grace_s: float = 30, stubborn: bool = False) -> None:
+        (folder / "command.py").write_text(COMMAND)
+        (folder / "worker.py").write_text(WORKER)
+        arguments = [str(folder / "command.py"), str(folder / "worker.py"), str(folder)]
+        self.folder = folder
+        self.output = folder / "driver.log"
+        with self.output.open("wb") as sink:
+            self.driver = subprocess.Popen(
+                [sys.executable, "-c", DRIVER, str(grace_s), *arguments, *(["stubborn"] if stubborn else [])],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.worker = self._wait_for_worker()
+
+    def _wait_for_worker(self) -> psutil.Process:
+        deadline = time.monotonic() + 20
+        pid_file = self.folder / "worker.pid"
+        while time.monotonic() < deadline:
+            if pid_file.exists() and pid_file.read_text():
+                return psutil.Process(int(pid_file.read_text()))
+            time.sleep(0.05)
+        raise AssertionError("the worker did not start")
+
+    def wait(self) -> int:
+        return self.driver.wait(timeout=30)
+
+    @property
+    def worker_ended(self) -> bool:
+        return (self.folder / "ended").exists()
+
+    def stop_worker(self) -> None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            self.worker.kill()
+
+
+def test_after_ctrl_c_it_returns_only_once_the_worker_has_ended(tmp_path: Path) -> None:
+    started = Started(tmp_path)
+    os.killpg(started.driver.pid, signal.SIGINT)  # Ctrl-C in a terminal
+    assert started.wait() == 0
+    assert started.worker_ended  # before, it returned with the worker 1.5 s from ending
+    assert "waiting for 1 process(es)" in started.output.read_text()
+
+
+def test_sigterm_to_it_alone_stops_the_worker_too(tmp_path: Path) -> None:
+    started = Started(tmp_path)
+    started.driver.send_signal(signal.SIGTERM)  # `kill`, a service manager: to this process only
+    assert started.wait() == 0  # the command was stopped as by Ctrl-C, not killed by SIGTERM
+    assert started.worker_ended  # before, the worker never heard of it and ran on
+
+
+def test_a_worker_that_will_not_end_is_named_not_killed(tmp_path: Path) -> None:
+    started = Started(tmp_path, grace_s=2, stubborn=True)
+    try:
+        os.killpg(started.driver.pid, signal.SIGINT)
+        assert started.wait() == 0
+        output = started.output.read_text()
+        assert f"still stopping, left running: {started.folder / 'worker.py'}" in output
+        assert f"(pid {started.worker.pid})" in output
+        assert started.worker.is_running()
+    finally:
+        started.stop_worker()
+
+
+def test_a_second_ctrl_c_stops_the_wait(tmp_path: Path) -> None:
+    started = Started(tmp_path, grace_s=30, stubborn=True)
+    try:
+        os.killpg(started.driver.pid, signal.SIGINT)
+        deadline = time.monotonic() + 10
+        while "waiting for" not in started.output.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        began = time.monotonic()
+        started.driver.send_signal(signal.SIGINT)
+        assert started.wait() == 0
+        assert time.monotonic() - began < 10  # not the 30 s grace
+        assert "still stopping, left running" in started.output.read_text()
+    finally:
+        started.stop_worker()
