@@ -7,6 +7,8 @@ the CLI, `dagster dev`, the daemon). `.env.example` lists them all.
 from __future__ import annotations
 
 import difflib
+import os
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -30,6 +32,20 @@ class SettingsError(ValueError):
 
 def _env(name: str) -> AliasChoices:
     return AliasChoices(name)
+
+
+def parse_write_concern(value: str) -> str | int:
+    """TM2_MONGO_WRITE_CONCERN as pymongo's `w`: "majority" or a number of members >= 1."""
+    value = value.strip()
+    if value == "majority":
+        return value
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    # w=0 is refused: unacknowledged writes would make the insert/update counts fiction.
+    raise SettingsError(
+        f"TM2_MONGO_WRITE_CONCERN must be 'majority' or an integer >= 1 (0 would leave writes "
+        f"unacknowledged), not {value!r}"
+    )
 
 
 class Settings(BaseSettings):
@@ -125,6 +141,11 @@ class Settings(BaseSettings):
             ) from None
         return value
 
+    @field_validator("mongo_write_concern")
+    @classmethod
+    def _usable_write_concern(cls, value: str) -> str:
+        return str(parse_write_concern(value))
+
     @field_validator("openmrs_ca_bundle")
     @classmethod
     def _readable_ca_bundle(cls, value: Path | None) -> Path | None:
@@ -199,11 +220,16 @@ def load_settings() -> Settings:
     # Export `.env` into the environment too: `dg.EnvVar` secrets are read from os.environ.
     try:
         load_dotenv(".env", override=False, encoding="utf-8")
-        _refuse_unknown_names(dotenv_values(".env", encoding="utf-8"))
+        _refuse_unknown_names(
+            dotenv_values(".env", encoding="utf-8"), _OWN_PREFIXES, f"{Path('.env').resolve()}"
+        )
     except UnicodeDecodeError:
         raise SettingsError(
             f"{Path('.env').resolve()} is not UTF-8 text (saved as UTF-16 by Notepad?): save it as UTF-8"
         ) from None
+    # Exported ones too, but only in the pipeline's own TM2_ namespace: other tools' MONGODB_* and
+    # OPENMRS_* variables (an OpenMRS container's OPENMRS_DB_HOST) may well be in a shell.
+    _refuse_unknown_names(dict(os.environ), ("TM2_",), "the environment")
     try:
         return Settings()
     except ValidationError as error:
@@ -224,8 +250,9 @@ _OWN_PREFIXES = ("TM2_", "OPENMRS_", "MONGODB_")
 _READ_ELSEWHERE = frozenset({"TM2_CODE_SERVER_HOST"})
 
 
-def _refuse_unknown_names(entries: dict[str, str | None]) -> None:
-    """A misspelt variable in `.env` would be ignored silently, and its default used instead."""
+def _refuse_unknown_names(entries: Mapping[str, str | None], prefixes: tuple[str, ...], where: str) -> None:
+    """A misspelt variable would be ignored silently and its default used instead: with
+    TM2_MONGODB_URI for MONGODB_URI, records meant for Atlas would go to the embedded store."""
     known = _READ_ELSEWHERE | {
         alias
         for field in Settings.model_fields.values()
@@ -233,10 +260,10 @@ def _refuse_unknown_names(entries: dict[str, str | None]) -> None:
         for alias in field.validation_alias.choices
         if isinstance(alias, str)
     }
-    unknown = sorted(name for name in entries if name.startswith(_OWN_PREFIXES) and name not in known)
+    unknown = sorted(name for name in entries if name.startswith(prefixes) and name not in known)
     if unknown:
         hints = []
         for name in unknown:
             close = difflib.get_close_matches(name, sorted(known), n=1)
             hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
-        raise SettingsError(f"unknown setting(s) in {Path('.env').resolve()}: {', '.join(hints)}")
+        raise SettingsError(f"unknown setting(s) in {where}: {', '.join(hints)}")

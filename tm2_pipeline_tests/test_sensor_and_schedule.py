@@ -413,7 +413,7 @@ def test_a_blocked_file_put_back_in_landing_is_run_again(home, monkeypatch):
 
 
 def test_a_succeeded_file_put_back_in_landing_is_run_again(home):
-    # TM2_MONGODB_URI now points at a new database (Atlas): the run history is not the store's content.
+    # MONGODB_URI now points at a new database (Atlas): the run history is not the store's content.
     sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
     with dg.instance_for_test() as instance:
         request, cursor = land_and_request(sensor, instance, home, "clinic.csv", "x\n")

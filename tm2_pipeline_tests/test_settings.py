@@ -9,7 +9,7 @@ from tm2_pipeline.settings import SettingsError, load_settings
 
 ALL_VARS = ("TM2_MODE", "TM2_HOME", "DAGSTER_HOME", "MONGODB_URI", "OPENMRS_BASE_URL", "TM2_LANDING_DIR",
             "OPENMRS_USERNAME", "OPENMRS_PASSWORD", "TM2_MONGO_BATCH", "TM2_TIMEZONE", "TM2_MONGODB_DB",
-            "OPENMRS_CA_BUNDLE")  # fmt: skip
+            "OPENMRS_CA_BUNDLE", "TM2_MONGO_WRITE_CONCERN")  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -105,13 +105,42 @@ def test_a_misspelt_variable_in_dotenv_is_refused_with_a_suggestion(monkeypatch)
         load_settings()
 
 
+def test_a_misspelt_tm2_variable_in_the_environment_is_refused_too(monkeypatch):
+    # Ignored, TM2_MONGODB_URI would send the records meant for Atlas to the embedded store.
+    monkeypatch.setenv("TM2_MONGODB_URI", "mongodb://atlas.example.net/")
+    with pytest.raises(
+        SettingsError, match=r"in the environment: TM2_MONGODB_URI \(did you mean MONGODB_URI\?\)"
+    ):
+        load_settings()
+
+
+def test_other_tools_mongodb_and_openmrs_variables_in_the_environment_are_left_alone(monkeypatch):
+    monkeypatch.setenv("OPENMRS_DB_HOST", "db")  # an OpenMRS container's own settings
+    monkeypatch.setenv("MONGODB_HOST", "mongo")
+    assert load_settings().uses_embedded_store
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "w1", "majorty"])
+def test_a_write_concern_that_does_not_acknowledge_is_refused_up_front(monkeypatch, value):
+    monkeypatch.setenv("TM2_MONGO_WRITE_CONCERN", value)
+    with pytest.raises(SettingsError, match=f"TM2_MONGO_WRITE_CONCERN must be .* not '{value}'"):
+        load_settings()
+
+
+@pytest.mark.parametrize(("value", "kept"), [("majority", "majority"), (" 2 ", "2")])
+def test_a_usable_write_concern_is_kept(monkeypatch, value, kept):
+    monkeypatch.setenv("TM2_MONGO_WRITE_CONCERN", value)
+    assert load_settings().mongo_write_concern == kept
+
+
 def test_every_variable_of_the_example_file_is_known():
     example = Path(__file__).resolve().parent.parent / ".env.example"
     uncommented = "\n".join(line.lstrip("# ") for line in example.read_text().splitlines())
     Path("uncommented.env").write_text(uncommented)
     names = dotenv_values("uncommented.env")
     assert {"MONGODB_URI", "OPENMRS_BASE_URL", "TM2_MONGO_BATCH"} <= set(names)
-    settings_module._refuse_unknown_names(names)  # raises SettingsError on a name no setting reads
+    # Raises SettingsError on a name no setting reads.
+    settings_module._refuse_unknown_names(names, settings_module._OWN_PREFIXES, ".env.example")
 
 
 @pytest.mark.parametrize(

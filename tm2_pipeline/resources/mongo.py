@@ -19,6 +19,7 @@ from pymongo.errors import ConfigurationError, PyMongoError
 
 from tm2_pipeline.embedded.secantus import EmbeddedSecantus
 from tm2_pipeline.mongo_uri import describe_mongo_target, redact_uri, uri_options
+from tm2_pipeline.settings import SettingsError, parse_write_concern
 from tm2_pipeline.store.errors import MongoRefused, MongoUnavailable, translate_mongo_errors
 from tm2_pipeline.store.indexes import ensure_indexes
 from tm2_pipeline.store.ingestions import IngestionLedger
@@ -38,12 +39,10 @@ class MongoSettingsError(ValueError):
 
 
 def _write_concern(value: str) -> str | int:
-    if value == "majority":
-        return value
-    if value.isdigit() and int(value) >= 1:
-        return int(value)
-    # w=0 is refused: unacknowledged writes would make the insert/update counts fiction.
-    raise MongoSettingsError(f"TM2_MONGO_WRITE_CONCERN must be 'majority' or an integer >= 1, not {value!r}")
+    try:
+        return parse_write_concern(value)
+    except SettingsError as error:  # a resource configured directly, not through settings
+        raise MongoSettingsError(str(error)) from None
 
 
 class MongoResource(dg.ConfigurableResource):
