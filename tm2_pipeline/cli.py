@@ -165,7 +165,10 @@ def _iso(value) -> str | None:
 @click.option("--json", "as_json", is_flag=True, help="One object per rejected row.")
 @click.option("--with-values", is_flag=True, help="Also print the raw values (they hold patient ids).")
 def rejects(name: str, as_json: bool, with_values: bool) -> None:
-    """The rejected rows of NAME's latest ingestion (NAME = the file's base name)."""
+    """The rejected rows of NAME's latest ingestion (NAME = the file's base name).
+
+    Row N is the file's Nth data row after the header (line N + 1 unless a quoted value spans lines).
+    """
     from tm2_pipeline.store.ingestions import IngestionStatus
 
     with _mongo(_settings()) as mongo:
@@ -192,6 +195,8 @@ def rejects(name: str, as_json: bool, with_values: bool) -> None:
                     f"{r['column']}: {r['check']} ({r['message']})" for r in reject["reasons"]
                 )
                 click.echo(f"row {reject['row']}: {reasons}")
+                if with_values:
+                    click.echo(f"  values: {json.dumps(reject['values'], ensure_ascii=False)}")
         if not shown:
             _say(f"{name}: no rejected rows in its latest ingestion ({latest['status']})")
 

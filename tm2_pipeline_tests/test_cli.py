@@ -126,6 +126,13 @@ def test_ingest_json_then_rerun_is_unchanged_and_status_and_rejects(env):
         "future_date",
     }
     assert all("values" not in r for r in rejects)  # raw values (patient ids) only on request
+    with_values = json_lines(run("rejects", "tm2_sample.csv", "--json", "--with-values").stdout)
+    patient_ids = [r["values"]["patient_id"] for r in with_values]
+    assert len(patient_ids) == 4 and all(patient_ids)
+    text = run("rejects", "tm2_sample.csv").stdout
+    assert text.startswith("row 13: ") and not any(patient_id in text for patient_id in patient_ids)
+    text_with_values = run("rejects", "tm2_sample.csv", "--with-values").stdout
+    assert all(patient_id in text_with_values for patient_id in patient_ids)  # it printed none before
     assert run("rejects", "never-seen.csv").exit_code == 1
 
 
