@@ -95,8 +95,8 @@ def _human(report, dry_run: bool) -> str:
             f"  MongoDB: inserted {c['inserted']}, updated {c['updated']}, unchanged {c['unchanged']}"
         )
         lines.append(
-            f"  OpenMRS: submitted {c['submitted']}, to retry {c['submission_failed']}, "
-            f"waiting for a person {c['needs_a_person']}"
+            f"  OpenMRS: in OpenMRS {c['in_openmrs']} (sent by this run {c['submitted']}), "
+            f"to retry {c['submission_failed']}, waiting for a person {c['needs_a_person']}"
         )
     if report.error:
         lines.append(f"  error: {report.error}")

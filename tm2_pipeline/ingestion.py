@@ -39,6 +39,7 @@ METADATA_COUNTS = {
     "tm2_mongo_records": {"inserted": "inserted", "updated": "updated", "unchanged": "unchanged"},
     "openmrs_submissions": {
         "submitted_this_run": "submitted",
+        "in_openmrs": "in_openmrs",  # sent by this run or an earlier one, or found already there
         NOT_FINAL: "submission_failed",
         "waiting_for_a_person": "needs_a_person",  # ambiguous patient, rejected by the server
     },

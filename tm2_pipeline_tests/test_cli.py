@@ -26,6 +26,7 @@ JSON_KEYS = {
     "updated",
     "unchanged",
     "submitted",
+    "in_openmrs",
     "submission_failed",
     "needs_a_person",
     "status",
@@ -98,12 +99,16 @@ def test_ingest_json_then_rerun_is_unchanged_and_status_and_rejects(env):
     assert report["submitted"] > 0
     # Every accepted record shows up in one of the three OpenMRS counts (the sample has an ambiguous patient).
     assert report["submitted"] + report["submission_failed"] + report["needs_a_person"] == 96
+    assert report["in_openmrs"] == report["submitted"]  # nothing was there before
     assert report["needs_a_person"] == status_counts_needing_a_person(env)
     assert "embedded store" not in first.stderr  # MONGODB_URI is set
     assert "OpenMRS sandbox" in first.stderr
 
     [again] = json_lines(run("ingest", str(SAMPLE), "--json").stdout)
     assert (again["inserted"], again["updated"], again["unchanged"], again["submitted"]) == (0, 0, 96, 0)
+    # Nothing sent again, and still every record accounted for: the ones sent before are counted.
+    assert again["in_openmrs"] == report["submitted"]
+    assert again["in_openmrs"] + again["submission_failed"] + again["needs_a_person"] == 96
     import dagster as dg
 
     with dg.DagsterInstance.get() as instance:

@@ -60,6 +60,7 @@ def openmrs_submissions(
         status="succeeded",
         counts={
             "submitted": summary.submitted,
+            "in_openmrs": metadata["in_openmrs"],
             "submission_failed": metadata[NOT_FINAL],
             "needs_a_person": metadata["waiting_for_a_person"],
         },
@@ -78,6 +79,9 @@ def summary_metadata(summary: SubmissionSummary) -> dict:
     return {
         "dagster/row_count": summary.total,
         "submitted_this_run": summary.submitted,
+        # Confirmed in OpenMRS, whichever run sent it (or found it there): with the two counts
+        # below, every record of the file.
+        "in_openmrs": records_in(summary, CONFIRMED_STATES),
         # Left for a later run (crashed, transient error, patient or concept not there yet).
         NOT_FINAL: records_in(summary, UNSETTLED_STATES | WAITING_STATES),
         "waiting_for_a_person": records_in(summary, NEEDS_HUMAN_STATES),

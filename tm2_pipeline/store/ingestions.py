@@ -29,6 +29,7 @@ COUNT_NAMES = (
     "updated",
     "unchanged",
     "submitted",
+    "in_openmrs",
     "submission_failed",
     "needs_a_person",
 )
