@@ -119,6 +119,7 @@ def test_refused_credentials_raise_once_naming_the_user_not_the_password() -> No
     errors = run(scenario())
     assert len(script.paths("/session")) == 1, "a refused login must never be repeated in the same run"
     assert "'clerk'" in str(errors[0]) and PASSWORD not in str(errors[0])
+    assert "(GET /session answered authenticated: false)" in str(errors[0])  # was "(answer 200)"
     assert issubclass(OpenMRSAuthError, OpenMRSNotRetryable)
 
 

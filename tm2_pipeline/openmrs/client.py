@@ -144,9 +144,11 @@ class OpenMRSClient:
             except ValueError:
                 authenticated = False
         if not authenticated:
+            # OpenMRS answers a wrong password with 200 and `"authenticated": false`, not with 401.
+            answer = "authenticated: false" if response.status_code == 200 else str(response.status_code)
             self._auth_failure = OpenMRSAuthError(
                 f"OpenMRS rejected the credentials for user {self.config.username!r} "
-                f"(answer {response.status_code}); not retrying: repeated failures lock the account"
+                f"(GET /session answered {answer}); not retrying: repeated failures lock the account"
             )
             raise self._auth_failure
         self._session_generation += 1
