@@ -1,5 +1,6 @@
 """Running the four assets on one file, as the sensor and `tm2 ingest` do, for tests."""
 
+import logging
 from pathlib import Path
 
 import dagster as dg
@@ -33,3 +34,8 @@ def materialize_file(path: Path, resources: dict, instance: dg.DagsterInstance) 
 def metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> dict:
     [materialization] = result.asset_materializations_for_node(asset)
     return {name: value.value for name, value in materialization.metadata.items()}
+
+
+def error_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """What the run logged at ERROR (context.log.error and Dagster's own errors)."""
+    return [entry.user_message for entry in instance.all_logs(run_id) if entry.level >= logging.ERROR]

@@ -12,7 +12,7 @@ import pytest
 from tm2_pipeline.accepted_table import staged_tables, staging_path
 from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.run_outcome import BLOCKED, REFUSED, SUCCEEDED, classify_run
-from tm2_pipeline_tests.pipeline_runs import ALL_CHECKS, SAMPLE, materialize_file, metadata_of
+from tm2_pipeline_tests.pipeline_runs import ALL_CHECKS, SAMPLE, error_messages, materialize_file, metadata_of
 
 pytestmark = pytest.mark.integration
 
@@ -104,9 +104,12 @@ def test_refused_file_stops_at_raw_and_is_kept_in_failed(pipeline_resources, tmp
         assert not result.success
         assert classify_run(instance, result.run_id, result.success).status == REFUSED
         assert result.asset_materializations_for_node("validated_tm2_records") == []
+        errors_logged = error_messages(instance, result.run_id)
     failed = Path(pipeline_resources["pipeline"].tm2_home) / "failed"
     assert "compressed" in (failed / "export.csv.error.txt").read_text()
     assert gz.exists() and (failed / "export.csv").read_bytes() == gz.read_bytes()
+    # Said in the run's log too (the terminal of tm2 ui), not only in the check and the note.
+    assert any(message.startswith("export.csv refused (compressed") for message in errors_logged)
     with pipeline_resources["mongo"].process_config_and_initialize_cm() as store:
         assert store.records().count() == 0
         assert store.ingestions().latest_for_file("export.csv")["status"] == "refused"
@@ -124,6 +127,10 @@ def test_mostly_bad_file_is_blocked_before_the_store(pipeline_resources, tmp_pat
         # Says which setting to change, not only which check failed.
         assert outcome.error.startswith("blocking check reject_rate: 3 of 4 rows rejected (75.0%), above")
         assert "TM2_REJECT_BLOCK=0.5" in outcome.error
+        logged = error_messages(instance, result.run_id)
+        assert (
+            f"wrong_file.csv blocked: {outcome.error.removeprefix('blocking check reject_rate: ')}" in logged
+        )
         assert result.asset_materializations_for_node("tm2_mongo_records") == []
     with pipeline_resources["mongo"].process_config_and_initialize_cm() as store:
         assert store.records().count() == 0

@@ -87,6 +87,8 @@ def raw_tm2_file(
         note = record_refusal(
             error, name=path.name, copy=copy, sha256=sha256, home=home, mongo=mongo, run_id=context.run.run_id
         )
+        # Dagster's own error names the failed check only; this says why, where runs are watched.
+        context.log.error(f"{path.name} refused ({describe(error)}); kept in {note.parent}")
         descriptor.update(refused=error.reason, error=error.message)
         metadata.update(refused=error.reason, error=dg.MetadataValue.path(str(note)))
     yield dg.Output(descriptor, metadata=metadata)

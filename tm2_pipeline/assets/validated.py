@@ -134,6 +134,9 @@ def validated_tm2_records(
         run_id=context.run.run_id,
         error=rate_message if blocked else None,
     )
+    if blocked:
+        # Dagster's own error names the failed check only; this says why, where runs are watched.
+        context.log.error(f"{file_name} blocked: {rate_message}")
     # Checked before the output is handed over: the IO manager then moves the table into place.
     checks = list(_checks(summary, accepted, rate_passed, rate_severity, rate_message, pipeline))
     yield dg.Output(accepted, metadata=_metadata(summary, reused=earlier is not None))
