@@ -215,3 +215,28 @@ def test_human_states_wait_unless_the_content_changes(state: SubmissionState) ->
 def test_an_entry_about_another_server_starts_over() -> None:
     plan = _plan(_entry(SubmissionState.SUBMITTED, confirmed="h1", server="http://127.0.0.1:9/openmrs"))
     assert (plan.action, plan.condition_uuid, plan.fresh) == (Action.CREATE, condition_uuid("k"), True)
+
+
+ECHOED_ID = 'PHI X,WAF"9<b>'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # A gateway's error pages echoing the lookup's query string or the value, in the forms seen.
+        "<html><body>Request blocked: identifier=PHI+X%2cWAF%229%3cb%3e&v=default</body></html>",
+        "<html><body>Request blocked: identifier=PHI%20X%2CWAF%229%3Cb%3E</body></html>",
+        "<html><body>value: PHI X,WAF&quot;9&lt;b&gt;</body></html>",
+        "<html><body>value: PHI X,WAF&#34;9&#x3c;b&#x3E;</body></html>",
+        "<html><body>value: PHI X,WAF%25229%253Cb%253E</body></html>",  # encoded twice
+        '<html><body>Invalid identifier phi x,waf"9<b></body></html>',
+        '<html><body>Invalid identifier PHI   X,WAF"9<b> (spaces run together)</body></html>',
+        '{"error": {"message": "Invalid identifier phi x,waf\\"9<b>"}}',
+    ],
+)
+def test_an_echoed_identifier_is_redacted_in_every_encoding(body: str) -> None:
+    # Found by an audit: only the exact, quote() and quote_plus() forms were cut out before.
+    message = server_message(body, secrets=(ECHOED_ID,))
+    assert "[redacted]" in message
+    flat = message.lower().replace(" ", "").replace("+", "")
+    assert "phix" not in flat and "waf" not in flat, message

@@ -6,13 +6,14 @@ condition write answered (`WriteResult`).
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import unquote_plus
 
 MAX_MESSAGE = 200
 _DUPLICATE = re.compile(r"duplicate|constraint|unique", re.IGNORECASE)
@@ -46,21 +47,51 @@ def error_message(body_text: str) -> str:
 
 
 def sanitize(message: str, *, secrets: tuple[str, ...] = ()) -> str:
-    """One short line without identifiers: known secrets removed (as written or URL-encoded, since an
-    echoed request line carries them encoded), digit runs and e-mails masked."""
-    text = message
-    for secret in secrets:
-        forms = {secret, quote(secret, safe=""), quote_plus(secret)} - {""}
-        for form in sorted(forms, key=len, reverse=True):  # a shorter form never cuts into a longer one
-            text = text.replace(form, "[redacted]")
+    """One short line without identifiers: known secrets removed, digit runs and e-mails masked.
+
+    An echoed request (a gateway's error page) carries a secret percent-encoded (`%2C` or `%2c`,
+    `+` for a space), HTML-escaped (`&quot;`), re-cased or with its spaces run together: the
+    message is decoded and its spaces collapsed first, and secrets are matched without case. The
+    line is for people, so nothing is lost by showing it decoded.
+    """
+    text = _without_secrets(message, secrets)
     text = _EMAIL.sub("[redacted]", text)
     text = _DIGIT_RUN.sub("[redacted]", text)
-    text = " ".join(text.split())
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
 
 
 def server_message(body_text: str, *, secrets: tuple[str, ...] = ()) -> str:
+    if secrets and not _is_json(body_text):
+        # An HTML page: secrets go before its text is picked out, or an id echoed raw with "<...>"
+        # in it would be cut by the tag stripping and no longer match. (JSON's parser unescapes.)
+        body_text = _without_secrets(body_text, secrets)
     return sanitize(error_message(body_text), secrets=secrets)
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _without_secrets(text: str, secrets: tuple[str, ...]) -> str:
+    text = " ".join(_decoded(text).split())
+    forms = {" ".join(_decoded(secret).split()) for secret in secrets} - {""}
+    for form in sorted(forms, key=len, reverse=True):  # a shorter secret never cuts into a longer one
+        text = re.sub(re.escape(form), "[redacted]", text, flags=re.IGNORECASE)
+    return text
+
+
+def _decoded(text: str) -> str:
+    """Percent-encoding and HTML escapes undone, layered ones too (three rounds at most)."""
+    for _ in range(3):
+        decoded = html.unescape(unquote_plus(text))
+        if decoded == text:
+            break
+        text = decoded
+    return text
 
 
 def is_duplicate_error(body_text: str) -> bool:
