@@ -96,7 +96,8 @@ _EXCEL_SERIAL = re.compile(r"(\d{5})(?:\.0+)?")
 _EXCEL_EPOCH = datetime.date(1899, 12, 30)  # serial 61 and up; Excel counts a fictitious 1900-02-29
 _DATE_FORMATS = "yyyy-mm-dd, {numeric}, dd-Mon-yy, dd-Mon-yyyy or an Excel day number"
 _ECHO_LIMIT = 20
-_ECHO_DIGITS = 2
+# Words of letters (or a lone digit: a severity out of range) may be quoted back in a reason.
+_ECHO_WORDS = re.compile(r"[^\W\d_]+(?:[ ./-][^\W\d_]+)*|\d")
 
 
 # --- single values ------------------------------------------------------------------------------
@@ -292,6 +293,6 @@ def _unknown_code_message(code: str) -> str:
 
 def _echo(value: object) -> str:
     text = str(value)
-    # Short words only: a value with several digits may be an identifier from a swapped column.
-    digits = sum(map(str.isdigit, text))
-    return f"'{text}' " if text and len(text) <= _ECHO_LIMIT and digits <= _ECHO_DIGITS else ""
+    # Short words only: a value with a digit in it may be an identifier from a swapped column
+    # (`tm2 rejects` prints reasons without --with-values).
+    return f"'{text}' " if len(text) <= _ECHO_LIMIT and _ECHO_WORDS.fullmatch(text) else ""

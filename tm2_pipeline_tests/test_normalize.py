@@ -275,6 +275,16 @@ def test_explain_never_echoes_identifiers() -> None:
     secret = "9.11235E+13"
     for check in ("excel_mangled_id", "too_long", "control_chars", "missing"):
         assert secret not in explain("patient_id", check, secret, secret, today=TODAY, day_first=True)
+    # A short identifier in a swapped system or severity column: not quoted back (an audit found
+    # "MRN-01" and the like were, up to two digits).
+    for column, check in (("system_type", "bad_system"), ("severity", "bad_severity")):
+        for short_id in ("MRN-01", "AB12", "P7", "12"):
+            message = explain(column, check, short_id, short_id, today=TODAY, day_first=True)
+            assert short_id not in message, message
+    assert "'4'" in explain("severity", "bad_severity", "4", "4", today=TODAY, day_first=True)
+    assert "'Sowa-Rigpa'" in explain(
+        "system_type", "bad_system", "Sowa-Rigpa", "Sowa-Rigpa", today=TODAY, day_first=True
+    )
     long_code = "MRN-000123-PATIENT"
     assert long_code not in explain(
         "tm2_code", "unknown_code", long_code, long_code, today=TODAY, day_first=True
