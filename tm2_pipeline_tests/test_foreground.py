@@ -18,13 +18,17 @@ import pytest
 
 pytestmark = pytest.mark.timeout(60)
 
-# The command: starts a worker, then ends at once on SIGINT (dagster dev, whose shutdown does not
-# wait for the run worker), or dies of SIGTERM (the default action).
+# The command: starts a worker, then ends 0.3 s after SIGINT without waiting for it (dagster dev,
+# whose shutdown takes a while but does not wait for the run worker), or dies of SIGTERM (the
+# default action).
 COMMAND = textwrap.dedent(
     """
     import signal, subprocess, sys, time
     worker = subprocess.Popen([sys.executable, sys.argv[1], *sys.argv[2:]])
-    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+    def end(*_):
+        time.sleep(0.3)
+        sys.exit(0)
+    signal.signal(signal.SIGINT, end)
     time.sleep(120)
     """
 )
