@@ -33,11 +33,16 @@ COMMAND = textwrap.dedent(
     """
 )
 # The worker: takes 1.5 s to end after SIGINT (a run recording its failure), writing `ended` then;
-# with "stubborn" it ignores SIGINT altogether.
+# with "stubborn" it ignores SIGINT altogether. It first starts a server in a session of its own
+# (the embedded store a run starts, meant to outlive it), which writes `server.pid`.
 WORKER = textwrap.dedent(
     """
-    import os, pathlib, signal, sys, time
+    import os, pathlib, signal, subprocess, sys, time
     folder = pathlib.Path(sys.argv[1])
+    server = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True
+    )
+    (folder / "server.pid").write_text(str(server.pid))
     def end(*_):
         time.sleep(1.5)
         (folder / "ended").write_text("")
@@ -75,6 +80,7 @@ class Started:
                 start_new_session=True,
             )
         self.worker = self._wait_for_worker()
+        self.server = psutil.Process(int((folder / "server.pid").read_text()))
 
     def _wait_for_worker(self) -> psutil.Process:
         deadline = time.monotonic() + 20
@@ -93,23 +99,37 @@ class Started:
         return (self.folder / "ended").exists()
 
     def stop_worker(self) -> None:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            self.worker.kill()
+        for process in (self.worker, self.server):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+
+    def assert_server_left_alone(self) -> None:
+        """Neither waited for nor signalled: it lives in a session of its own, on purpose."""
+        assert self.server.is_running() and self.server.status() != psutil.STATUS_ZOMBIE
+        assert "still stopping" not in self.output.read_text()
 
 
 def test_after_ctrl_c_it_returns_only_once_the_worker_has_ended(tmp_path: Path) -> None:
     started = Started(tmp_path)
-    os.killpg(started.driver.pid, signal.SIGINT)  # Ctrl-C in a terminal
-    assert started.wait() == 0
-    assert started.worker_ended  # before, it returned with the worker 1.5 s from ending
-    assert "waiting for 1 process(es)" in started.output.read_text()
+    try:
+        os.killpg(started.driver.pid, signal.SIGINT)  # Ctrl-C in a terminal
+        assert started.wait() == 0
+        assert started.worker_ended  # before, it returned with the worker 1.5 s from ending
+        assert "waiting for 1 process(es)" in started.output.read_text()
+        started.assert_server_left_alone()  # it was waited for 60 s, then named, before
+    finally:
+        started.stop_worker()
 
 
 def test_sigterm_to_it_alone_stops_the_worker_too(tmp_path: Path) -> None:
     started = Started(tmp_path)
-    started.driver.send_signal(signal.SIGTERM)  # `kill`, a service manager: to this process only
-    assert started.wait() == 0  # the command was stopped as by Ctrl-C, not killed by SIGTERM
-    assert started.worker_ended  # before, the worker never heard of it and ran on
+    try:
+        started.driver.send_signal(signal.SIGTERM)  # `kill`, a service manager: to this process only
+        assert started.wait() == 0  # the command was stopped as by Ctrl-C, not killed by SIGTERM
+        assert started.worker_ended  # before, the worker never heard of it and ran on
+        started.assert_server_left_alone()  # the shared store was stopped too, before
+    finally:
+        started.stop_worker()
 
 
 def test_a_worker_that_will_not_end_is_named_not_killed(tmp_path: Path) -> None:
@@ -133,9 +153,11 @@ def test_a_second_ctrl_c_stops_the_wait(tmp_path: Path) -> None:
         while "waiting for" not in started.output.read_text() and time.monotonic() < deadline:
             time.sleep(0.05)
         began = time.monotonic()
-        started.driver.send_signal(signal.SIGINT)
+        for _ in range(3):  # in a burst: a signal raising out of a handler could escape as a traceback
+            started.driver.send_signal(signal.SIGINT)
         assert started.wait() == 0
         assert time.monotonic() - began < 10  # not the 30 s grace
-        assert "still stopping, left running" in started.output.read_text()
+        output = started.output.read_text()
+        assert "still stopping, left running" in output and "Traceback" not in output
     finally:
         started.stop_worker()
