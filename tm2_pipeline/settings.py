@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
@@ -144,7 +145,8 @@ class Settings(BaseSettings):
     @field_validator("mongo_write_concern")
     @classmethod
     def _usable_write_concern(cls, value: str) -> str:
-        return str(parse_write_concern(value))
+        # Blank means unset, as for every setting (env_ignore_empty only takes "" for blank).
+        return str(parse_write_concern(value)) if value.strip() else "majority"
 
     @field_validator("openmrs_ca_bundle")
     @classmethod
@@ -228,8 +230,10 @@ def load_settings() -> Settings:
             f"{Path('.env').resolve()} is not UTF-8 text (saved as UTF-16 by Notepad?): save it as UTF-8"
         ) from None
     # Exported ones too, but only in the pipeline's own TM2_ namespace: other tools' MONGODB_* and
-    # OPENMRS_* variables (an OpenMRS container's OPENMRS_DB_HOST) may well be in a shell.
-    _refuse_unknown_names(dict(os.environ), ("TM2_",), "the environment")
+    # OPENMRS_* variables (an OpenMRS container's OPENMRS_DB_HOST) may well be in a shell, and so may
+    # the service links Kubernetes (and Docker links) add for a Service named tm2-code-server.
+    exported = {name: value for name, value in os.environ.items() if not _SERVICE_LINK.fullmatch(name)}
+    _refuse_unknown_names(exported, ("TM2_",), "the environment")
     try:
         return Settings()
     except ValidationError as error:
@@ -248,6 +252,11 @@ def load_settings() -> Settings:
 _OWN_PREFIXES = ("TM2_", "OPENMRS_", "MONGODB_")
 # Read by the deployment's Dagster workspace (deploy/workspace.yaml), not by these settings.
 _READ_ELSEWHERE = frozenset({"TM2_CODE_SERVER_HOST"})
+# What Kubernetes puts into every pod for each Service of its namespace (TM2_CODE_SERVER_SERVICE_HOST,
+# TM2_CODE_SERVER_PORT_4266_TCP_ADDR, ...), as Docker's container links did; none is a setting.
+_SERVICE_LINK = re.compile(
+    r"TM2(_\w+)?_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT(_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?|NAME|ENV_\w+)"
+)
 
 
 def _refuse_unknown_names(entries: Mapping[str, str | None], prefixes: tuple[str, ...], where: str) -> None:

@@ -120,6 +120,29 @@ def test_other_tools_mongodb_and_openmrs_variables_in_the_environment_are_left_a
     assert load_settings().uses_embedded_store
 
 
+def test_kubernetes_service_links_in_the_environment_are_not_settings(monkeypatch):
+    # deploy/README.md's Service tm2-code-server: Kubernetes puts these into every later pod (the
+    # run pods included), and a run pod refused to load the code before.
+    links = {
+        "TM2_CODE_SERVER_SERVICE_HOST": "10.0.0.7",
+        "TM2_CODE_SERVER_SERVICE_PORT": "4266",
+        "TM2_CODE_SERVER_SERVICE_PORT_GRPC": "4266",
+        "TM2_CODE_SERVER_PORT": "tcp://10.0.0.7:4266",
+        "TM2_CODE_SERVER_PORT_4266_TCP": "tcp://10.0.0.7:4266",
+        "TM2_CODE_SERVER_PORT_4266_TCP_PROTO": "tcp",
+        "TM2_CODE_SERVER_PORT_4266_TCP_PORT": "4266",
+        "TM2_CODE_SERVER_PORT_4266_TCP_ADDR": "10.0.0.7",
+        "TM2_SERVICE_HOST": "10.0.0.8",  # a Service named tm2
+        "TM2_PORT": "tcp://10.0.0.8:80",
+    }
+    for name, value in links.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings().uses_embedded_store
+    monkeypatch.setenv("TM2_MONGODB_URI", "mongodb://atlas.example.net/")  # still refused beside them
+    with pytest.raises(SettingsError, match=r"the environment: TM2_MONGODB_URI \("):
+        load_settings()
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "w1", "majorty"])
 def test_a_write_concern_that_does_not_acknowledge_is_refused_up_front(monkeypatch, value):
     monkeypatch.setenv("TM2_MONGO_WRITE_CONCERN", value)
@@ -127,7 +150,7 @@ def test_a_write_concern_that_does_not_acknowledge_is_refused_up_front(monkeypat
         load_settings()
 
 
-@pytest.mark.parametrize(("value", "kept"), [("majority", "majority"), (" 2 ", "2")])
+@pytest.mark.parametrize(("value", "kept"), [("majority", "majority"), (" 2 ", "2"), ("  ", "majority")])
 def test_a_usable_write_concern_is_kept(monkeypatch, value, kept):
     monkeypatch.setenv("TM2_MONGO_WRITE_CONCERN", value)
     assert load_settings().mongo_write_concern == kept
