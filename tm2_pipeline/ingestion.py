@@ -24,7 +24,7 @@ from tm2_pipeline.run_outcome import BLOCKED, FAILED, REFUSED, SUCCEEDED, classi
 from tm2_pipeline.sensors import ingest_run_request
 from tm2_pipeline.settings import Settings
 from tm2_pipeline.store.ingestions import COUNT_NAMES
-from tm2_pipeline.submission_run import NOT_FINAL
+from tm2_pipeline.submission_run import IN_OPENMRS, NOT_FINAL, WAITING_FOR_A_PERSON
 from tm2_pipeline.validation import validate_tm2_export
 
 REPO_DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
@@ -39,9 +39,9 @@ METADATA_COUNTS = {
     "tm2_mongo_records": {"inserted": "inserted", "updated": "updated", "unchanged": "unchanged"},
     "openmrs_submissions": {
         "submitted_this_run": "submitted",
-        "in_openmrs": "in_openmrs",  # sent by this run or an earlier one, or found already there
+        IN_OPENMRS: "in_openmrs",  # sent by this run or an earlier one, or found already there
         NOT_FINAL: "submission_failed",
-        "waiting_for_a_person": "needs_a_person",  # ambiguous patient, rejected by the server
+        WAITING_FOR_A_PERSON: "needs_a_person",  # ambiguous patient, rejected by the server
     },
 }
 
@@ -177,9 +177,12 @@ class Ingestor:
             for name, value in materialization.metadata.items():
                 if name in wanted:
                     counts[wanted[name]] = int(value.value)
-        # A failed submission step materializes nothing: its Failure says how many records are left.
+        # A failed submission step materializes nothing: its Failure says where the records stand.
+        submission_counts = METADATA_COUNTS["openmrs_submissions"]
         for entry in self.instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
             failure = entry.dagster_event.step_failure_data.user_failure_data
             if failure is not None and NOT_FINAL in failure.metadata:
-                counts["submission_failed"] = int(failure.metadata[NOT_FINAL].value)
+                for name, value in failure.metadata.items():
+                    if name in submission_counts:
+                        counts[submission_counts[name]] = int(value.value)
         return counts

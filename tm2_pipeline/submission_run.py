@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +10,14 @@ import dagster as dg
 
 from tm2_pipeline.openmrs.errors import OpenMRSError, OpenMRSNotRetryable
 from tm2_pipeline.openmrs.responses import sanitize
-from tm2_pipeline.openmrs.states import UNSETTLED_STATES, WAITING_STATES, SubmissionSummary
+from tm2_pipeline.openmrs.states import (
+    CONFIRMED_STATES,
+    NEEDS_HUMAN_STATES,
+    UNSETTLED_STATES,
+    WAITING_STATES,
+    SubmissionState,
+    SubmissionSummary,
+)
 from tm2_pipeline.resources.mongo import MongoResource
 from tm2_pipeline.resources.openmrs import OpenMRSResource
 from tm2_pipeline.store.records import RecordStore
@@ -19,8 +26,25 @@ from tm2_pipeline.store.submissions import SubmissionLog
 # Stored records read and submitted at a time: a file's records are never all in memory at once
 # (a stored record decodes to a dict of about 3 KB: a million of them would take about 3 GB).
 SUBMISSION_BATCH_RECORDS = 5_000
-# Metadata of a failed submission step (and of the asset's materialization): records left for later.
+# Metadata of a failed submission step and of the asset's materialization: the file's records
+# confirmed in OpenMRS (whichever run sent them), left for a later run, and waiting for a person.
+IN_OPENMRS = "in_openmrs"
 NOT_FINAL = "not_final"
+WAITING_FOR_A_PERSON = "waiting_for_a_person"
+
+
+def outcome_counts(state_counts: Mapping[str, int]) -> dict[str, int]:
+    """The three outcome counts of records whose submission states are counted in `state_counts`."""
+
+    def records_in(states: frozenset[SubmissionState]) -> int:
+        return sum(state_counts.get(state.value, 0) for state in states)
+
+    return {
+        IN_OPENMRS: records_in(CONFIRMED_STATES),
+        # Left for a later run (crashed, transient error, patient or concept not there yet).
+        NOT_FINAL: records_in(UNSETTLED_STATES | WAITING_STATES),
+        WAITING_FOR_A_PERSON: records_in(NEEDS_HUMAN_STATES),
+    }
 
 
 def submit_stored_records(
@@ -66,10 +90,10 @@ def _stopped(
 ) -> dg.Failure:
     """A Failure, so that the run's report can say how many records are left (not 0 for want of a
     materialization)."""
-    waiting = _leave_for_the_nightly_retry(keys, records, log, openmrs, reason, now)
-    if waiting:
-        reason += f"; {waiting} of these records wait for a later run (the nightly retry)"
-    return dg.Failure(description=reason, allow_retries=allow_retries, metadata={NOT_FINAL: waiting})
+    counts = _leave_for_the_nightly_retry(keys, records, log, openmrs, reason, now)
+    if counts[NOT_FINAL]:
+        reason += f"; {counts[NOT_FINAL]} of these records wait for a later run (the nightly retry)"
+    return dg.Failure(description=reason, allow_retries=allow_retries, metadata=counts)
 
 
 def _leave_for_the_nightly_retry(
@@ -79,15 +103,13 @@ def _leave_for_the_nightly_retry(
     openmrs: OpenMRSResource,
     reason: str,
     now: datetime,
-) -> int:
+) -> dict[str, int]:
     """Keys this run never marked, and corrections it never reached, would otherwise wait for a
-    re-run of their file. Returns how many of `keys` the log now holds as not final (unsettled, or
-    waiting for a patient or concept)."""
+    re-run of their file. Returns the outcome counts of `keys` as the log now holds them."""
     try:
         server = openmrs.client_config().server
     except OpenMRSError:
         server = None  # the settings themselves are wrong: nothing can be sent until they are fixed
     if server is not None:
         log.mark_unsent(keys, server, f"not sent: {sanitize(reason)}", now, records.content_hashes)
-    counts = log.state_counts(keys)
-    return sum(counts.get(state.value, 0) for state in UNSETTLED_STATES | WAITING_STATES)
+    return outcome_counts(log.state_counts(keys))

@@ -335,3 +335,25 @@ def test_ui_creates_the_landing_dir_and_says_where_it_is(env, tmp_path, monkeypa
     assert result.exit_code == 0 and landing.is_dir()
     assert f"files dropped into {landing} are ingested by the landing sensor" in result.output
     assert started and started[0][2:4] == ["dagster", "dev"]
+
+
+def test_a_refused_login_after_a_good_run_still_counts_the_records_already_in_openmrs(env, monkeypatch):
+    # From a review: the report's in_openmrs came from the materialization only, so a failed
+    # OpenMRS step said "in OpenMRS 0" for records an earlier run had sent.
+    from tm2_pipeline.openmrs.emulator.server import SandboxServer, open_sandbox
+
+    with open_sandbox(None) as sandbox, SandboxServer(sandbox) as server:
+        monkeypatch.setenv("OPENMRS_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENMRS_USERNAME", "admin")
+        monkeypatch.setenv("OPENMRS_PASSWORD", "Admin123")
+        [first] = json_lines(run("ingest", str(SAMPLE), "--json").stdout)
+        monkeypatch.setenv("OPENMRS_PASSWORD", "not-the-password")
+        refused = run("ingest", str(SAMPLE), "--json")
+        text = run("ingest", str(SAMPLE)).stdout
+    [report] = json_lines(refused.stdout)
+    assert first["status"] == "succeeded" and first["in_openmrs"] > 0
+    assert refused.exit_code == 1 and report["status"] == "failed"
+    counts = ("in_openmrs", "submission_failed", "needs_a_person")
+    assert [report[name] for name in counts] == [first[name] for name in counts]
+    assert sum(report[name] for name in counts) == report["accepted"]
+    assert f"OpenMRS: in OpenMRS {first['in_openmrs']} (sent by this run 0)" in text

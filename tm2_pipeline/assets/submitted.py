@@ -5,19 +5,18 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from tm2_pipeline.accepted_table import AcceptedTable
-from tm2_pipeline.openmrs.states import (
-    CONFIRMED_STATES,
-    NEEDS_HUMAN_STATES,
-    UNSETTLED_STATES,
-    WAITING_STATES,
-    SubmissionState,
-    SubmissionSummary,
-)
+from tm2_pipeline.openmrs.states import CONFIRMED_STATES, SubmissionState, SubmissionSummary
 from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.resources.mongo import MongoResource
 from tm2_pipeline.resources.openmrs import OpenMRSResource
-from tm2_pipeline.submission_run import NOT_FINAL, submit_stored_records
+from tm2_pipeline.submission_run import (
+    IN_OPENMRS,
+    NOT_FINAL,
+    WAITING_FOR_A_PERSON,
+    outcome_counts,
+    submit_stored_records,
+)
 
 SUBMISSION_HEALTH = "submission_health"
 
@@ -60,9 +59,9 @@ def openmrs_submissions(
         status="succeeded",
         counts={
             "submitted": summary.submitted,
-            "in_openmrs": metadata["in_openmrs"],
+            "in_openmrs": metadata[IN_OPENMRS],
             "submission_failed": metadata[NOT_FINAL],
-            "needs_a_person": metadata["waiting_for_a_person"],
+            "needs_a_person": metadata[WAITING_FOR_A_PERSON],
         },
         at=datetime.now(UTC),
         run_id=context.run.run_id,
@@ -79,12 +78,8 @@ def summary_metadata(summary: SubmissionSummary) -> dict:
     return {
         "dagster/row_count": summary.total,
         "submitted_this_run": summary.submitted,
-        # Confirmed in OpenMRS, whichever run sent it (or found it there): with the two counts
-        # below, every record of the file.
-        "in_openmrs": records_in(summary, CONFIRMED_STATES),
-        # Left for a later run (crashed, transient error, patient or concept not there yet).
-        NOT_FINAL: records_in(summary, UNSETTLED_STATES | WAITING_STATES),
-        "waiting_for_a_person": records_in(summary, NEEDS_HUMAN_STATES),
+        # Together every record of the file: in OpenMRS, left for later, waiting for a person.
+        **outcome_counts(summary.state_counts),
         "states": dg.MetadataValue.md(
             "| state | records |\n| --- | --- |\n"
             + "\n".join(f"| {state} | {count} |" for state, count in sorted(summary.state_counts.items()))
