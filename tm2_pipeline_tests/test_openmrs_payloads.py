@@ -240,3 +240,15 @@ def test_an_echoed_identifier_is_redacted_in_every_encoding(body: str) -> None:
     assert "[redacted]" in message
     flat = message.lower().replace(" ", "").replace("+", "")
     assert "phix" not in flat and "waf" not in flat, message
+
+
+def test_a_message_that_echoes_no_secret_is_shown_as_it_came() -> None:
+    # From a review: decoding every message turned "C++" into "C" and "%deleted" into mojibake.
+    for text in ("^[A-Z]+$ (C++ tz +05:30)", "%deleted %cafe", "a &amp; b"):
+        assert sanitize(text) == text
+        assert sanitize(text, secrets=("MRN-01001",)) == text
+
+
+def test_escaped_angle_brackets_in_a_page_that_echoes_an_id_keep_their_text() -> None:
+    page = "<html><body>Invalid 5 &lt; 6 id=ABC-77 and 7 &gt; 3</body></html>"
+    assert server_message(page, secrets=("ABC-77",)) == "Invalid 5 < 6 id=[redacted] and 7 > 3"

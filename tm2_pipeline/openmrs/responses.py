@@ -21,6 +21,8 @@ _DUPLICATE = re.compile(r"duplicate|constraint|unique", re.IGNORECASE)
 _DIGIT_RUN = re.compile(r"\d[\d -]{5,}\d")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 _TAG = re.compile(r"<[^>]+>")
+# Each round undoes one layer of encoding; a text still changing after this many is left as it is.
+_DECODING_ROUNDS = 10
 
 
 def error_message(body_text: str) -> str:
@@ -49,44 +51,41 @@ def error_message(body_text: str) -> str:
 def sanitize(message: str, *, secrets: tuple[str, ...] = ()) -> str:
     """One short line without identifiers: known secrets removed, digit runs and e-mails masked.
 
-    An echoed request (a gateway's error page) carries a secret percent-encoded (`%2C` or `%2c`,
-    `+` for a space), HTML-escaped (`&quot;`), re-cased or with its spaces run together: the
-    message is decoded and its spaces collapsed first, and secrets are matched without case. The
-    line is for people, so nothing is lost by showing it decoded.
+    An echoed request (a gateway's error page) can carry a secret percent-encoded (`%2C` or `%2c`,
+    `+` for a space), HTML-escaped (`&quot;`), re-cased or with its spaces run together, so secrets
+    are looked for in the decoded message, without case. A message that echoes one is shown
+    decoded, with it cut out; any other is shown as it came.
     """
-    text = _without_secrets(message, secrets)
+    text = " ".join(message.split())
+    if secrets:
+        text = _without_secrets(text, secrets)
     text = _EMAIL.sub("[redacted]", text)
     text = _DIGIT_RUN.sub("[redacted]", text)
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
 
 
 def server_message(body_text: str, *, secrets: tuple[str, ...] = ()) -> str:
-    if secrets and not _is_json(body_text):
-        # An HTML page: secrets go before its text is picked out, or an id echoed raw with "<...>"
-        # in it would be cut by the tag stripping and no longer match. (JSON's parser unescapes.)
-        body_text = _without_secrets(body_text, secrets)
     return sanitize(error_message(body_text), secrets=secrets)
 
 
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _without_secrets(text: str, secrets: tuple[str, ...]) -> str:
-    text = " ".join(_decoded(text).split())
-    forms = {" ".join(_decoded(secret).split()) for secret in secrets} - {""}
-    for form in sorted(forms, key=len, reverse=True):  # a shorter secret never cuts into a longer one
-        text = re.sub(re.escape(form), "[redacted]", text, flags=re.IGNORECASE)
-    return text
+    forms: set[str] = set()
+    for secret in secrets:
+        plain = " ".join(_decoded(secret).split())
+        # An HTML page's tags are stripped before this (error_message): so is an id's "<...>".
+        forms |= {plain, " ".join(_TAG.sub(" ", plain).split())}
+    forms.discard("")
+    if not forms:
+        return text
+    # Longest first: a shorter secret never cuts into a longer one.
+    pattern = re.compile("|".join(map(re.escape, sorted(forms, key=len, reverse=True))), re.IGNORECASE)
+    decoded = " ".join(_decoded(text).split())
+    return pattern.sub("[redacted]", decoded) if pattern.search(decoded) else text
 
 
 def _decoded(text: str) -> str:
-    """Percent-encoding and HTML escapes undone, layered ones too (three rounds at most)."""
-    for _ in range(3):
+    """Percent-encoding and HTML escapes undone, layered ones too (until nothing changes)."""
+    for _ in range(_DECODING_ROUNDS):
         decoded = html.unescape(unquote_plus(text))
         if decoded == text:
             break
