@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -98,7 +99,10 @@ class Started:
     def worker_ended(self) -> bool:
         return (self.folder / "ended").exists()
 
-    def stop_worker(self) -> None:
+    def kill_all(self) -> None:
+        if self.driver.poll() is None:  # a test that failed early
+            self.driver.kill()
+            self.driver.wait()
         for process in (self.worker, self.server):
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
@@ -109,55 +113,57 @@ class Started:
         assert "still stopping" not in self.output.read_text()
 
 
-def test_after_ctrl_c_it_returns_only_once_the_worker_has_ended(tmp_path: Path) -> None:
-    started = Started(tmp_path)
-    try:
-        os.killpg(started.driver.pid, signal.SIGINT)  # Ctrl-C in a terminal
-        assert started.wait() == 0
-        assert started.worker_ended  # before, it returned with the worker 1.5 s from ending
-        assert "waiting for 1 process(es)" in started.output.read_text()
-        started.assert_server_left_alone()  # it was waited for 60 s, then named, before
-    finally:
-        started.stop_worker()
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Callable[..., Started]]:
+    """Starts the driver as `Started(tmp_path, **options)`; kills what a test leaves running."""
+    started: list[Started] = []
+
+    def make(**options: object) -> Started:
+        started.append(Started(tmp_path, **options))
+        return started[-1]
+
+    yield make
+    for each in started:
+        each.kill_all()
 
 
-def test_sigterm_to_it_alone_stops_the_worker_too(tmp_path: Path) -> None:
-    started = Started(tmp_path)
-    try:
-        started.driver.send_signal(signal.SIGTERM)  # `kill`, a service manager: to this process only
-        assert started.wait() == 0  # the command was stopped as by Ctrl-C, not killed by SIGTERM
-        assert started.worker_ended  # before, the worker never heard of it and ran on
-        started.assert_server_left_alone()  # the shared store was stopped too, before
-    finally:
-        started.stop_worker()
+def test_after_ctrl_c_it_returns_only_once_the_worker_has_ended(start: Callable[..., Started]) -> None:
+    started = start()
+    os.killpg(started.driver.pid, signal.SIGINT)  # Ctrl-C in a terminal
+    assert started.wait() == 0
+    assert started.worker_ended  # before, it returned with the worker 1.5 s from ending
+    assert "waiting for 1 process(es)" in started.output.read_text()
+    started.assert_server_left_alone()  # it was waited for 60 s, then named, before
 
 
-def test_a_worker_that_will_not_end_is_named_not_killed(tmp_path: Path) -> None:
-    started = Started(tmp_path, grace_s=2, stubborn=True)
-    try:
-        os.killpg(started.driver.pid, signal.SIGINT)
-        assert started.wait() == 0
-        output = started.output.read_text()
-        assert f"still stopping, left running: {started.folder / 'worker.py'}" in output
-        assert f"(pid {started.worker.pid})" in output
-        assert started.worker.is_running()
-    finally:
-        started.stop_worker()
+def test_sigterm_to_it_alone_stops_the_worker_too(start: Callable[..., Started]) -> None:
+    started = start()
+    started.driver.send_signal(signal.SIGTERM)  # `kill`, a service manager: to this process only
+    assert started.wait() == 0  # the command was stopped as by Ctrl-C, not killed by SIGTERM
+    assert started.worker_ended  # before, the worker never heard of it and ran on
+    started.assert_server_left_alone()  # the shared store was stopped too, before
 
 
-def test_a_second_ctrl_c_stops_the_wait(tmp_path: Path) -> None:
-    started = Started(tmp_path, grace_s=30, stubborn=True)
-    try:
-        os.killpg(started.driver.pid, signal.SIGINT)
-        deadline = time.monotonic() + 10
-        while "waiting for" not in started.output.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        began = time.monotonic()
-        for _ in range(3):  # in a burst: a signal raising out of a handler could escape as a traceback
-            started.driver.send_signal(signal.SIGINT)
-        assert started.wait() == 0
-        assert time.monotonic() - began < 10  # not the 30 s grace
-        output = started.output.read_text()
-        assert "still stopping, left running" in output and "Traceback" not in output
-    finally:
-        started.stop_worker()
+def test_a_worker_that_will_not_end_is_named_not_killed(start: Callable[..., Started]) -> None:
+    started = start(grace_s=2, stubborn=True)
+    os.killpg(started.driver.pid, signal.SIGINT)
+    assert started.wait() == 0
+    output = started.output.read_text()
+    assert f"still stopping, left running: {started.folder / 'worker.py'}" in output
+    assert f"(pid {started.worker.pid})" in output
+    assert started.worker.is_running()
+
+
+def test_a_second_ctrl_c_stops_the_wait(start: Callable[..., Started]) -> None:
+    started = start(grace_s=30, stubborn=True)
+    os.killpg(started.driver.pid, signal.SIGINT)
+    deadline = time.monotonic() + 10
+    while "waiting for" not in started.output.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    began = time.monotonic()
+    for _ in range(3):  # in a burst: a signal raising out of a handler could escape as a traceback
+        started.driver.send_signal(signal.SIGINT)
+    assert started.wait() == 0
+    assert time.monotonic() - began < 10  # not the 30 s grace
+    output = started.output.read_text()
+    assert "still stopping, left running" in output and "Traceback" not in output
