@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 from dagster import DagsterEventType
 
+from tm2_pipeline.abandoned_runs import INGEST_PROCESS_TAG, end_abandoned_ingests, this_process
 from tm2_pipeline.assets.validated import reject_rate_message, reject_rate_outcome
 from tm2_pipeline.definitions import build_definitions
 from tm2_pipeline.landing import sha256_of_file
@@ -133,7 +134,9 @@ class Ingestor:
         sha256 = sha256_of_file(path)
         if problem := partition_key_problem(path.name):
             return IngestReport(file=path.name, sha256=sha256, status=REFUSED, error=problem)
-        # In-process runs skip the run queue and its one-run-per-file-name limit: checked here.
+        # In-process runs skip the run queue and its one-run-per-file-name limit: checked here, after
+        # ending the runs of a `tm2 ingest` that was killed (they would block the name for ever).
+        end_abandoned_ingests(self.instance, path.name)
         if (
             running := unfinished_run(self.instance, path.name, latest_run(self.instance, path.name))
         ) is not None:
@@ -155,7 +158,12 @@ class Ingestor:
             run_config={**request.run_config, "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
             # The run monitor cannot stop an in-process run: its time limit would only mark it failed
             # while it goes on, freeing its file name for a second run.
-            tags={**request.tags, "tm2/started_by": self.started_by, "dagster/max_runtime": "0"},
+            tags={
+                **request.tags,
+                "tm2/started_by": self.started_by,
+                "dagster/max_runtime": "0",
+                INGEST_PROCESS_TAG: this_process(),
+            },
             raise_on_error=False,
             asset_selection=self.asset_selection,
         )

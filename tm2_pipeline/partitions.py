@@ -9,7 +9,7 @@ from tm2_pipeline.landing import MAX_NAME_BYTES
 # Dynamic partitions are global to a Dagster instance: the name must be unique to this project.
 tm2_csv_files = dg.DynamicPartitionsDefinition(name="tm2_csv_files")
 PARTITION_TAG = "dagster/partition"  # set by Dagster on every run of a partition
-_UNFINISHED = [
+UNFINISHED_STATUSES = [
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.STARTING,
@@ -36,7 +36,7 @@ def unfinished_run(
     """A run of this file name's partition that has not ended, or `latest` (its newest run) when
     Dagster is about to retry it; else None. Two runs of one partition at once would share its tables
     between steps: an older version of the file could win."""
-    runs = instance.get_runs(dg.RunsFilter(tags={PARTITION_TAG: name}, statuses=_UNFINISHED), limit=1)
+    runs = instance.get_runs(dg.RunsFilter(tags={PARTITION_TAG: name}, statuses=UNFINISHED_STATUSES), limit=1)
     if runs:
         return runs[0]
     about_to_retry = (
@@ -55,7 +55,9 @@ def older_unfinished_run(instance: dg.DagsterInstance, name: str, run_id: str) -
     own = instance.get_run_record_by_id(run_id)
     if own is None:
         return None
-    unfinished = instance.get_run_records(dg.RunsFilter(tags={PARTITION_TAG: name}, statuses=_UNFINISHED))
+    unfinished = instance.get_run_records(
+        dg.RunsFilter(tags={PARTITION_TAG: name}, statuses=UNFINISHED_STATUSES)
+    )
     older = [record for record in unfinished if record.storage_id < own.storage_id]
     return min(older, key=lambda record: record.storage_id).dagster_run if older else None
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from tm2_pipeline.abandoned_runs import end_abandoned_ingests
 from tm2_pipeline.assets.raw import SHA256_TAG
 from tm2_pipeline.jobs import ingest_tm2_file
 from tm2_pipeline.landing import archive, bounded_name, sha256_of_file, write_error_note
@@ -186,6 +187,8 @@ def _next_step(
         _move_to_failed(pipeline, source, landed, note=f"refused: {problem}")
         return None
     instance = context.instance
+    for run_id in end_abandoned_ingests(instance, name):  # a killed `tm2 ingest` of this name
+        context.log.warning(f"{name}: run {run_id} of a tm2 ingest that was killed marked canceled")
     latest = latest_run(instance, name)
     # Two runs of one partition would share its tables between steps: the later file waits its turn.
     if unfinished_run(instance, name, latest) is not None:

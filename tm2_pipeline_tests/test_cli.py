@@ -357,3 +357,47 @@ def test_a_refused_login_after_a_good_run_still_counts_the_records_already_in_op
     assert [report[name] for name in counts] == [first[name] for name in counts]
     assert sum(report[name] for name in counts) == report["accepted"]
     assert f"OpenMRS: in OpenMRS {first['in_openmrs']} (sent by this run 0)" in text
+
+
+def test_a_run_left_by_a_killed_tm2_ingest_no_longer_blocks_its_file_name(env, tmp_path):
+    # From a crash audit: `kill -9` of tm2 ingest left its in-process run "started" for ever, and
+    # every later `tm2 ingest` of the name was refused as under way.
+    import socket
+    import subprocess
+    import sys
+
+    import dagster as dg
+    from dagster._core.test_utils import create_run_for_test
+
+    from tm2_pipeline.abandoned_runs import INGEST_PROCESS_TAG, this_process
+    from tm2_pipeline.ingestion import prepare_dagster_home
+    from tm2_pipeline.settings import load_settings
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    landed = tmp_path / "clinic.csv"
+    landed.write_bytes(SAMPLE.read_bytes())
+    prepare_dagster_home(load_settings())
+
+    def left_started(name: str, process: str) -> dg.DagsterRun:
+        return create_run_for_test(
+            instance,
+            job_name="ingest_tm2_file",
+            tags={"dagster/partition": name, INGEST_PROCESS_TAG: process},
+            status=dg.DagsterRunStatus.STARTED,
+        )
+
+    with dg.DagsterInstance.get() as instance:
+        killed = left_started("clinic.csv", f"{socket.gethostname()}:{ended.pid}:{1.0:.2f}")
+        alive = left_started("alive.csv", this_process())  # a tm2 ingest still running it
+        elsewhere = left_started("other-host.csv", "another-host:1:1.00")  # cannot be told: left alone
+    [report] = json_lines(run("ingest", str(landed), "--json").stdout)
+    assert report["status"] == "succeeded" and report["inserted"] == 96
+    for name, blocker in (("alive.csv", alive), ("other-host.csv", elsewhere)):
+        other = tmp_path / name
+        other.write_bytes(SAMPLE.read_bytes())
+        [refused] = json_lines(run("ingest", str(other), "--json").stdout)
+        assert refused["status"] == "failed" and blocker.run_id in refused["error"]
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.CANCELED
+        assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.STARTED

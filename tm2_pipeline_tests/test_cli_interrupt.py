@@ -104,6 +104,47 @@ def test_ctrl_c_during_a_submission_prints_one_line_and_leaves_no_helper_process
     assert group_members(tm2.pid) == []  # no tail or watcher left behind
 
 
+@pytest.mark.integration
+def test_after_a_kill_9_during_a_submission_the_next_tm2_ingest_runs_and_completes_it(
+    tmp_path: Path, secantus_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # From a crash audit: the killed process's run stayed "started" for ever, and every later
+    # `tm2 ingest` of the file was refused as under way (no run monitor watches in-process runs).
+    database = f"cli_{uuid.uuid4().hex[:10]}"
+    with (
+        open_sandbox(None, faults=FaultConfig(latency_ms=300)) as sandbox,
+        SandboxServer(sandbox) as server,
+    ):
+        env = {
+            **os.environ,
+            "TM2_HOME": str(tmp_path / "home"),
+            "DAGSTER_HOME": str(tmp_path / "dagster"),
+            "MONGODB_URI": secantus_uri,
+            "TM2_MONGODB_DB": database,
+            "OPENMRS_BASE_URL": server.base_url,
+            "OPENMRS_USERNAME": "admin",
+            "OPENMRS_PASSWORD": "Admin123",
+        }
+        command = [sys.executable, "-m", "tm2_pipeline.cli", "ingest", str(SAMPLE), "--json"]
+        options = {"cwd": tmp_path, "env": env, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+        killed = subprocess.Popen(command, text=True, start_new_session=True, **options)
+        try:
+            wait_for_records_in_flight(killed, secantus_uri, database)
+        finally:
+            os.killpg(killed.pid, signal.SIGKILL)  # nothing of it can record anything
+            killed.wait()
+        again = subprocess.run(command, text=True, timeout=240, check=False, **options)
+
+    [report] = [json.loads(line) for line in again.stdout.splitlines()]
+    assert again.returncode == 0 and report["status"] == "succeeded", again.stdout + again.stderr
+    assert (report["accepted"], report["inserted"] + report["unchanged"]) == (96, 96)
+    assert report["in_openmrs"] + report["submission_failed"] + report["needs_a_person"] == 96
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])  # its dagster.yaml names it
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        statuses = sorted(run.status.value for run in instance.get_runs())
+    assert statuses == ["CANCELED", "SUCCESS"]
+
+
 KEY = ["run_id", "compute_logs", "abcdefgh"]
 QUIET, LOCAL, NOOP = QuietLocalComputeLogManager, LocalComputeLogManager, NoOpComputeLogManager
 IN_LOGS_DIR = {"module": "dagster.core.storage.local_compute_log_manager", "class": "LocalComputeLogManager"}
