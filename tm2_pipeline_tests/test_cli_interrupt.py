@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -53,26 +55,36 @@ def wait_for_records_in_flight(tm2: subprocess.Popen, uri: str, database: str) -
         client.close()
 
 
-@pytest.mark.integration
-def test_ctrl_c_during_a_submission_prints_one_line_and_leaves_no_helper_process(
-    tmp_path: Path, secantus_uri: str
-) -> None:
+@contextmanager
+def slow_openmrs_and_env(tmp_path: Path, secantus_uri: str) -> Iterator[tuple[dict[str, str], str]]:
+    """The environment `tm2 ingest` runs in (its own homes and database), against a sandbox that
+    takes 300 ms an answer: the sample's submission takes seconds, so a signal lands while it runs.
+    Yields the environment and the database's name."""
     database = f"cli_{uuid.uuid4().hex[:10]}"
-    # 300 ms an answer: the sample's submission takes seconds, so the Ctrl-C lands while it runs.
     with (
         open_sandbox(None, faults=FaultConfig(latency_ms=300)) as sandbox,
         SandboxServer(sandbox) as server,
     ):
-        env = {
-            **os.environ,
-            "TM2_HOME": str(tmp_path / "home"),
-            "DAGSTER_HOME": str(tmp_path / "dagster"),
-            "MONGODB_URI": secantus_uri,
-            "TM2_MONGODB_DB": database,
-            "OPENMRS_BASE_URL": server.base_url,
-            "OPENMRS_USERNAME": "admin",
-            "OPENMRS_PASSWORD": "Admin123",
-        }
+        yield (
+            {
+                **os.environ,
+                "TM2_HOME": str(tmp_path / "home"),
+                "DAGSTER_HOME": str(tmp_path / "dagster"),
+                "MONGODB_URI": secantus_uri,
+                "TM2_MONGODB_DB": database,
+                "OPENMRS_BASE_URL": server.base_url,
+                "OPENMRS_USERNAME": "admin",
+                "OPENMRS_PASSWORD": "Admin123",
+            },
+            database,
+        )
+
+
+@pytest.mark.integration
+def test_ctrl_c_during_a_submission_prints_one_line_and_leaves_no_helper_process(
+    tmp_path: Path, secantus_uri: str
+) -> None:
+    with slow_openmrs_and_env(tmp_path, secantus_uri) as (env, database):
         tm2 = subprocess.Popen(
             [sys.executable, "-m", "tm2_pipeline.cli", "ingest", str(SAMPLE), "--json"],
             cwd=tmp_path,
@@ -110,21 +122,7 @@ def test_after_a_kill_9_during_a_submission_the_next_tm2_ingest_runs_and_complet
 ) -> None:
     # From a crash audit: the killed process's run stayed "started" for ever, and every later
     # `tm2 ingest` of the file was refused as under way (no run monitor watches in-process runs).
-    database = f"cli_{uuid.uuid4().hex[:10]}"
-    with (
-        open_sandbox(None, faults=FaultConfig(latency_ms=300)) as sandbox,
-        SandboxServer(sandbox) as server,
-    ):
-        env = {
-            **os.environ,
-            "TM2_HOME": str(tmp_path / "home"),
-            "DAGSTER_HOME": str(tmp_path / "dagster"),
-            "MONGODB_URI": secantus_uri,
-            "TM2_MONGODB_DB": database,
-            "OPENMRS_BASE_URL": server.base_url,
-            "OPENMRS_USERNAME": "admin",
-            "OPENMRS_PASSWORD": "Admin123",
-        }
+    with slow_openmrs_and_env(tmp_path, secantus_uri) as (env, database):
         command = [sys.executable, "-m", "tm2_pipeline.cli", "ingest", str(SAMPLE), "--json"]
         options = {"cwd": tmp_path, "env": env, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
         killed = subprocess.Popen(command, text=True, start_new_session=True, **options)
