@@ -223,7 +223,7 @@ def load_settings() -> Settings:
     try:
         load_dotenv(".env", override=False, encoding="utf-8")
         _refuse_unknown_names(
-            dotenv_values(".env", encoding="utf-8"), _OWN_PREFIXES, f"{Path('.env').resolve()}"
+            dotenv_values(".env", encoding="utf-8"), _OWN_PREFIXES, str(Path(".env").resolve())
         )
     except UnicodeDecodeError:
         raise SettingsError(
