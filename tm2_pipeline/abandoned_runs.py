@@ -18,6 +18,7 @@ import psutil
 from tm2_pipeline.partitions import PARTITION_TAG, UNFINISHED_STATUSES
 
 INGEST_PROCESS_TAG = "tm2/ingest_process"
+ABANDONED_TAG = "tm2/abandoned"  # on a run canceled here
 
 
 def this_process() -> str:
@@ -44,16 +45,24 @@ def process_is_gone(tag: str) -> bool:
         return False
 
 
-def end_abandoned_ingests(instance: dg.DagsterInstance, name: str) -> list[str]:
-    """Cancel the unfinished `tm2 ingest` runs of this file name whose process is gone; their ids."""
-    ended = []
+def end_abandoned_ingests(
+    instance: dg.DagsterInstance, name: str
+) -> tuple[list[dg.DagsterRun], list[dg.DagsterRun]]:
+    """Cancel the unfinished `tm2 ingest` runs of this file name whose process is gone. Returns the
+    runs canceled, and the name's unfinished runs left (newest first), from one run-storage query."""
+    ended, unfinished = [], []
     for run in instance.get_runs(dg.RunsFilter(tags={PARTITION_TAG: name}, statuses=UNFINISHED_STATUSES)):
         tag = run.tags.get(INGEST_PROCESS_TAG)
-        if tag and process_is_gone(tag):
-            instance.report_run_canceled(
-                run,
-                message="the tm2 ingest process running it ended without finishing it (killed or "
-                "crashed); the next run of the file completes what it left",
-            )
-            ended.append(run.run_id)
-    return ended
+        if not (tag and process_is_gone(tag)):
+            unfinished.append(run)
+            continue
+        # Tagged first: the landing sensor runs a file whose last run ended this way again, where it
+        # leaves any other canceled run to a person (see sensors._next_step).
+        instance.add_run_tags(run.run_id, {ABANDONED_TAG: "true"})
+        instance.report_run_canceled(
+            run,
+            message="the tm2 ingest process running it ended without finishing it (killed or "
+            "crashed); the next run of the file completes what it left",
+        )
+        ended.append(run)
+    return ended, unfinished

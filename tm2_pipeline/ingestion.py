@@ -136,10 +136,8 @@ class Ingestor:
             return IngestReport(file=path.name, sha256=sha256, status=REFUSED, error=problem)
         # In-process runs skip the run queue and its one-run-per-file-name limit: checked here, after
         # ending the runs of a `tm2 ingest` that was killed (they would block the name for ever).
-        end_abandoned_ingests(self.instance, path.name)
-        if (
-            running := unfinished_run(self.instance, path.name, latest_run(self.instance, path.name))
-        ) is not None:
+        _, unfinished = end_abandoned_ingests(self.instance, path.name)
+        if (running := unfinished_run(unfinished, latest_run(self.instance, path.name))) is not None:
             return IngestReport(
                 file=path.name,
                 sha256=sha256,

@@ -1,6 +1,7 @@
 """One dynamic partition per landed file name."""
 
 import time
+from collections.abc import Sequence
 
 import dagster as dg
 
@@ -30,15 +31,12 @@ def latest_run(instance: dg.DagsterInstance, name: str) -> dg.RunRecord | None:
     return records[0] if records else None
 
 
-def unfinished_run(
-    instance: dg.DagsterInstance, name: str, latest: dg.RunRecord | None
-) -> dg.DagsterRun | None:
-    """A run of this file name's partition that has not ended, or `latest` (its newest run) when
-    Dagster is about to retry it; else None. Two runs of one partition at once would share its tables
-    between steps: an older version of the file could win."""
-    runs = instance.get_runs(dg.RunsFilter(tags={PARTITION_TAG: name}, statuses=UNFINISHED_STATUSES), limit=1)
-    if runs:
-        return runs[0]
+def unfinished_run(unfinished: Sequence[dg.DagsterRun], latest: dg.RunRecord | None) -> dg.DagsterRun | None:
+    """Of a file name's unfinished runs (newest first) and its newest run `latest`: the run under
+    way, or `latest` when Dagster is about to retry it; else None. Two runs of one partition at once
+    would share its tables between steps: an older version of the file could win."""
+    if unfinished:
+        return unfinished[0]
     about_to_retry = (
         latest is not None
         and latest.dagster_run.is_complete_and_waiting_to_retry

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from tm2_pipeline.abandoned_runs import end_abandoned_ingests
+from tm2_pipeline.abandoned_runs import ABANDONED_TAG, end_abandoned_ingests
 from tm2_pipeline.assets.raw import SHA256_TAG
 from tm2_pipeline.jobs import ingest_tm2_file
 from tm2_pipeline.landing import archive, bounded_name, sha256_of_file, write_error_note
@@ -187,11 +187,12 @@ def _next_step(
         _move_to_failed(pipeline, source, landed, note=f"refused: {problem}")
         return None
     instance = context.instance
-    for run_id in end_abandoned_ingests(instance, name):  # a killed `tm2 ingest` of this name
-        context.log.warning(f"{name}: run {run_id} of a tm2 ingest that was killed marked canceled")
+    ended, unfinished = end_abandoned_ingests(instance, name)  # a killed `tm2 ingest` of this name
+    for run in ended:
+        context.log.warning(f"{name}: run {run.run_id} of a tm2 ingest that was killed marked canceled")
     latest = latest_run(instance, name)
     # Two runs of one partition would share its tables between steps: the later file waits its turn.
-    if unfinished_run(instance, name, latest) is not None:
+    if unfinished_run(unfinished, latest) is not None:
         return None
     after_run = latest.storage_id if latest else 0
     if landed.arrived_after_run is None:
@@ -202,6 +203,10 @@ def _next_step(
             context.log.info(f"{version}: not the content last ingested under this name; ingesting it")
         return ingest_run_request(name, source, sha256, 1, after_run, landed.seen)
     run = latest.dagster_run
+    if run.status == dg.DagsterRunStatus.CANCELED and run.tags.get(ABANDONED_TAG):
+        # Nobody chose to stop it (its `tm2 ingest` was killed): this run completes what it left.
+        context.log.info(f"{version}: its last run was left by a tm2 ingest that was killed; running it")
+        return ingest_run_request(name, source, sha256, 1, after_run, landed.seen)
     outcome = classify_run(instance, run.run_id, run.status == dg.DagsterRunStatus.SUCCESS)
     # A file put back in landing after its last run is a person asking for a new run: the outage is
     # over, TM2_REJECT_BLOCK was raised, or the store is a new database (the run history is not the

@@ -5,6 +5,9 @@ import hashlib
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -16,6 +19,7 @@ from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteRepo
 from dagster._core.test_utils import create_run_for_test
 
 from tm2_pipeline import sensors
+from tm2_pipeline.abandoned_runs import INGEST_PROCESS_TAG
 from tm2_pipeline.jobs import TM2_ASSETS
 from tm2_pipeline.landing import sha256_of_file
 from tm2_pipeline.landing_watch import read_cursor
@@ -221,9 +225,11 @@ def test_refused_file_moves_to_failed_with_its_reason(pipeline_resources):
     assert "empty" in (home / "failed" / "empty.csv.error.txt").read_text()
 
 
-def record_run(instance, request: dg.RunRequest, status: dg.DagsterRunStatus) -> dg.DagsterRun:
+def record_run(
+    instance, request: dg.RunRequest, status: dg.DagsterRunStatus, tags: dict[str, str] | None = None
+) -> dg.DagsterRun:
     """A run of the request's partition in the given state, as the daemon would have made it."""
-    tags = {**request.tags, "dagster/partition": request.partition_key}
+    tags = {**request.tags, "dagster/partition": request.partition_key, **(tags or {})}
     # A queued run must say where its job comes from: a code location, as the daemon's runs do.
     repository = RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("tm2_pipeline"), "__repository__")
     origin = repository.get_job_origin("ingest_tm2_file")
@@ -474,6 +480,30 @@ def test_a_canceled_run_is_not_started_again_by_the_sensor(home):
         assert tick(sensor, instance, home, cursor).run_requests == []
     note = (home / "failed" / "clinic.csv.error.txt").read_text()
     assert note == f"canceled (run {canceled.run_id}): put the file back in landing to run it again\n"
+
+
+def test_a_file_whose_tm2_ingest_was_killed_is_run_by_the_sensor_not_failed(home):
+    # The run of a killed `tm2 ingest` is canceled by the sensor itself: no person chose to stop it,
+    # so the file runs again rather than going to failed/ like a canceled run.
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
+    with dg.instance_for_test() as instance:
+        request, cursor = land_and_request(sensor, instance, home, "clinic.csv", "x\n")
+        record_run(instance, request, dg.DagsterRunStatus.FAILURE)  # e.g. OpenMRS was down
+        # Before the sensor's next attempt, someone runs the file with `tm2 ingest`, which is killed.
+        path = home / "landing" / "clinic.csv"
+        killed = record_run(
+            instance,
+            sensors.ingest_run_request("clinic.csv", path, sha256_of_file(path)),
+            dg.DagsterRunStatus.STARTED,
+            tags={INGEST_PROCESS_TAG: f"{socket.gethostname()}:{ended.pid}:1.00"},
+        )
+        [again] = tick(sensor, instance, home, cursor).run_requests
+        killed_record = instance.get_run_record_by_id(killed.run_id)
+        assert killed_record.dagster_run.status == dg.DagsterRunStatus.CANCELED
+        assert again.run_key == f"{again.tags[FILE_VERSION_TAG]}@{killed_record.storage_id}"
+    assert path.exists() and not (home / "failed").exists()
 
 
 def test_a_failed_run_that_dagster_is_about_to_retry_holds_its_file_name(home):
