@@ -206,7 +206,7 @@ def stage_naive(ctx: BenchContext) -> StageResult:
     return result
 
 
-def _sandbox_patient_ids() -> list[str]:
+def sandbox_patient_ids() -> list[str]:
     """Clinic identifiers (ABHA, MRN) that name exactly one patient of the emulator's seed."""
     from collections import Counter
 
@@ -235,7 +235,7 @@ def stage_openmrs(ctx: BenchContext) -> StageResult:
     from tm2_pipeline.validation import validate_tm2_export
 
     data = generate_tm2_csv(
-        ctx.openmrs_records, seed=ctx.seed + 1, dirty_share=0, patient_ids=_sandbox_patient_ids()
+        ctx.openmrs_records, seed=ctx.seed + 1, dirty_share=0, patient_ids=sandbox_patient_ids()
     )
     accepted = validate_tm2_export(data, today=today()).accepted_records
     with _client(ctx) as client:

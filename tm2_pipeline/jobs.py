@@ -10,7 +10,7 @@ from tm2_pipeline.assets.submitted import openmrs_submissions, summary_metadata
 from tm2_pipeline.assets.validated import validated_tm2_records
 from tm2_pipeline.resources.mongo import MongoResource
 from tm2_pipeline.resources.openmrs import OpenMRSResource
-from tm2_pipeline.submission_run import submit_stored_records
+from tm2_pipeline.submission_run import finish_abandoned_runs, submit_stored_records
 
 TM2_ASSETS = [raw_tm2_file, validated_tm2_records, tm2_mongo_records, openmrs_submissions]
 
@@ -21,13 +21,21 @@ ingest_tm2_file = dg.define_asset_job(
 )
 
 
-@dg.op(description="Retry every submission still in a retryable state, across all files.")
+@dg.op(
+    description="Retry every submission still in a retryable state, across all files; send the "
+    "records a killed tm2 ingest stored but never sent."
+)
 def retry_openmrs_submissions(
     context: dg.OpExecutionContext, mongo: MongoResource, openmrs: OpenMRSResource
 ) -> None:
     now = datetime.now(UTC)
     keys = mongo.submissions().retryable_keys(now, openmrs.patient_retry_days)
     summary = submit_stored_records(keys, mongo=mongo, openmrs=openmrs, now=now)
+    summary.merge(
+        finish_abandoned_runs(
+            context.instance, mongo=mongo, openmrs=openmrs, now=now, say=context.log.info, retried=set(keys)
+        )
+    )
     # Shown on the openmrs_submissions asset in the UI, beside the per-file materializations.
     context.log_event(
         dg.AssetObservation(asset_key="openmrs_submissions", metadata=summary_metadata(summary))
@@ -37,6 +45,9 @@ def retry_openmrs_submissions(
     )
 
 
-@dg.job(description="Nightly: retry failed_retryable, in_flight and recent patient_not_found submissions.")
+@dg.job(
+    description="Nightly: retry failed_retryable, in_flight and recent patient_not_found submissions, "
+    "and send what a killed tm2 ingest left."
+)
 def openmrs_retry() -> None:
     retry_openmrs_submissions()

@@ -1,13 +1,16 @@
-"""Glue for the per-file asset and the nightly retry job: submit; fail cleanly on bad credentials."""
+"""Glue for the per-file asset and the nightly retry job: submit; fail cleanly on bad credentials;
+send what a killed `tm2 ingest` left."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import dagster as dg
 
+from tm2_pipeline.abandoned_runs import end_abandoned_ingests, mark_finished, runs_to_finish, why_not_send
+from tm2_pipeline.assets.raw import SHA256_TAG
 from tm2_pipeline.openmrs.errors import OpenMRSError, OpenMRSNotRetryable
 from tm2_pipeline.openmrs.responses import sanitize
 from tm2_pipeline.openmrs.states import (
@@ -18,6 +21,7 @@ from tm2_pipeline.openmrs.states import (
     SubmissionState,
     SubmissionSummary,
 )
+from tm2_pipeline.partitions import PARTITION_TAG
 from tm2_pipeline.resources.mongo import MongoResource
 from tm2_pipeline.resources.openmrs import OpenMRSResource
 from tm2_pipeline.store.records import RecordStore
@@ -44,6 +48,18 @@ def outcome_counts(state_counts: Mapping[str, int]) -> dict[str, int]:
         # Left for a later run (crashed, transient error, patient or concept not there yet).
         NOT_FINAL: records_in(UNSETTLED_STATES | WAITING_STATES),
         WAITING_FOR_A_PERSON: records_in(NEEDS_HUMAN_STATES),
+    }
+
+
+def ledger_counts(submitted: int, state_counts: Mapping[str, int]) -> dict[str, int]:
+    """The ingestion ledger's OpenMRS counts: records sent by the run, and the outcome counts of the
+    file's records whose submission states are counted in `state_counts`."""
+    outcome = outcome_counts(state_counts)
+    return {
+        "submitted": submitted,
+        "in_openmrs": outcome[IN_OPENMRS],
+        "submission_failed": outcome[NOT_FINAL],
+        "needs_a_person": outcome[WAITING_FOR_A_PERSON],
     }
 
 
@@ -113,3 +129,55 @@ def _leave_for_the_nightly_retry(
     if server is not None:
         log.mark_unsent(keys, server, f"not sent: {sanitize(reason)}", now, records.content_hashes)
     return outcome_counts(log.state_counts(keys))
+
+
+def finish_abandoned_runs(
+    instance: dg.DagsterInstance,
+    *,
+    mongo: MongoResource,
+    openmrs: OpenMRSResource,
+    now: datetime,
+    say: Callable[[str], None],
+    retried: Collection[str] = (),
+) -> SubmissionSummary:
+    """Send the records of `tm2 ingest` runs killed after their store step. The retry of logged
+    submissions cannot see the records such a run never reached: they were never logged. Each run is
+    dealt with once (tagged); a Failure leaves it for the next night, its keys logged for retry.
+    `retried`: keys this night's retry has just submitted (not counted twice)."""
+    end_abandoned_ingests(instance)  # also of files nobody has run again since
+    summary = SubmissionSummary()
+    for run in runs_to_finish(instance):
+        name = run.tags.get(PARTITION_TAG, "?")
+        outcome = why_not_send(instance, run)
+        if outcome is None:
+            sha256 = run.tags[SHA256_TAG]
+            # Records whose content came from this file; the others came from (and are sent by) another.
+            stored = mongo.records().keys_stored_from(sha256)
+            keys = [key for key in stored if key not in retried]
+            sent = submit_stored_records(keys, mongo=mongo, openmrs=openmrs, now=now)
+            summary.merge(sent)
+            _record_in_ledger(
+                mongo,
+                run,
+                name,
+                sha256,
+                ledger_counts(sent.submitted, mongo.submissions().state_counts(stored)),
+                now,
+            )
+            outcome = f"sent what it left ({sent.submitted} sent now of {sent.total} records checked)"
+        mark_finished(instance, run, outcome)
+        say(f"{name}: run {run.run_id}, left by a killed tm2 ingest: {outcome}")
+    return summary
+
+
+def _record_in_ledger(
+    mongo: MongoResource, run: dg.DagsterRun, name: str, sha256: str, counts: dict[str, int], now: datetime
+) -> None:
+    """The file's ledger entry, unless a later run of it has written there since."""
+    ledger = mongo.ingestions()
+    entry = ledger.entry(name, sha256)
+    if entry is None or entry.get("run_id") != run.run_id:
+        return
+    ledger.record_outcome(
+        file=name, sha256=sha256, status="succeeded", counts=counts, at=now, run_id=run.run_id
+    )

@@ -22,10 +22,16 @@ import yaml
 from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
 from dagster._core.storage.noop_compute_log_manager import NoOpComputeLogManager
 
+from bench.generate import generate_tm2_csv
+from bench.stages import sandbox_patient_ids
+from tm2_pipeline.abandoned_runs import FINISHED_TAG
 from tm2_pipeline.compute_logs import QuietLocalComputeLogManager, in_process_instance
-from tm2_pipeline.ingestion import REPO_DAGSTER_YAML
+from tm2_pipeline.definitions import build_definitions
+from tm2_pipeline.identity import condition_uuid
+from tm2_pipeline.ingestion import REPO_DAGSTER_YAML, prepare_dagster_home
 from tm2_pipeline.openmrs.emulator.faults import FaultConfig
 from tm2_pipeline.openmrs.emulator.server import SandboxServer, open_sandbox
+from tm2_pipeline.settings import load_settings
 from tm2_pipeline_tests.process_groups import group_members
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "tm2_sample.csv"
@@ -56,10 +62,12 @@ def wait_for_records_in_flight(tm2: subprocess.Popen, uri: str, database: str) -
 
 
 @contextmanager
-def slow_openmrs_and_env(tmp_path: Path, secantus_uri: str) -> Iterator[tuple[dict[str, str], str]]:
+def slow_openmrs_and_env(
+    tmp_path: Path, secantus_uri: str
+) -> Iterator[tuple[dict[str, str], str, SandboxServer]]:
     """The environment `tm2 ingest` runs in (its own homes and database), against a sandbox that
     takes 300 ms an answer: the sample's submission takes seconds, so a signal lands while it runs.
-    Yields the environment and the database's name."""
+    Yields the environment, the database's name and the sandbox's server."""
     database = f"cli_{uuid.uuid4().hex[:10]}"
     with (
         open_sandbox(None, faults=FaultConfig(latency_ms=300)) as sandbox,
@@ -77,6 +85,7 @@ def slow_openmrs_and_env(tmp_path: Path, secantus_uri: str) -> Iterator[tuple[di
                 "OPENMRS_PASSWORD": "Admin123",
             },
             database,
+            server,
         )
 
 
@@ -84,7 +93,7 @@ def slow_openmrs_and_env(tmp_path: Path, secantus_uri: str) -> Iterator[tuple[di
 def test_ctrl_c_during_a_submission_prints_one_line_and_leaves_no_helper_process(
     tmp_path: Path, secantus_uri: str
 ) -> None:
-    with slow_openmrs_and_env(tmp_path, secantus_uri) as (env, database):
+    with slow_openmrs_and_env(tmp_path, secantus_uri) as (env, database, _):
         tm2 = subprocess.Popen(
             [sys.executable, "-m", "tm2_pipeline.cli", "ingest", str(SAMPLE), "--json"],
             cwd=tmp_path,
@@ -122,16 +131,11 @@ def test_after_a_kill_9_during_a_submission_the_next_tm2_ingest_runs_and_complet
 ) -> None:
     # From a crash audit: the killed process's run stayed "started" for ever, and every later
     # `tm2 ingest` of the file was refused as under way (no run monitor watches in-process runs).
-    with slow_openmrs_and_env(tmp_path, secantus_uri) as (env, database):
-        command = [sys.executable, "-m", "tm2_pipeline.cli", "ingest", str(SAMPLE), "--json"]
-        options = {"cwd": tmp_path, "env": env, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-        killed = subprocess.Popen(command, text=True, start_new_session=True, **options)
-        try:
-            wait_for_records_in_flight(killed, secantus_uri, database)
-        finally:
-            os.killpg(killed.pid, signal.SIGKILL)  # nothing of it can record anything
-            killed.wait()
-        again = subprocess.run(command, text=True, timeout=240, check=False, **options)
+    with slow_openmrs_and_env(tmp_path, secantus_uri) as (env, database, _):
+        command = kill_9_during_a_submission(env, tmp_path, database)
+        again = subprocess.run(
+            command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240, check=False
+        )
 
     [report] = [json.loads(line) for line in again.stdout.splitlines()]
     assert again.returncode == 0 and report["status"] == "succeeded", again.stdout + again.stderr
@@ -141,6 +145,75 @@ def test_after_a_kill_9_during_a_submission_the_next_tm2_ingest_runs_and_complet
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         statuses = sorted(run.status.value for run in instance.get_runs())
     assert statuses == ["CANCELED", "SUCCESS"]
+
+
+def kill_9_during_a_submission(
+    env: dict[str, str], tmp_path: Path, database: str, export: Path = SAMPLE
+) -> list[str]:
+    """`tm2 ingest` of an export killed (SIGKILL) while it sends; returns its command."""
+    command = [sys.executable, "-m", "tm2_pipeline.cli", "ingest", str(export), "--json"]
+    options = {"cwd": tmp_path, "env": env, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    killed = subprocess.Popen(command, text=True, start_new_session=True, **options)
+    try:
+        wait_for_records_in_flight(killed, env["MONGODB_URI"], database)
+    finally:
+        os.killpg(killed.pid, signal.SIGKILL)  # nothing of it can record anything
+        killed.wait()
+    return command
+
+
+@pytest.mark.integration
+def test_the_nightly_retry_sends_what_a_killed_tm2_ingest_stored_and_never_reached(
+    tmp_path: Path, secantus_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The records the killed run never reached were never logged, so the retry of logged
+    # submissions could not see them: without a next run of the file they never reached OpenMRS.
+    # More records than one claim (200): the run is killed with only the first ones logged.
+    export = tmp_path / "clinic.csv"
+    export.write_bytes(generate_tm2_csv(260, dirty_share=0, patient_ids=sandbox_patient_ids()))
+    with slow_openmrs_and_env(tmp_path, secantus_uri) as (env, database, server):
+        kill_9_during_a_submission(env, tmp_path, database, export)
+        server.sandbox.faults.config = FaultConfig()  # the retry need not take minutes
+        for name in (
+            "TM2_HOME",
+            "DAGSTER_HOME",
+            "MONGODB_URI",
+            "TM2_MONGODB_DB",
+            "OPENMRS_BASE_URL",
+            "OPENMRS_USERNAME",
+            "OPENMRS_PASSWORD",
+        ):
+            monkeypatch.setenv(name, env[name])
+        client: pymongo.MongoClient = pymongo.MongoClient(secantus_uri)
+        store = client[database]
+        stored = {document["_id"] for document in store["tm2_records"].find({}, {"_id": 1})}
+        logged = {document["_id"] for document in store["openmrs_submissions"].find({}, {"_id": 1})}
+        assert len(logged) < len(stored)  # killed before it reached them all
+
+        settings = load_settings()
+        nightly = build_definitions(settings).resolve_job_def("openmrs_retry")
+        with in_process_instance(prepare_dagster_home(settings)) as instance:
+            first = nightly.execute_in_process(instance=instance)
+            again = nightly.execute_in_process(instance=instance)
+            [killed_run] = instance.get_runs(dg.RunsFilter(job_name="ingest_tm2_file"))
+        conditions = dict(server.sandbox.state.conditions)
+        log = {document["_id"]: document["state"] for document in store["openmrs_submissions"].find()}
+        [ledger] = store["tm2_ingestions"].find()
+        client.close()
+
+    assert first.success and again.success
+    assert set(log) == stored  # every stored record was sent, or is logged for a later try
+    in_openmrs = {key for key, state in log.items() if state in ("submitted", "already_present")}
+    assert set(conditions) == {condition_uuid(key) for key in in_openmrs}  # each once
+    assert killed_run.status == dg.DagsterRunStatus.CANCELED
+    assert killed_run.tags[FINISHED_TAG].startswith("sent what it left (")
+    assert ledger["status"] == "succeeded" and ledger["counts"]["in_openmrs"] == len(in_openmrs)
+    sent_again = [
+        event.asset_observation_data.asset_observation.metadata["submitted_this_run"].value
+        for event in again.all_events
+        if event.event_type_value == "ASSET_OBSERVATION"
+    ]
+    assert sent_again == [0]
 
 
 KEY = ["run_id", "compute_logs", "abcdefgh"]

@@ -10,13 +10,7 @@ from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.resources.mongo import MongoResource
 from tm2_pipeline.resources.openmrs import OpenMRSResource
-from tm2_pipeline.submission_run import (
-    IN_OPENMRS,
-    NOT_FINAL,
-    WAITING_FOR_A_PERSON,
-    outcome_counts,
-    submit_stored_records,
-)
+from tm2_pipeline.submission_run import ledger_counts, outcome_counts, submit_stored_records
 
 SUBMISSION_HEALTH = "submission_health"
 
@@ -57,12 +51,7 @@ def openmrs_submissions(
         file=file_name,
         sha256=sha256,
         status="succeeded",
-        counts={
-            "submitted": summary.submitted,
-            "in_openmrs": metadata[IN_OPENMRS],
-            "submission_failed": metadata[NOT_FINAL],
-            "needs_a_person": metadata[WAITING_FOR_A_PERSON],
-        },
+        counts=ledger_counts(summary.submitted, summary.state_counts),
         at=datetime.now(UTC),
         run_id=context.run.run_id,
     )
