@@ -6,6 +6,9 @@ write so the outcome is deterministic; the restarted server reads the same data 
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -85,3 +88,36 @@ def test_a_rerun_after_an_outage_completes_the_file_exactly_once(
         assert document["severity"] == row["severity"]
         assert document["source"] == {"file": "a.csv", "sha256": SHA, "row": row["source_row"]}
     resource.close()
+
+
+def test_a_server_that_stops_answering_fails_the_run_instead_of_holding_it(server, tmp_path):
+    # A stopped process: its port still accepts connections (the kernel's backlog), nothing answers.
+    # pymongo's monitor would notice that within seconds and cut the operation; here it looks once
+    # an hour, as it cannot see a node that answers its checks and hangs on a write (an unbounded
+    # w=majority wait with the secondaries gone): only the socket timeout ends that.
+    uri = f"{server.ensure_running().uri}&heartbeatFrequencyMS=3600000"
+    resource = MongoResource(
+        uri=uri, tm2_home=str(tmp_path), server_selection_timeout_ms=1000, socket_timeout_ms=1000
+    )
+    records = resource.records()
+    assert records.count() == 0
+    info = server.status()
+    outcome: list[BaseException | int] = []
+
+    def count() -> None:
+        try:
+            outcome.append(records.count())
+        except BaseException as error:  # handed to the test's thread
+            outcome.append(error)
+
+    os.kill(info.pid, signal.SIGSTOP)
+    try:
+        counting = threading.Thread(target=count, daemon=True)
+        counting.start()
+        counting.join(timeout=90)  # without a socket timeout pymongo waits for ever
+        assert not counting.is_alive(), "the operation still waits on a server that never answers"
+    finally:
+        os.kill(info.pid, signal.SIGCONT)
+    [error] = outcome
+    assert isinstance(error, MongoUnavailable)
+    assert str(error).startswith(f"cannot reach MongoDB at 127.0.0.1:{info.port} ")

@@ -79,8 +79,20 @@ def test_options_written_in_the_uri_win_over_the_defaults(tmp_path):
             {"w": "majority"},
         )
         assert defaults.options.retry_writes is True
+        assert defaults.options.pool_options.socket_timeout == 300  # a hung server cannot hold a run
     finally:
         defaults.close()
+    for written, socket_timeout, timeout in (("socketTimeoutMS=5000", 5, None), ("timeoutMS=2000", None, 2)):
+        client = MongoResource(
+            uri=f"mongodb://127.0.0.1:1/?{written}", tm2_home=str(tmp_path)
+        )._mongo_client()
+        try:
+            assert (client.options.pool_options.socket_timeout, client.options.timeout) == (
+                socket_timeout,
+                timeout,
+            )
+        finally:
+            client.close()
     for w in ("0", "00", "+0"):  # pymongo reads each as 0
         with pytest.raises(MongoSettingsError, match=r"unacknowledged writes \(w=0\)"):
             MongoResource(uri=f"mongodb://127.0.0.1:1/?w={w}", tm2_home=str(tmp_path)).ping()

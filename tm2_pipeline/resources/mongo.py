@@ -56,6 +56,9 @@ class MongoResource(dg.ConfigurableResource):
     write_concern: str = Field(default="majority", description="'majority' or an integer >= 1")
     batch_size: int = Field(default=5000, gt=0)
     server_selection_timeout_ms: int = Field(default=10000, gt=0)
+    # A server that accepts connections and stops answering (a hung node, a half-open link) must not
+    # hold a run for ever. No operation here is expected to take minutes: 5 only cuts a hang.
+    socket_timeout_ms: int = Field(default=300_000, gt=0)
 
     _client: MongoClient | None = PrivateAttr(default=None)
     _client_uri: str | None = PrivateAttr(default=None)
@@ -142,6 +145,8 @@ class MongoResource(dg.ConfigurableResource):
             "serverSelectionTimeoutMS": self.server_selection_timeout_ms,
             "appname": "tm2-pipeline",
         }
+        if "timeoutms" not in written:  # the URI's own time limit for every operation wins
+            defaults["socketTimeoutMS"] = self.socket_timeout_ms
         options = {name: value for name, value in defaults.items() if name.lower() not in written}
         try:
             client = MongoClient(uri, tz_aware=True, **options)
