@@ -1,43 +1,79 @@
-"""`tm2 ingest` runs whose process is gone: ended, so that their file name can run again.
+"""Runs whose process is gone: ended, so that their file name can run again.
 
-`tm2 ingest` runs a file in its own process, outside the run queue and run monitoring (which could
-not stop it). A process killed (`kill -9`, a crash, a power cut) leaves its run marked as started
-for ever, and the file name is refused as "under way" by every later `tm2 ingest` and by the
-landing sensor. Each such run is tagged with its process (host, pid, start time); a run of this host
-whose process no longer exists is marked canceled (not failed: a failed run would be retried by the
-daemon, outside the user's command). What it did not finish is done by the next run of the file, or,
-once its records are stored, by the nightly retry (`runs_to_finish`).
+A run's process can die without a word: `kill -9`, a crash, a power cut, a reboot. `tm2 ingest` runs
+a file in its own process, outside the run queue and run monitoring (which could not stop it). A
+daemon run's dead run worker is noticed by the code server that started it; when that died too (a
+reboot), only by the run monitor, which with the local run launcher fails the run after its maximum
+runtime (a day). Meanwhile the run stays "started", and its file name is refused as
+"under way" by every later `tm2 ingest` and by the landing sensor. So each run is tagged with the
+process running it (host, pid, start time): `tm2 ingest`'s own, or a daemon run's run worker. A run
+of this host whose process no longer exists is marked canceled, and tagged so (not failed: a failed
+run would be retried by the daemon too, beside the sensor's or the user's own new run). What it did
+not finish is done by the next run of the file, or, once its store step had finished, by the nightly
+retry (`runs_to_finish`).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import socket
 
 import dagster as dg
 import psutil
 
-from tm2_pipeline.assets.raw import SHA256_TAG
 from tm2_pipeline.partitions import PARTITION_TAG, UNFINISHED_STATUSES
 
-INGEST_PROCESS_TAG = "tm2/ingest_process"
-ABANDONED_TAG = "tm2/abandoned"  # on a run canceled here
+# Our tags on a run, each written for that very run: Dagster copies a run's tags to its retries and
+# re-executions, where a copy must not count. Values: "<run id> <what>" (`own_tag` reads them).
+RUN_PROCESS_TAG = "tm2/run_process"  # <run id> <host>:<pid>:<start time> of the process running it
+ABANDONED_TAG = "tm2/abandoned"  # <run id> ...: canceled here, its process gone
 # On an abandoned run once the nightly retry has dealt with it: what it did with the run's records.
 FINISHED_TAG = "tm2/finished_by_nightly_retry"
 STORE_STEP = "tm2_mongo_records"  # its blocking checks run in the same step
 SUBMISSION_ASSET = dg.AssetKey("openmrs_submissions")
 
 
-def this_process() -> str:
-    """The tag value naming this process: host, pid and start time (a pid alone can be reused)."""
-    process = psutil.Process()
-    return f"{socket.gethostname()}:{process.pid}:{process.create_time():.2f}"
+def tag_for(run_id: str, value: str) -> str:
+    return f"{run_id} {value}"
 
 
-def process_is_gone(tag: str) -> bool:
-    """Whether the process a tag names is known to have ended. Only this host's processes can be
-    told; anything unreadable counts as alive."""
+def own_tag(run: dg.DagsterRun, key: str) -> str | None:
+    """The value of our tag `key` when it was written for this run; None when absent or copied."""
+    owner, _, value = run.tags.get(key, "").partition(" ")
+    return value if owner == run.run_id else None
+
+
+def is_abandoned(run: dg.DagsterRun) -> bool:
+    """Canceled here because its process was gone (not by a person)."""
+    return run.status == dg.DagsterRunStatus.CANCELED and own_tag(run, ABANDONED_TAG) is not None
+
+
+def process_tag(run_id: str, process: psutil.Process) -> str:
+    """The RUN_PROCESS_TAG value: the process's host, pid and start time (a pid alone can be reused)."""
+    return tag_for(run_id, f"{socket.gethostname()}:{process.pid}:{process.create_time():.2f}")
+
+
+def this_process(run_id: str) -> str:
+    return process_tag(run_id, psutil.Process())
+
+
+def run_worker_process(run_id: str) -> str | None:
+    """In a step process of Dagster's multiprocess executor (the daemon's runs), the tag of the run
+    worker that started it; None in a process not started that way (a run executed in process)."""
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.pid is None:
+        return None
     try:
-        host, pid_text, started_text = tag.rsplit(":", 2)
+        return process_tag(run_id, psutil.Process(parent.pid))
+    except psutil.Error:  # gone already: the run's own end will say so
+        return None
+
+
+def process_is_gone(where: str) -> bool:
+    """Whether the process `<host>:<pid>:<start time>` is known to have ended. Only this host's
+    processes can be told; anything unreadable counts as alive."""
+    try:
+        host, pid_text, started_text = where.rsplit(":", 2)
         pid, started = int(pid_text), float(started_text)
     except ValueError:
         return False
@@ -51,26 +87,27 @@ def process_is_gone(tag: str) -> bool:
         return False
 
 
-def end_abandoned_ingests(
+def end_abandoned_runs(
     instance: dg.DagsterInstance, name: str | None = None
 ) -> tuple[list[dg.DagsterRun], list[dg.DagsterRun]]:
-    """Cancel the unfinished `tm2 ingest` runs of this file name (None: of every name) whose process
-    is gone. Returns the runs canceled, and the unfinished runs left (newest first), from one
-    run-storage query."""
+    """Cancel the unfinished runs of this file name (None: of every name) whose process is gone.
+    Returns the runs canceled, and the unfinished runs left (newest first), from one run-storage
+    query."""
     ended, unfinished = [], []
     tags = {PARTITION_TAG: name} if name is not None else None
     for run in instance.get_runs(dg.RunsFilter(tags=tags, statuses=UNFINISHED_STATUSES)):
-        tag = run.tags.get(INGEST_PROCESS_TAG)
-        if not (tag and process_is_gone(tag)):
+        where = own_tag(run, RUN_PROCESS_TAG)
+        if not (where and process_is_gone(where)):
             unfinished.append(run)
             continue
         # Tagged first: the landing sensor runs a file whose last run ended this way again, where it
         # leaves any other canceled run to a person (see sensors._next_step).
-        instance.add_run_tags(run.run_id, {ABANDONED_TAG: "true"})
+        instance.add_run_tags(run.run_id, {ABANDONED_TAG: tag_for(run.run_id, "its process ended")})
         instance.report_run_canceled(
             run,
-            message="the tm2 ingest process running it ended without finishing it (killed or "
-            "crashed); the next run of the file completes what it left",
+            message="the process running it ended without finishing it (killed, crashed, or the "
+            "machine stopped); the next run of the file, or once its store step had finished the "
+            "nightly retry, sends what it left",
         )
         ended.append(run)
     return ended, unfinished
@@ -78,18 +115,19 @@ def end_abandoned_ingests(
 
 def runs_to_finish(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     """Abandoned runs the nightly retry has not dealt with yet, oldest first."""
-    runs = instance.get_runs(
-        dg.RunsFilter(tags={ABANDONED_TAG: "true"}, statuses=[dg.DagsterRunStatus.CANCELED])
+    canceled = instance.get_runs(
+        dg.RunsFilter(job_name="ingest_tm2_file", statuses=[dg.DagsterRunStatus.CANCELED])
     )
-    return [run for run in reversed(runs) if FINISHED_TAG not in run.tags]
+    return [run for run in reversed(canceled) if is_abandoned(run) and own_tag(run, FINISHED_TAG) is None]
 
 
 def why_not_send(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
     """Why the nightly retry leaves this abandoned run's records alone, or None (send them)."""
     if not _sends(run):
         return "OpenMRS was not in the run's selection: nothing to send"
-    if (completed := _completed_later(instance, run)) is not None:
-        return f"run {completed} of the same file completed it"
+    if (later := _later_run(instance, run)) is not None:
+        # The later landed wins: a correction may have dropped rows this version stored.
+        return f"run {later} of the same file name came after it, and sends what its file holds"
     [store_step] = instance.get_run_step_stats(run.run_id, step_keys=[STORE_STEP]) or [None]
     if store_step is None or store_step.status is None or store_step.status.value != "SUCCESS":
         # Stored in part, or not checked: the file's next run stores the rest, checks, and sends.
@@ -98,7 +136,7 @@ def why_not_send(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None
 
 
 def mark_finished(instance: dg.DagsterInstance, run: dg.DagsterRun, what: str) -> None:
-    instance.add_run_tags(run.run_id, {FINISHED_TAG: what})
+    instance.add_run_tags(run.run_id, {FINISHED_TAG: tag_for(run.run_id, what)})
 
 
 def _sends(run: dg.DagsterRun) -> bool:
@@ -106,13 +144,12 @@ def _sends(run: dg.DagsterRun) -> bool:
     return not run.asset_selection or SUBMISSION_ASSET in run.asset_selection
 
 
-def _completed_later(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
-    """The id of a later run of the same file content that succeeded, OpenMRS included, or None."""
+def _later_run(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
+    """The id of a run of the same file name created after this one (any content, any state), or None."""
     own = instance.get_run_record_by_id(run.run_id)
-    same_file = {PARTITION_TAG: run.tags.get(PARTITION_TAG, ""), SHA256_TAG: run.tags.get(SHA256_TAG, "")}
-    for record in instance.get_run_records(
-        dg.RunsFilter(tags=same_file, statuses=[dg.DagsterRunStatus.SUCCESS])
-    ):
-        if own is not None and record.storage_id > own.storage_id and _sends(record.dagster_run):
-            return record.dagster_run.run_id
+    newest = instance.get_run_records(
+        dg.RunsFilter(tags={PARTITION_TAG: run.tags.get(PARTITION_TAG, "")}), limit=1
+    )
+    if own is not None and newest and newest[0].storage_id > own.storage_id:
+        return newest[0].dagster_run.run_id
     return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 from dagster import DagsterEventType
 
-from tm2_pipeline.abandoned_runs import INGEST_PROCESS_TAG, end_abandoned_ingests, this_process
+from tm2_pipeline.abandoned_runs import RUN_PROCESS_TAG, end_abandoned_runs, this_process
 from tm2_pipeline.assets.validated import reject_rate_message, reject_rate_outcome
 from tm2_pipeline.definitions import build_definitions
 from tm2_pipeline.landing import sha256_of_file
@@ -136,7 +137,7 @@ class Ingestor:
             return IngestReport(file=path.name, sha256=sha256, status=REFUSED, error=problem)
         # In-process runs skip the run queue and its one-run-per-file-name limit: checked here, after
         # ending the runs of a `tm2 ingest` that was killed (they would block the name for ever).
-        _, unfinished = end_abandoned_ingests(self.instance, path.name)
+        _, unfinished = end_abandoned_runs(self.instance, path.name)
         if (running := unfinished_run(unfinished, latest_run(self.instance, path.name))) is not None:
             return IngestReport(
                 file=path.name,
@@ -148,7 +149,9 @@ class Ingestor:
             )
         self.instance.add_dynamic_partitions(tm2_csv_files.name, [path.name])
         request = ingest_run_request(path.name, path, sha256)
+        run_id = str(uuid.uuid4())  # Dagster's own run ids are uuid4 too; chosen here for the tag
         result = self.job.execute_in_process(
+            run_id=run_id,
             instance=self.instance,
             partition_key=path.name,
             # The run's own log stays in the instance (the UI shows it, stack traces included); the
@@ -160,7 +163,7 @@ class Ingestor:
                 **request.tags,
                 "tm2/started_by": self.started_by,
                 "dagster/max_runtime": "0",
-                INGEST_PROCESS_TAG: this_process(),
+                RUN_PROCESS_TAG: this_process(run_id),
             },
             raise_on_error=False,
             asset_selection=self.asset_selection,

@@ -8,6 +8,8 @@ from tm2_pipeline.assets.raw import raw_tm2_file
 from tm2_pipeline.assets.stored import tm2_mongo_records
 from tm2_pipeline.assets.submitted import openmrs_submissions, summary_metadata
 from tm2_pipeline.assets.validated import validated_tm2_records
+from tm2_pipeline.openmrs.states import SubmissionSummary
+from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.resources.mongo import MongoResource
 from tm2_pipeline.resources.openmrs import OpenMRSResource
 from tm2_pipeline.submission_run import finish_abandoned_runs, submit_stored_records
@@ -23,31 +25,41 @@ ingest_tm2_file = dg.define_asset_job(
 
 @dg.op(
     description="Retry every submission still in a retryable state, across all files; send the "
-    "records a killed tm2 ingest stored but never sent."
+    "records a run whose process died stored but never sent."
 )
 def retry_openmrs_submissions(
-    context: dg.OpExecutionContext, mongo: MongoResource, openmrs: OpenMRSResource
+    context: dg.OpExecutionContext, pipeline: PipelineConfig, mongo: MongoResource, openmrs: OpenMRSResource
 ) -> None:
     now = datetime.now(UTC)
     keys = mongo.submissions().retryable_keys(now, openmrs.patient_retry_days)
     summary = submit_stored_records(keys, mongo=mongo, openmrs=openmrs, now=now)
-    summary.merge(
-        finish_abandoned_runs(
-            context.instance, mongo=mongo, openmrs=openmrs, now=now, say=context.log.info, retried=set(keys)
-        )
+    _report(context, summary, "retried")
+    left = finish_abandoned_runs(
+        context.instance,
+        home=pipeline.home,
+        mongo=mongo,
+        openmrs=openmrs,
+        now=now,
+        say=context.log.info,
+        retried=set(keys),
     )
+    if left.total:
+        _report(context, left, "sent for runs whose process died")
+
+
+def _report(context: dg.OpExecutionContext, summary: SubmissionSummary, what: str) -> None:
     # Shown on the openmrs_submissions asset in the UI, beside the per-file materializations.
     context.log_event(
         dg.AssetObservation(asset_key="openmrs_submissions", metadata=summary_metadata(summary))
     )
     context.log.info(
-        f"retried {summary.total} records: {summary.submitted} now in OpenMRS, {summary.failed} still waiting"
+        f"{what} {summary.total} records: {summary.submitted} now in OpenMRS, {summary.failed} still waiting"
     )
 
 
 @dg.job(
     description="Nightly: retry failed_retryable, in_flight and recent patient_not_found submissions, "
-    "and send what a killed tm2 ingest left."
+    "and send what a run whose process died left."
 )
 def openmrs_retry() -> None:
     retry_openmrs_submissions()

@@ -10,6 +10,8 @@ from tm2_pipeline.landing import MAX_NAME_BYTES
 # Dynamic partitions are global to a Dagster instance: the name must be unique to this project.
 tm2_csv_files = dg.DynamicPartitionsDefinition(name="tm2_csv_files")
 PARTITION_TAG = "dagster/partition"  # set by Dagster on every run of a partition
+# Set on every run request (sensors.ingest_run_request): the sha256 of the bytes the run is for.
+SHA256_TAG = "tm2/sha256"
 UNFINISHED_STATUSES = [
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.QUEUED,
@@ -32,11 +34,13 @@ def latest_run(instance: dg.DagsterInstance, name: str) -> dg.RunRecord | None:
 
 
 def unfinished_run(unfinished: Sequence[dg.DagsterRun], latest: dg.RunRecord | None) -> dg.DagsterRun | None:
-    """Of a file name's unfinished runs (newest first) and its newest run `latest`: the run under
-    way, or `latest` when Dagster is about to retry it; else None. Two runs of one partition at once
-    would share its tables between steps: an older version of the file could win."""
+    """Of a file name's unfinished runs (newest first) and its newest run `latest`, read after them:
+    the run under way, or `latest` when Dagster is about to retry it; else None. Two runs of one
+    partition at once would share its tables between steps: an older version of the file could win."""
     if unfinished:
         return unfinished[0]
+    if latest is not None and latest.dagster_run.status in UNFINISHED_STATUSES:
+        return latest.dagster_run  # started since the unfinished runs were read
     about_to_retry = (
         latest is not None
         and latest.dagster_run.is_complete_and_waiting_to_retry

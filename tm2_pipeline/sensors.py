@@ -20,8 +20,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from tm2_pipeline.abandoned_runs import ABANDONED_TAG, end_abandoned_ingests
-from tm2_pipeline.assets.raw import SHA256_TAG
+from tm2_pipeline.abandoned_runs import end_abandoned_runs, is_abandoned
 from tm2_pipeline.jobs import ingest_tm2_file
 from tm2_pipeline.landing import archive, bounded_name, sha256_of_file, write_error_note
 from tm2_pipeline.landing_watch import (
@@ -34,7 +33,13 @@ from tm2_pipeline.landing_watch import (
     stable_files,
     write_cursor,
 )
-from tm2_pipeline.partitions import latest_run, partition_key_problem, tm2_csv_files, unfinished_run
+from tm2_pipeline.partitions import (
+    SHA256_TAG,
+    latest_run,
+    partition_key_problem,
+    tm2_csv_files,
+    unfinished_run,
+)
 from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.run_outcome import FAILED, REFUSED, SUCCEEDED, classify_run
 
@@ -187,9 +192,9 @@ def _next_step(
         _move_to_failed(pipeline, source, landed, note=f"refused: {problem}")
         return None
     instance = context.instance
-    ended, unfinished = end_abandoned_ingests(instance, name)  # a killed `tm2 ingest` of this name
+    ended, unfinished = end_abandoned_runs(instance, name)  # their process died: they never will end
     for run in ended:
-        context.log.warning(f"{name}: run {run.run_id} of a tm2 ingest that was killed marked canceled")
+        context.log.warning(f"{name}: run {run.run_id}, whose process is gone, marked canceled")
     latest = latest_run(instance, name)
     # Two runs of one partition would share its tables between steps: the later file waits its turn.
     if unfinished_run(unfinished, latest) is not None:
@@ -203,10 +208,8 @@ def _next_step(
             context.log.info(f"{version}: not the content last ingested under this name; ingesting it")
         return ingest_run_request(name, source, sha256, 1, after_run, landed.seen)
     run = latest.dagster_run
-    if run.status == dg.DagsterRunStatus.CANCELED and run.tags.get(ABANDONED_TAG):
-        # Nobody chose to stop it (its `tm2 ingest` was killed): this run completes what it left.
-        context.log.info(f"{version}: its last run was left by a tm2 ingest that was killed; running it")
-        return ingest_run_request(name, source, sha256, 1, after_run, landed.seen)
+    # Canceled because its process died (end_abandoned_runs), not by a person: a failed attempt.
+    abandoned = is_abandoned(run)
     outcome = classify_run(instance, run.run_id, run.status == dg.DagsterRunStatus.SUCCESS)
     # A file put back in landing after its last run is a person asking for a new run: the outage is
     # over, TM2_REJECT_BLOCK was raised, or the store is a new database (the run history is not the
@@ -226,11 +229,18 @@ def _next_step(
     if attempt == 0:
         context.log.info(f"{version}: put back in landing after its last run ({outcome.status}); running it")
         return ingest_run_request(name, source, sha256, 1, after_run, landed.seen)
-    if run.status == dg.DagsterRunStatus.CANCELED:
+    if run.status == dg.DagsterRunStatus.CANCELED and not abandoned:
         note = f"canceled (run {run.run_id}): put the file back in landing to run it again"
-    elif outcome.status == FAILED and attempt < MAX_ATTEMPTS:
-        context.log.info(f"{version}: attempt {attempt} failed; trying again")
+    elif (outcome.status == FAILED or abandoned) and attempt < MAX_ATTEMPTS:
+        ended_how = "ended with its process" if abandoned else "failed"
+        context.log.info(f"{version}: attempt {attempt} {ended_how}; trying again")
         return ingest_run_request(name, source, sha256, attempt + 1, after_run, landed.seen)
+    elif abandoned:
+        note = (
+            f"the process running it ended without finishing it, {attempt} attempts in a row (killed, "
+            f"crashed, or the machine stopped; run {run.run_id}): put the file back in landing to run "
+            "it again"
+        )
     elif outcome.status == REFUSED:
         # The raw step kept its own copy and note; this one follows the landed file's archived name.
         note = f"refused ({outcome.error})" if outcome.error else None

@@ -1,5 +1,5 @@
 """Glue for the per-file asset and the nightly retry job: submit; fail cleanly on bad credentials;
-send what a killed `tm2 ingest` left."""
+send what a run whose process died left."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any
 
 import dagster as dg
 
-from tm2_pipeline.abandoned_runs import end_abandoned_ingests, mark_finished, runs_to_finish, why_not_send
-from tm2_pipeline.assets.raw import SHA256_TAG
+from tm2_pipeline.abandoned_runs import end_abandoned_runs, mark_finished, runs_to_finish, why_not_send
+from tm2_pipeline.accepted_table import AcceptedTable
+from tm2_pipeline.home import Tm2Home
 from tm2_pipeline.openmrs.errors import OpenMRSError, OpenMRSNotRetryable
 from tm2_pipeline.openmrs.responses import sanitize
 from tm2_pipeline.openmrs.states import (
@@ -21,7 +22,7 @@ from tm2_pipeline.openmrs.states import (
     SubmissionState,
     SubmissionSummary,
 )
-from tm2_pipeline.partitions import PARTITION_TAG
+from tm2_pipeline.partitions import PARTITION_TAG, SHA256_TAG
 from tm2_pipeline.resources.mongo import MongoResource
 from tm2_pipeline.resources.openmrs import OpenMRSResource
 from tm2_pipeline.store.records import RecordStore
@@ -134,50 +135,51 @@ def _leave_for_the_nightly_retry(
 def finish_abandoned_runs(
     instance: dg.DagsterInstance,
     *,
+    home: Tm2Home,
     mongo: MongoResource,
     openmrs: OpenMRSResource,
     now: datetime,
     say: Callable[[str], None],
     retried: Collection[str] = (),
 ) -> SubmissionSummary:
-    """Send the records of `tm2 ingest` runs killed after their store step. The retry of logged
-    submissions cannot see the records such a run never reached: they were never logged. Each run is
-    dealt with once (tagged); a Failure leaves it for the next night, its keys logged for retry.
-    `retried`: keys this night's retry has just submitted (not counted twice)."""
-    end_abandoned_ingests(instance)  # also of files nobody has run again since
+    """Send the records of runs whose process died after their store step. The retry of logged
+    submissions cannot see the records such a run never reached: they were never logged. The keys
+    are the file's own, from its validated table (as the asset reads them): a record whose content an
+    earlier file stored first belongs to this file too. Each run is dealt with once (tagged); a
+    Failure leaves it for the next night, the keys it reached logged for retry. `retried`: keys this
+    night's retry has just submitted (not counted twice)."""
+    end_abandoned_runs(instance)  # also of files nobody has run again since
     summary = SubmissionSummary()
     for run in runs_to_finish(instance):
         name = run.tags.get(PARTITION_TAG, "?")
+        sha256 = run.tags.get(SHA256_TAG, "")
         outcome = why_not_send(instance, run)
-        if outcome is None:
-            sha256 = run.tags[SHA256_TAG]
-            # Records whose content came from this file; the others came from (and are sent by) another.
-            stored = mongo.records().keys_stored_from(sha256)
-            keys = [key for key in stored if key not in retried]
-            sent = submit_stored_records(keys, mongo=mongo, openmrs=openmrs, now=now)
-            summary.merge(sent)
-            _record_in_ledger(
-                mongo,
-                run,
-                name,
-                sha256,
-                ledger_counts(sent.submitted, mongo.submissions().state_counts(stored)),
-                now,
+        file_keys = None if outcome else _validated_keys(home, name, sha256)
+        if outcome is None and file_keys is None:
+            outcome = (
+                "its validated table is gone or another version's: the file's next run sends its records"
             )
-            outcome = f"sent what it left ({sent.submitted} sent now of {sent.total} records checked)"
+        if file_keys is not None:
+            sent = submit_stored_records(
+                [key for key in file_keys if key not in retried], mongo=mongo, openmrs=openmrs, now=now
+            )
+            summary.merge(sent)
+            counts = ledger_counts(sent.submitted, mongo.submissions().state_counts(file_keys))
+            mongo.ingestions().record_outcome_of_run(
+                run.run_id, file=name, sha256=sha256, status="succeeded", counts=counts, at=now
+            )
+            outcome = f"sent what it left ({sent.submitted} sent now; {len(file_keys)} records in its file)"
         mark_finished(instance, run, outcome)
-        say(f"{name}: run {run.run_id}, left by a killed tm2 ingest: {outcome}")
+        say(f"{name}: run {run.run_id}, whose process died: {outcome}")
     return summary
 
 
-def _record_in_ledger(
-    mongo: MongoResource, run: dg.DagsterRun, name: str, sha256: str, counts: dict[str, int], now: datetime
-) -> None:
-    """The file's ledger entry, unless a later run of it has written there since."""
-    ledger = mongo.ingestions()
-    entry = ledger.entry(name, sha256)
-    if entry is None or entry.get("run_id") != run.run_id:
-        return
-    ledger.record_outcome(
-        file=name, sha256=sha256, status="succeeded", counts=counts, at=now, run_id=run.run_id
-    )
+def _validated_keys(home: Tm2Home, name: str, sha256: str) -> list[str] | None:
+    """The record keys of the file name's validated table, if it holds this content; else None."""
+    path = home.table_path("validated_tm2_records", name)
+    if not path.exists():
+        return None
+    table = AcceptedTable(path)
+    if table.attrs.get("sha256") != sha256:
+        return None
+    return table.column("record_key").to_pylist()

@@ -369,7 +369,7 @@ def test_a_run_left_by_a_killed_tm2_ingest_no_longer_blocks_its_file_name(env, t
     import dagster as dg
     from dagster._core.test_utils import create_run_for_test
 
-    from tm2_pipeline.abandoned_runs import INGEST_PROCESS_TAG, this_process
+    from tm2_pipeline.abandoned_runs import RUN_PROCESS_TAG, tag_for, this_process
     from tm2_pipeline.ingestion import prepare_dagster_home
     from tm2_pipeline.settings import load_settings
 
@@ -379,17 +379,20 @@ def test_a_run_left_by_a_killed_tm2_ingest_no_longer_blocks_its_file_name(env, t
     landed.write_bytes(SAMPLE.read_bytes())
     prepare_dagster_home(load_settings())
 
-    def left_started(name: str, process: str) -> dg.DagsterRun:
+    def left_started(name: str, where: str | None) -> dg.DagsterRun:
+        run_id = str(uuid.uuid4())
+        process = this_process(run_id) if where is None else tag_for(run_id, where)
         return create_run_for_test(
             instance,
             job_name="ingest_tm2_file",
-            tags={"dagster/partition": name, INGEST_PROCESS_TAG: process},
+            run_id=run_id,
+            tags={"dagster/partition": name, RUN_PROCESS_TAG: process},
             status=dg.DagsterRunStatus.STARTED,
         )
 
     with dg.DagsterInstance.get() as instance:
         killed = left_started("clinic.csv", f"{socket.gethostname()}:{ended.pid}:{1.0:.2f}")
-        alive = left_started("alive.csv", this_process())  # a tm2 ingest still running it
+        alive = left_started("alive.csv", None)  # a tm2 ingest still running it
         elsewhere = left_started("other-host.csv", "another-host:1:1.00")  # cannot be told: left alone
     [report] = json_lines(run("ingest", str(landed), "--json").stdout)
     assert report["status"] == "succeeded" and report["inserted"] == 96

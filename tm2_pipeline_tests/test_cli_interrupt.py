@@ -24,11 +24,11 @@ from dagster._core.storage.noop_compute_log_manager import NoOpComputeLogManager
 
 from bench.generate import generate_tm2_csv
 from bench.stages import sandbox_patient_ids
-from tm2_pipeline.abandoned_runs import FINISHED_TAG
+from tm2_pipeline.abandoned_runs import FINISHED_TAG, is_abandoned, own_tag
 from tm2_pipeline.compute_logs import QuietLocalComputeLogManager, in_process_instance
 from tm2_pipeline.definitions import build_definitions
 from tm2_pipeline.identity import condition_uuid
-from tm2_pipeline.ingestion import REPO_DAGSTER_YAML, prepare_dagster_home
+from tm2_pipeline.ingestion import REPO_DAGSTER_YAML, Ingestor, prepare_dagster_home
 from tm2_pipeline.openmrs.emulator.faults import FaultConfig
 from tm2_pipeline.openmrs.emulator.server import SandboxServer, open_sandbox
 from tm2_pipeline.settings import load_settings
@@ -168,12 +168,15 @@ def test_the_nightly_retry_sends_what_a_killed_tm2_ingest_stored_and_never_reach
 ) -> None:
     # The records the killed run never reached were never logged, so the retry of logged
     # submissions could not see them: without a next run of the file they never reached OpenMRS.
-    # More records than one claim (200): the run is killed with only the first ones logged.
-    export = tmp_path / "clinic.csv"
-    export.write_bytes(generate_tm2_csv(260, dirty_share=0, patient_ids=sandbox_patient_ids()))
+    # More records than one claim (200): the run is killed with only the first ones logged. Its
+    # last 100 rows were stored first from another file (a part of it, loaded without OpenMRS):
+    # those records keep that file as their source, yet they are this file's to send.
+    data = generate_tm2_csv(260, dirty_share=0, patient_ids=sandbox_patient_ids())
+    header, *rows = data.rstrip(b"\r\n").split(b"\r\n")
+    export, part = tmp_path / "clinic.csv", tmp_path / "part.csv"
+    export.write_bytes(data)
+    part.write_bytes(b"\r\n".join([header, *rows[-100:]]) + b"\r\n")
     with slow_openmrs_and_env(tmp_path, secantus_uri) as (env, database, server):
-        kill_9_during_a_submission(env, tmp_path, database, export)
-        server.sandbox.faults.config = FaultConfig()  # the retry need not take minutes
         for name in (
             "TM2_HOME",
             "DAGSTER_HOME",
@@ -184,29 +187,34 @@ def test_the_nightly_retry_sends_what_a_killed_tm2_ingest_stored_and_never_reach
             "OPENMRS_PASSWORD",
         ):
             monkeypatch.setenv(name, env[name])
+        settings = load_settings()
+        with in_process_instance(prepare_dagster_home(settings)) as instance:
+            stored_only = ["raw_tm2_file", "validated_tm2_records", "tm2_mongo_records"]
+            assert Ingestor(settings, instance, assets=stored_only).ingest(part).status == "succeeded"
+        kill_9_during_a_submission(env, tmp_path, database, export)
+        server.sandbox.faults.config = FaultConfig()  # the retry need not take minutes
         client: pymongo.MongoClient = pymongo.MongoClient(secantus_uri)
         store = client[database]
-        stored = {document["_id"] for document in store["tm2_records"].find({}, {"_id": 1})}
+        sources = {doc["_id"]: doc["source"]["file"] for doc in store["tm2_records"].find({}, {"source": 1})}
         logged = {document["_id"] for document in store["openmrs_submissions"].find({}, {"_id": 1})}
-        assert len(logged) < len(stored)  # killed before it reached them all
+        assert "part.csv" in {sources[key] for key in set(sources) - logged}  # the case in point
 
-        settings = load_settings()
         nightly = build_definitions(settings).resolve_job_def("openmrs_retry")
         with in_process_instance(prepare_dagster_home(settings)) as instance:
             first = nightly.execute_in_process(instance=instance)
             again = nightly.execute_in_process(instance=instance)
-            [killed_run] = instance.get_runs(dg.RunsFilter(job_name="ingest_tm2_file"))
+            [killed_run] = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": "clinic.csv"}))
         conditions = dict(server.sandbox.state.conditions)
         log = {document["_id"]: document["state"] for document in store["openmrs_submissions"].find()}
-        [ledger] = store["tm2_ingestions"].find()
+        ledger = store["tm2_ingestions"].find_one({"file": "clinic.csv"})
         client.close()
 
     assert first.success and again.success
-    assert set(log) == stored  # every stored record was sent, or is logged for a later try
+    assert set(log) == set(sources)  # every stored record was sent, or is logged for a later try
     in_openmrs = {key for key, state in log.items() if state in ("submitted", "already_present")}
     assert set(conditions) == {condition_uuid(key) for key in in_openmrs}  # each once
     assert killed_run.status == dg.DagsterRunStatus.CANCELED
-    assert killed_run.tags[FINISHED_TAG].startswith("sent what it left (")
+    assert is_abandoned(killed_run) and own_tag(killed_run, FINISHED_TAG).startswith("sent what it left (")
     assert ledger["status"] == "succeeded" and ledger["counts"]["in_openmrs"] == len(in_openmrs)
     sent_again = [
         event.asset_observation_data.asset_observation.metadata["submitted_this_run"].value

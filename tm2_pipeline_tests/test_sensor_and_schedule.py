@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -19,7 +20,7 @@ from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteRepo
 from dagster._core.test_utils import create_run_for_test
 
 from tm2_pipeline import sensors
-from tm2_pipeline.abandoned_runs import INGEST_PROCESS_TAG
+from tm2_pipeline.abandoned_runs import RUN_PROCESS_TAG, tag_for
 from tm2_pipeline.jobs import TM2_ASSETS
 from tm2_pipeline.landing import sha256_of_file
 from tm2_pipeline.landing_watch import read_cursor
@@ -226,15 +227,24 @@ def test_refused_file_moves_to_failed_with_its_reason(pipeline_resources):
 
 
 def record_run(
-    instance, request: dg.RunRequest, status: dg.DagsterRunStatus, tags: dict[str, str] | None = None
+    instance, request: dg.RunRequest, status: dg.DagsterRunStatus, *, process: str | None = None
 ) -> dg.DagsterRun:
-    """A run of the request's partition in the given state, as the daemon would have made it."""
-    tags = {**request.tags, "dagster/partition": request.partition_key, **(tags or {})}
+    """A run of the request's partition in the given state, as the daemon would have made it;
+    `process`: where the process running it ran (`<host>:<pid>:<start time>`)."""
+    run_id = str(uuid.uuid4())
+    tags = {**request.tags, "dagster/partition": request.partition_key}
+    if process is not None:
+        tags[RUN_PROCESS_TAG] = tag_for(run_id, process)
     # A queued run must say where its job comes from: a code location, as the daemon's runs do.
     repository = RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("tm2_pipeline"), "__repository__")
     origin = repository.get_job_origin("ingest_tm2_file")
     return create_run_for_test(
-        instance, job_name="ingest_tm2_file", tags=tags, status=status, remote_job_origin=origin
+        instance,
+        job_name="ingest_tm2_file",
+        run_id=run_id,
+        tags=tags,
+        status=status,
+        remote_job_origin=origin,
     )
 
 
@@ -482,11 +492,12 @@ def test_a_canceled_run_is_not_started_again_by_the_sensor(home):
     assert note == f"canceled (run {canceled.run_id}): put the file back in landing to run it again\n"
 
 
-def test_a_file_whose_tm2_ingest_was_killed_is_run_by_the_sensor_not_failed(home):
-    # The run of a killed `tm2 ingest` is canceled by the sensor itself: no person chose to stop it,
-    # so the file runs again rather than going to failed/ like a canceled run.
+def test_a_file_whose_runs_process_died_is_run_again_as_a_failed_attempt_not_failed(home):
+    # Its run is canceled by the sensor itself (end_abandoned_runs): no person chose to stop it, so
+    # the file is tried again, as after a failure, rather than sent to failed/ like a canceled run.
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()
+    dead = f"{socket.gethostname()}:{ended.pid}:1.00"
     sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
     with dg.instance_for_test() as instance:
         request, cursor = land_and_request(sensor, instance, home, "clinic.csv", "x\n")
@@ -497,13 +508,48 @@ def test_a_file_whose_tm2_ingest_was_killed_is_run_by_the_sensor_not_failed(home
             instance,
             sensors.ingest_run_request("clinic.csv", path, sha256_of_file(path)),
             dg.DagsterRunStatus.STARTED,
-            tags={INGEST_PROCESS_TAG: f"{socket.gethostname()}:{ended.pid}:1.00"},
+            process=dead,
         )
-        [again] = tick(sensor, instance, home, cursor).run_requests
+        result = tick(sensor, instance, home, cursor)
+        [again] = result.run_requests
         killed_record = instance.get_run_record_by_id(killed.run_id)
         assert killed_record.dagster_run.status == dg.DagsterRunStatus.CANCELED
         assert again.run_key == f"{again.tags[FILE_VERSION_TAG]}@{killed_record.storage_id}"
-    assert path.exists() and not (home / "failed").exists()
+        assert again.tags[ATTEMPT_TAG] == "2"
+        # The machine stops during each attempt: after the last one the file goes to failed/.
+        record_run(instance, again, dg.DagsterRunStatus.STARTED, process=dead)
+        result = tick(sensor, instance, home, result.cursor)
+        [third] = result.run_requests
+        assert third.tags[ATTEMPT_TAG] == "3"
+        last = record_run(instance, third, dg.DagsterRunStatus.STARTED, process=dead)
+        assert tick(sensor, instance, home, result.cursor).run_requests == []
+        assert instance.get_run_by_id(last.run_id).status == dg.DagsterRunStatus.CANCELED
+    assert not path.exists()
+    note = (home / "failed" / "clinic.csv.error.txt").read_text()
+    assert note.startswith("the process running it ended without finishing it, 3 attempts in a row")
+
+
+def test_a_run_started_while_the_sensor_looks_holds_its_file_name(home, monkeypatch):
+    # A `tm2 ingest` of the file starting between the sensor's read of the unfinished runs and of
+    # the newest run: that newest run is unfinished, not a failed attempt to follow up.
+    sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
+    with dg.instance_for_test() as instance:
+        request, cursor = land_and_request(sensor, instance, home, "clinic.csv", "x\n")
+        record_run(instance, request, dg.DagsterRunStatus.FAILURE)
+        real_latest_run = sensors.latest_run
+
+        def started_meanwhile(instance, name):
+            path = home / "landing" / name
+            record_run(
+                instance,
+                sensors.ingest_run_request(name, path, sha256_of_file(path)),
+                dg.DagsterRunStatus.STARTED,
+            )
+            return real_latest_run(instance, name)
+
+        monkeypatch.setattr(sensors, "latest_run", started_meanwhile)
+        assert tick(sensor, instance, home, cursor).run_requests == []
+    assert (home / "landing" / "clinic.csv").exists()
 
 
 def test_a_failed_run_that_dagster_is_about_to_retry_holds_its_file_name(home):

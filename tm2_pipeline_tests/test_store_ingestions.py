@@ -70,3 +70,29 @@ def test_unknown_counts_and_statuses_are_refused(ledger):
     with pytest.raises(ValueError, match="is not a valid IngestionStatus"):
         ledger.record_outcome(file="a.csv", sha256=SHA_A, status="done", at=T0)
     assert ledger.collection.count_documents({}) == 0
+
+
+def test_an_outcome_for_a_run_is_written_only_while_the_entry_is_that_runs(ledger):
+    # The nightly retry records what it sent for a run whose process died: not over a later run's.
+    ledger.record_outcome(
+        file="a.csv", sha256=SHA_A, status="stored", at=T0, counts={"inserted": 8}, run_id="r1"
+    )
+    later = T0 + timedelta(hours=2)
+    sent = {"submitted": 8, "in_openmrs": 8}
+    assert ledger.record_outcome_of_run(
+        "r1", file="a.csv", sha256=SHA_A, status="succeeded", counts=sent, at=later
+    )
+    entry = ledger.entry("a.csv", SHA_A)
+    assert (entry["status"], entry["counts"], entry["at"]) == ("succeeded", {"inserted": 8, **sent}, later)
+    ledger.record_outcome(file="a.csv", sha256=SHA_A, status="validated", at=later, run_id="r2")
+    assert not ledger.record_outcome_of_run(
+        "r1", file="a.csv", sha256=SHA_A, status="succeeded", counts={}, at=later
+    )
+    assert not ledger.record_outcome_of_run(
+        "r1", file="b.csv", sha256=SHA_B, status="succeeded", counts={}, at=later
+    )
+    assert ledger.entry("a.csv", SHA_A)["status"] == "validated" and ledger.entry("b.csv", SHA_B) is None
+    with pytest.raises(ValueError, match="unknown ingestion count"):
+        ledger.record_outcome_of_run(
+            "r2", file="a.csv", sha256=SHA_A, status="stored", counts={"x": 1}, at=T0
+        )

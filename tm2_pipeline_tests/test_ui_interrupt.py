@@ -20,6 +20,8 @@ import pytest
 from dagster._core.events import DagsterEventType
 
 from bench.generate import generate_tm2_csv
+from tm2_pipeline.abandoned_runs import is_abandoned
+from tm2_pipeline.sensors import ATTEMPT_TAG
 from tm2_pipeline_tests.dagster_dev import DagsterDev, isolated_env
 from tm2_pipeline_tests.process_groups import group_members
 
@@ -149,3 +151,40 @@ def test_sigterm_to_tm2_ui_alone_stops_what_it_started(tmp_path: Path, secantus_
     with DagsterDev(env, log_path=log, cwd=tmp_path, tm2_ui=True) as ui:
         returncode, left = sigterm(ui)
     assert_quiet_and_complete_shutdown(log, returncode, left)
+
+
+def test_a_run_cut_off_by_a_power_cut_is_run_again_at_the_next_start_not_a_day_later(
+    tmp_path: Path, secantus_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Everything of `tm2 ui` killed at once (a power cut, a reboot): the run stayed "started" until
+    # the run monitor's limit, a day, and the landing sensor held its file all that time. Its run
+    # worker is named in a tag by its first step; gone at the next start, the run is canceled as
+    # abandoned and the sensor runs the file again as its next attempt.
+    tm2_home = tmp_path / "home"
+    landing = tm2_home / "landing"
+    landing.mkdir(parents=True)
+    (landing / "big.csv").write_bytes(generate_tm2_csv(ROWS))
+    env = isolated_env(
+        tm2_home,
+        MONGODB_URI=secantus_uri,
+        TM2_MONGODB_DB=f"ui_{uuid.uuid4().hex[:10]}",
+        TM2_SENSOR_INTERVAL_S="1",
+    )
+    with DagsterDev(env, log_path=tmp_path / "first.log", cwd=tmp_path, tm2_ui=True) as ui:
+        assert ui.process is not None
+        cut_off = wait_for_validation_under_way(ui)
+        os.killpg(ui.process.pid, signal.SIGKILL)  # nothing of it can record anything
+        ui.process.wait(timeout=30)
+
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])  # the instance's dagster.yaml names it
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        assert instance.get_run_by_id(cut_off).status == dg.DagsterRunStatus.STARTED
+        with DagsterDev(env, log_path=tmp_path / "second.log", cwd=tmp_path, tm2_ui=True) as ui:
+            deadline = time.monotonic() + 120
+            while not (retry := instance.get_runs(dg.RunsFilter(tags={ATTEMPT_TAG: "2"}))):
+                assert time.monotonic() < deadline, ui.log_tail()
+                time.sleep(0.5)
+            ctrl_c(ui)
+        run = instance.get_run_by_id(cut_off)
+    assert run.status == dg.DagsterRunStatus.CANCELED and is_abandoned(run)
+    assert [other.tags["dagster/partition"] for other in retry] == ["big.csv"]

@@ -4,16 +4,15 @@ from pathlib import Path
 
 import dagster as dg
 
+from tm2_pipeline.abandoned_runs import RUN_PROCESS_TAG, own_tag, run_worker_process
 from tm2_pipeline.assets.refusal import describe, record_refusal
 from tm2_pipeline.landing import ContentChanged, copy_by_content, sha256_of_file
-from tm2_pipeline.partitions import older_unfinished_run, tm2_csv_files
+from tm2_pipeline.partitions import SHA256_TAG, older_unfinished_run, tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.reading import FileRefused, inspect_tm2_file
 from tm2_pipeline.resources.mongo import MongoResource
 
 FILE_READABLE = "file_readable"
-# Set on every run request (sensors.ingest_run_request): the sha256 of the bytes the run is for.
-SHA256_TAG = "tm2/sha256"
 CHANGED_AFTER_SEEN = (
     "the file changed after it was hashed for this run (still being written?); nothing was kept: "
     "the landing sensor runs it again once it stops changing, or run `tm2 ingest` again"
@@ -49,6 +48,11 @@ def raw_tm2_file(
         Path(config.source_path) if config.source_path else Path(pipeline.landing_dir) / context.partition_key
     )
     home = pipeline.home
+    run_id = context.run.run_id
+    if own_tag(context.run, RUN_PROCESS_TAG) is None and (worker := run_worker_process(run_id)) is not None:
+        # A run of the daemon's: its run worker, whose death with its code server's (a reboot) would
+        # leave the run "started" for a day (the run monitor's limit), holding its file name.
+        context.instance.add_run_tags(run_id, {RUN_PROCESS_TAG: worker})
     # The queue and `tm2 ingest` look for a run under way before starting one; this closes the gap
     # between their look and the start: the newer of two runs of one name stops here.
     other = older_unfinished_run(context.instance, context.partition_key, context.run.run_id)

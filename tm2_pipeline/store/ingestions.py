@@ -82,9 +82,6 @@ class IngestionLedger:
         and secrets: `tm2 status` shows it.
         """
         counts = counts or {}
-        unknown = sorted(set(counts) - set(COUNT_NAMES))
-        if unknown:
-            raise ValueError(f"unknown ingestion count(s): {', '.join(unknown)}")
         changes: dict[str, Any] = {
             "file": file,
             "sha256": sha256,
@@ -93,7 +90,7 @@ class IngestionLedger:
             "at": stored_timestamp(at),
             "run_id": run_id,
         }
-        changes.update((f"counts.{name}", int(value)) for name, value in counts.items())
+        changes.update(_count_changes(counts))
         if size is not None:
             changes["size"] = int(size)
         if status == IngestionStatus.STORED:
@@ -109,6 +106,30 @@ class IngestionLedger:
                 upsert=True,
             )
 
+    def record_outcome_of_run(
+        self,
+        run_id: str,
+        *,
+        file: str,
+        sha256: str,
+        status: IngestionStatus | str,
+        counts: Mapping[str, int],
+        at: datetime,
+    ) -> bool:
+        """Record an outcome for run `run_id` only while the entry is still that run's (a later run
+        of the content may have written there since); whether it was. Counts are merged."""
+        changes: dict[str, Any] = {
+            "status": IngestionStatus(status).value,
+            "error": None,
+            "at": stored_timestamp(at),
+            **_count_changes(counts),
+        }
+        with translate_mongo_errors(self.target):
+            result = self.collection.update_one(
+                {"_id": ingestion_id(file, sha256), "run_id": run_id}, {"$set": changes}
+            )
+        return result.matched_count == 1
+
     def entry(self, file: str, sha256: str) -> dict[str, Any] | None:
         """The ledger entry of this very content under this name, or None."""
         with translate_mongo_errors(self.target):
@@ -123,3 +144,11 @@ class IngestionLedger:
         """The latest ingestions of any file, newest first."""
         with translate_mongo_errors(self.target):
             return list(self.collection.find().sort([("at", DESCENDING), ("_id", DESCENDING)]).limit(limit))
+
+
+def _count_changes(counts: Mapping[str, int]) -> dict[str, int]:
+    """`$set` changes merging these counts name by name into the entry's `counts`."""
+    unknown = sorted(set(counts) - set(COUNT_NAMES))
+    if unknown:
+        raise ValueError(f"unknown ingestion count(s): {', '.join(unknown)}")
+    return {f"counts.{name}": int(value) for name, value in counts.items()}

@@ -254,11 +254,6 @@ class RecordStore:
                 for chunk in chunked(wanted, self.lookup_keys)
             )
 
-    def keys_stored_from(self, sha256: str) -> list[str]:
-        """Keys whose stored content came from the file content `sha256` (the `source_sha256` index)."""
-        with translate_mongo_errors(self.target):
-            return [doc["_id"] for doc in self.collection.find({"source.sha256": sha256}, {"_id": 1})]
-
     def count(self) -> int:
         with translate_mongo_errors(self.target):
             return self.collection.count_documents({})
