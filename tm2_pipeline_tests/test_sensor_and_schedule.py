@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -461,20 +462,26 @@ def test_a_file_ingested_by_tm2_ingest_while_in_landing_is_archived_not_run_agai
     assert not path.exists() and len(list((home / "processed").glob("*/clinic.csv"))) == 1
 
 
+def meanwhile(monkeypatch: pytest.MonkeyPatch, name: str, happening: Callable[[], object]) -> None:
+    """`happening()` takes place while the sensor looks: just before it calls `sensors.<name>`."""
+    real = getattr(sensors, name)
+
+    def first_this(*args):
+        happening()
+        return real(*args)
+
+    monkeypatch.setattr(sensors, name, first_this)
+
+
 def test_a_file_overwritten_after_the_scan_is_not_archived_as_the_version_ingested(home, monkeypatch):
     sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
     with dg.instance_for_test() as instance:
         request, cursor = land_and_request(sensor, instance, home, "clinic.csv", "version A\n")
         record_run(instance, request, dg.DagsterRunStatus.SUCCESS)
-        real_classify_run = sensors.classify_run
-
-        def corrected_meanwhile(*args):
-            land(home, "clinic.csv", "version B, corrected\n")  # after the scan, before the move
-            return real_classify_run(*args)
-
-        monkeypatch.setattr(sensors, "classify_run", corrected_meanwhile)
+        # After the scan, before the move:
+        meanwhile(monkeypatch, "classify_run", lambda: land(home, "clinic.csv", "version B, corrected\n"))
         cursor = tick(sensor, instance, home, cursor).cursor
-        monkeypatch.setattr(sensors, "classify_run", real_classify_run)
+        monkeypatch.undo()
         assert (home / "landing" / "clinic.csv").read_text() == "version B, corrected\n"
         assert not (home / "processed").exists()
         cursor = tick(sensor, instance, home, cursor).cursor
@@ -536,18 +543,13 @@ def test_a_run_started_while_the_sensor_looks_holds_its_file_name(home, monkeypa
     with dg.instance_for_test() as instance:
         request, cursor = land_and_request(sensor, instance, home, "clinic.csv", "x\n")
         record_run(instance, request, dg.DagsterRunStatus.FAILURE)
-        real_latest_run = sensors.latest_run
-
-        def started_meanwhile(instance, name):
-            path = home / "landing" / name
-            record_run(
-                instance,
-                sensors.ingest_run_request(name, path, sha256_of_file(path)),
-                dg.DagsterRunStatus.STARTED,
-            )
-            return real_latest_run(instance, name)
-
-        monkeypatch.setattr(sensors, "latest_run", started_meanwhile)
+        path = home / "landing" / "clinic.csv"
+        by_tm2_ingest = sensors.ingest_run_request("clinic.csv", path, sha256_of_file(path))
+        meanwhile(
+            monkeypatch,
+            "latest_run",
+            lambda: record_run(instance, by_tm2_ingest, dg.DagsterRunStatus.STARTED),
+        )
         assert tick(sensor, instance, home, cursor).run_requests == []
     assert (home / "landing" / "clinic.csv").exists()
 
