@@ -16,21 +16,22 @@ retry (`runs_to_finish`).
 from __future__ import annotations
 
 import multiprocessing
-import socket
+import os
 
 import dagster as dg
-import psutil
 
 from tm2_pipeline.partitions import PARTITION_TAG, UNFINISHED_STATUSES
+from tm2_pipeline.process_identity import identity_of, is_gone
 
 # Our tags on a run, each written for that very run: Dagster copies a run's tags to its retries and
 # re-executions, where a copy must not count. Values: "<run id> <what>" (`own_tag` reads them).
-RUN_PROCESS_TAG = "tm2/run_process"  # <run id> <host>:<pid>:<start time> of the process running it
+RUN_PROCESS_TAG = "tm2/run_process"  # <run id> <process_identity> of the process running it
 ABANDONED_TAG = "tm2/abandoned"  # <run id> ...: canceled here, its process gone
 # On an abandoned run once the nightly retry has dealt with it: what it did with the run's records.
 FINISHED_TAG = "tm2/finished_by_nightly_retry"
 STORE_STEP = "tm2_mongo_records"  # its blocking checks run in the same step
 SUBMISSION_ASSET = dg.AssetKey("openmrs_submissions")
+MAX_RUNTIME_TAG = "dagster/max_runtime"  # read by Dagster's run monitor
 
 
 def tag_for(run_id: str, value: str) -> str:
@@ -48,43 +49,28 @@ def is_abandoned(run: dg.DagsterRun) -> bool:
     return run.status == dg.DagsterRunStatus.CANCELED and own_tag(run, ABANDONED_TAG) is not None
 
 
-def process_tag(run_id: str, process: psutil.Process) -> str:
-    """The RUN_PROCESS_TAG value: the process's host, pid and start time (a pid alone can be reused)."""
-    return tag_for(run_id, f"{socket.gethostname()}:{process.pid}:{process.create_time():.2f}")
-
-
 def this_process(run_id: str) -> str:
-    return process_tag(run_id, psutil.Process())
+    """The RUN_PROCESS_TAG value naming this process (`process_identity`)."""
+    identity = identity_of(os.getpid())
+    assert identity is not None  # this process runs
+    return tag_for(run_id, identity)
 
 
-def run_worker_process(run_id: str) -> str | None:
-    """In a step process of Dagster's multiprocess executor (the daemon's runs), the tag of the run
-    worker that started it; None in a process not started that way (a run executed in process)."""
-    parent = multiprocessing.parent_process()
-    if parent is None or parent.pid is None:
-        return None
-    try:
-        return process_tag(run_id, psutil.Process(parent.pid))
-    except psutil.Error:  # gone already: the run's own end will say so
-        return None
-
-
-def process_is_gone(where: str) -> bool:
-    """Whether the process `<host>:<pid>:<start time>` is known to have ended. Only this host's
-    processes can be told; anything unreadable counts as alive."""
-    try:
-        host, pid_text, started_text = where.rsplit(":", 2)
-        pid, started = int(pid_text), float(started_text)
-    except ValueError:
-        return False
-    if host != socket.gethostname():
-        return False
-    try:
-        return abs(psutil.Process(pid).create_time() - started) > 0.5  # the pid names another process
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.Error:
-        return False
+def tag_run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
+    """Called by every asset step: on a daemon run, name its run worker (a retry or re-execution
+    from failure starts at a later step), and hand back the run monitor's time limit that a
+    re-executed `tm2 ingest` run copied ("0", none: right only in process, where a limit would
+    free the name while the run goes on). No-op on a run already named, or run in process."""
+    if own_tag(run, RUN_PROCESS_TAG) is not None:
+        return
+    parent = multiprocessing.parent_process()  # Dagster's multiprocess executor spawns each step
+    worker = identity_of(parent.pid) if parent is not None and parent.pid is not None else None
+    if worker is None:
+        return
+    tags = {RUN_PROCESS_TAG: tag_for(run.run_id, worker)}
+    if run.tags.get(MAX_RUNTIME_TAG) == "0":
+        tags[MAX_RUNTIME_TAG] = ""  # empty: the instance's run_monitoring.max_runtime_seconds
+    instance.add_run_tags(run.run_id, tags)
 
 
 def end_abandoned_runs(
@@ -97,8 +83,12 @@ def end_abandoned_runs(
     tags = {PARTITION_TAG: name} if name is not None else None
     for run in instance.get_runs(dg.RunsFilter(tags=tags, statuses=UNFINISHED_STATUSES)):
         where = own_tag(run, RUN_PROCESS_TAG)
-        if not (where and process_is_gone(where)):
+        if not (where and is_gone(where)):
             unfinished.append(run)
+            continue
+        if run.status == dg.DagsterRunStatus.CANCELING:
+            # A person asked for it to stop (the UI's Terminate), and nothing was left to stop it.
+            instance.report_run_canceled(run, message="canceled; the process running it had ended")
             continue
         # Tagged first: the landing sensor runs a file whose last run ended this way again, where it
         # leaves any other canceled run to a person (see sensors._next_step).
@@ -115,9 +105,8 @@ def end_abandoned_runs(
 
 def runs_to_finish(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     """Abandoned runs the nightly retry has not dealt with yet, oldest first."""
-    canceled = instance.get_runs(
-        dg.RunsFilter(job_name="ingest_tm2_file", statuses=[dg.DagsterRunStatus.CANCELED])
-    )
+    # Any job's: the asset graph's own job materializes these assets too. Canceled runs are few.
+    canceled = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.CANCELED]))
     return [run for run in reversed(canceled) if is_abandoned(run) and own_tag(run, FINISHED_TAG) is None]
 
 
@@ -127,9 +116,8 @@ def why_not_send(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None
         return "OpenMRS was not in the run's selection: nothing to send"
     if (later := _later_run(instance, run)) is not None:
         # The later landed wins: a correction may have dropped rows this version stored.
-        return f"run {later} of the same file name came after it, and sends what its file holds"
-    [store_step] = instance.get_run_step_stats(run.run_id, step_keys=[STORE_STEP]) or [None]
-    if store_step is None or store_step.status is None or store_step.status.value != "SUCCESS":
+        return f"run {later} of the same file name came after it and sends what its file holds"
+    if not _store_step_succeeded(instance, run):
         # Stored in part, or not checked: the file's next run stores the rest, checks, and sends.
         return "its store step did not finish: the file's next run sends its records"
     return None
@@ -145,11 +133,21 @@ def _sends(run: dg.DagsterRun) -> bool:
 
 
 def _later_run(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
-    """The id of a run of the same file name created after this one (any content, any state), or None."""
+    """The id of a later run of the same file name that sends its file's records (under way, or past
+    its store step), or None."""
     own = instance.get_run_record_by_id(run.run_id)
-    newest = instance.get_run_records(
-        dg.RunsFilter(tags={PARTITION_TAG: run.tags.get(PARTITION_TAG, "")}), limit=1
-    )
-    if own is not None and newest and newest[0].storage_id > own.storage_id:
-        return newest[0].dagster_run.run_id
+    if own is None:
+        return None
+    name = {PARTITION_TAG: run.tags.get(PARTITION_TAG, "")}
+    for record in instance.get_run_records(dg.RunsFilter(tags=name)):  # newest first
+        later = record.dagster_run
+        if record.storage_id <= own.storage_id:
+            return None
+        if _sends(later) and (not later.is_finished or _store_step_succeeded(instance, later)):
+            return later.run_id
     return None
+
+
+def _store_step_succeeded(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    [store_step] = instance.get_run_step_stats(run.run_id, step_keys=[STORE_STEP]) or [None]
+    return store_step is not None and store_step.status is not None and store_step.status.value == "SUCCESS"

@@ -1,4 +1,5 @@
-"""Runs of a killed `tm2 ingest`: found on every name, and which of them the nightly retry leaves alone.
+"""Runs whose process died: found on every name, told from copies and from a person's cancel, and which
+of them the nightly retry leaves alone.
 
 The retry sending what such a run left is exercised end to end, with a real `kill -9`, in
 test_cli_interrupt.py."""
@@ -6,13 +7,11 @@ test_cli_interrupt.py."""
 from __future__ import annotations
 
 import multiprocessing
-import socket
-import subprocess
-import sys
 import uuid
 
 import dagster as dg
 import pytest
+from dagster._core.instance.ref import InstanceRef
 from dagster._core.test_utils import create_run_for_test
 
 from tm2_pipeline.abandoned_runs import (
@@ -22,21 +21,19 @@ from tm2_pipeline.abandoned_runs import (
     is_abandoned,
     mark_finished,
     own_tag,
-    run_worker_process,
     runs_to_finish,
     tag_for,
+    tag_run_worker,
     this_process,
     why_not_send,
 )
 from tm2_pipeline.partitions import SHA256_TAG
+from tm2_pipeline_tests.process_groups import ended_process_identity
 
 
 @pytest.fixture(scope="module")
 def gone() -> str:
-    """Where a process of this host that has ended ran: `<host>:<pid>:<start time>`."""
-    ended = subprocess.Popen([sys.executable, "-c", "pass"])
-    ended.wait()
-    return f"{socket.gethostname()}:{ended.pid}:1.00"
+    return ended_process_identity()
 
 
 def started_run(
@@ -45,12 +42,7 @@ def started_run(
     """A run left started; `where` its process (None: this one)."""
     run_id = str(uuid.uuid4())
     process = this_process(run_id) if where is None else tag_for(run_id, where)
-    tags = {
-        "dagster/partition": name,
-        RUN_PROCESS_TAG: process,
-        SHA256_TAG: sha256,
-        **options.pop("tags", {}),
-    }
+    tags = {"dagster/partition": name, RUN_PROCESS_TAG: process, SHA256_TAG: sha256}
     return create_run_for_test(
         instance,
         job_name="ingest_tm2_file",
@@ -65,7 +57,7 @@ def test_every_file_names_killed_runs_are_ended_and_tagged_and_live_ones_kept(go
     with dg.instance_for_test() as instance:
         killed = [started_run(instance, name, gone) for name in ("a.csv", "b.csv")]
         alive = started_run(instance, "c.csv", None)
-        elsewhere = started_run(instance, "d.csv", "another-host:1:1.00")
+        elsewhere = started_run(instance, "d.csv", "another-host:-:-:1:1")
         ended, unfinished = end_abandoned_runs(instance)
         assert {run.run_id for run in ended} == {run.run_id for run in killed}
         assert {run.run_id for run in unfinished} == {alive.run_id, elsewhere.run_id}
@@ -96,10 +88,39 @@ def test_tags_copied_to_a_re_execution_do_not_count_as_its_own(gone):
         assert runs_to_finish(instance) == []
 
 
-def test_a_step_process_of_the_multiprocess_executor_names_its_run_worker():
-    assert run_worker_process("run") is None  # not a child started by multiprocessing
-    with multiprocessing.get_context("spawn").Pool(1) as pool:  # as Dagster starts step processes
-        assert pool.apply(run_worker_process, ("run",)) == this_process("run")
+def tag_in_a_step(instance_ref: InstanceRef, run_id: str) -> None:
+    """What each asset step does first, in a process spawned as Dagster's executor spawns steps."""
+    with dg.DagsterInstance.from_ref(instance_ref) as instance:
+        tag_run_worker(instance, instance.get_run_by_id(run_id))
+
+
+def test_each_step_of_a_daemon_run_names_its_run_worker_over_copied_tags(gone):
+    # A retry from failure starts at a later step, with its parent's tags: among them a
+    # re-executed `tm2 ingest` run's "no time limit", which would keep it from the run monitor.
+    with dg.instance_for_test() as instance:
+        parent = started_run(instance, "a.csv", gone)
+        copied = {**parent.tags, "dagster/max_runtime": "0"}
+        retry = create_run_for_test(
+            instance, job_name="ingest_tm2_file", tags=copied, status=dg.DagsterRunStatus.STARTED
+        )
+        tag_run_worker(instance, retry)  # in this process (a run in process): nothing to name
+        assert instance.get_run_by_id(retry.run_id).tags == copied
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            pool.apply(tag_in_a_step, (instance.get_ref(), retry.run_id))
+        tagged = instance.get_run_by_id(retry.run_id)
+        assert tag_for(retry.run_id, own_tag(tagged, RUN_PROCESS_TAG)) == this_process(retry.run_id)
+        assert tagged.tags["dagster/max_runtime"] == ""  # the instance's limit again
+        assert [run.run_id for run in end_abandoned_runs(instance)[0]] == [parent.run_id]  # not the retry
+
+
+def test_a_run_a_person_asked_to_stop_is_canceled_not_abandoned(gone):
+    # The UI's Terminate marks the run canceling; with its process gone, nothing finishes that.
+    with dg.instance_for_test() as instance:
+        run = started_run(instance, "a.csv", gone)
+        instance.report_run_canceling(run)
+        assert end_abandoned_runs(instance) == ([], [])
+        after = instance.get_run_by_id(run.run_id)
+        assert after.status == dg.DagsterRunStatus.CANCELED and not is_abandoned(after)
 
 
 def test_the_nightly_retry_leaves_alone_a_run_killed_before_its_store_step_ended(gone):
@@ -122,25 +143,25 @@ def test_the_nightly_retry_leaves_alone_a_run_that_was_not_to_send(gone):
         assert why_not_send(instance, killed) == "OpenMRS was not in the run's selection: nothing to send"
 
 
-def test_the_nightly_retry_leaves_alone_a_run_any_later_run_of_its_file_name_supersedes(gone):
+def test_the_nightly_retry_leaves_alone_a_run_a_later_run_of_its_file_name_supersedes(gone):
     # The later landed wins: a corrected export may have dropped rows the killed version stored, and
     # a later run of the same content sends them itself (or leaves them in the log for the retry).
+    # A later run that never got to store anything, or was not to send, does not count.
     with dg.instance_for_test() as instance:
         started_run(instance, "a.csv", gone)
         [killed] = end_abandoned_runs(instance)[0]
-        create_run_for_test(
-            instance,
-            job_name="ingest_tm2_file",
-            tags={"dagster/partition": "b.csv"},
-            status=dg.DagsterRunStatus.SUCCESS,
-        )
-        assert why_not_send(instance, killed).startswith("its store step did not finish")  # another name
-        later = create_run_for_test(
-            instance,
-            job_name="ingest_tm2_file",
-            tags={"dagster/partition": "a.csv", SHA256_TAG: "b" * 64},
-            status=dg.DagsterRunStatus.FAILURE,
-        )
+
+        def later_run(name: str, status: dg.DagsterRunStatus, **options) -> dg.DagsterRun:
+            tags = {"dagster/partition": name, SHA256_TAG: "b" * 64}
+            return create_run_for_test(
+                instance, job_name="ingest_tm2_file", tags=tags, status=status, **options
+            )
+
+        later_run("b.csv", dg.DagsterRunStatus.STARTED)  # another file name
+        later_run("a.csv", dg.DagsterRunStatus.FAILURE)  # e.g. MongoDB down: stored nothing
+        later_run("a.csv", dg.DagsterRunStatus.STARTED, asset_selection={dg.AssetKey("raw_tm2_file")})
+        assert why_not_send(instance, killed).startswith("its store step did not finish")
+        under_way = later_run("a.csv", dg.DagsterRunStatus.STARTED)
         assert why_not_send(instance, killed) == (
-            f"run {later.run_id} of the same file name came after it, and sends what its file holds"
+            f"run {under_way.run_id} of the same file name came after it and sends what its file holds"
         )

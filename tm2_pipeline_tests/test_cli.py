@@ -362,9 +362,6 @@ def test_a_refused_login_after_a_good_run_still_counts_the_records_already_in_op
 def test_a_run_left_by_a_killed_tm2_ingest_no_longer_blocks_its_file_name(env, tmp_path):
     # From a crash audit: `kill -9` of tm2 ingest left its in-process run "started" for ever, and
     # every later `tm2 ingest` of the name was refused as under way.
-    import socket
-    import subprocess
-    import sys
 
     import dagster as dg
     from dagster._core.test_utils import create_run_for_test
@@ -372,9 +369,8 @@ def test_a_run_left_by_a_killed_tm2_ingest_no_longer_blocks_its_file_name(env, t
     from tm2_pipeline.abandoned_runs import RUN_PROCESS_TAG, tag_for, this_process
     from tm2_pipeline.ingestion import prepare_dagster_home
     from tm2_pipeline.settings import load_settings
+    from tm2_pipeline_tests.process_groups import ended_process_identity
 
-    ended = subprocess.Popen([sys.executable, "-c", "pass"])
-    ended.wait()
     landed = tmp_path / "clinic.csv"
     landed.write_bytes(SAMPLE.read_bytes())
     prepare_dagster_home(load_settings())
@@ -391,9 +387,9 @@ def test_a_run_left_by_a_killed_tm2_ingest_no_longer_blocks_its_file_name(env, t
         )
 
     with dg.DagsterInstance.get() as instance:
-        killed = left_started("clinic.csv", f"{socket.gethostname()}:{ended.pid}:{1.0:.2f}")
+        killed = left_started("clinic.csv", ended_process_identity())
         alive = left_started("alive.csv", None)  # a tm2 ingest still running it
-        elsewhere = left_started("other-host.csv", "another-host:1:1.00")  # cannot be told: left alone
+        elsewhere = left_started("other-host.csv", "another-host:-:-:1:1")  # cannot be told: left alone
     [report] = json_lines(run("ingest", str(landed), "--json").stdout)
     assert report["status"] == "succeeded" and report["inserted"] == 96
     for name, blocker in (("alive.csv", alive), ("other-host.csv", elsewhere)):

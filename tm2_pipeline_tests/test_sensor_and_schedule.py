@@ -5,9 +5,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -30,6 +27,7 @@ from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.run_outcome import BLOCKED, RunOutcome
 from tm2_pipeline.schedules import build_nightly_retry_schedule
 from tm2_pipeline.sensors import ATTEMPT_TAG, FILE_VERSION_TAG, build_landing_sensor
+from tm2_pipeline_tests.process_groups import ended_process_identity
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = REPO_ROOT / "data" / "tm2_sample.csv"
@@ -502,9 +500,7 @@ def test_a_canceled_run_is_not_started_again_by_the_sensor(home):
 def test_a_file_whose_runs_process_died_is_run_again_as_a_failed_attempt_not_failed(home):
     # Its run is canceled by the sensor itself (end_abandoned_runs): no person chose to stop it, so
     # the file is tried again, as after a failure, rather than sent to failed/ like a canceled run.
-    ended = subprocess.Popen([sys.executable, "-c", "pass"])
-    ended.wait()
-    dead = f"{socket.gethostname()}:{ended.pid}:1.00"
+    dead = ended_process_identity()
     sensor = build_landing_sensor(interval_s=30, max_runs_per_tick=10)
     with dg.instance_for_test() as instance:
         request, cursor = land_and_request(sensor, instance, home, "clinic.csv", "x\n")

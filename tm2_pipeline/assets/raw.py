@@ -4,7 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from tm2_pipeline.abandoned_runs import RUN_PROCESS_TAG, own_tag, run_worker_process
+from tm2_pipeline.abandoned_runs import tag_run_worker
 from tm2_pipeline.assets.refusal import describe, record_refusal
 from tm2_pipeline.landing import ContentChanged, copy_by_content, sha256_of_file
 from tm2_pipeline.partitions import SHA256_TAG, older_unfinished_run, tm2_csv_files
@@ -48,11 +48,7 @@ def raw_tm2_file(
         Path(config.source_path) if config.source_path else Path(pipeline.landing_dir) / context.partition_key
     )
     home = pipeline.home
-    run_id = context.run.run_id
-    if own_tag(context.run, RUN_PROCESS_TAG) is None and (worker := run_worker_process(run_id)) is not None:
-        # A run of the daemon's: its run worker, whose death with its code server's (a reboot) would
-        # leave the run "started" for a day (the run monitor's limit), holding its file name.
-        context.instance.add_run_tags(run_id, {RUN_PROCESS_TAG: worker})
+    tag_run_worker(context.instance, context.run)  # its death would hold the file name a day
     # The queue and `tm2 ingest` look for a run under way before starting one; this closes the gap
     # between their look and the start: the newer of two runs of one name stops here.
     other = older_unfinished_run(context.instance, context.partition_key, context.run.run_id)

@@ -6,6 +6,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tm2_pipeline.abandoned_runs import tag_run_worker
 from tm2_pipeline.accepted_table import AcceptedTable
 from tm2_pipeline.codes import tm2_code_list
 from tm2_pipeline.partitions import tm2_csv_files
@@ -59,6 +60,7 @@ def tm2_mongo_records(
     pipeline: PipelineConfig,
     mongo: MongoResource,
 ):
+    tag_run_worker(context.instance, context.run)  # a retry from failure may start here
     table = validated_tm2_records
     file_name, sha256 = table.attrs["file"], table.attrs["sha256"]
     accepted = table.num_rows

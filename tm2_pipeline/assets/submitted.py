@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from tm2_pipeline.abandoned_runs import tag_run_worker
 from tm2_pipeline.accepted_table import AcceptedTable
 from tm2_pipeline.openmrs.states import CONFIRMED_STATES, SubmissionState, SubmissionSummary
 from tm2_pipeline.partitions import tm2_csv_files
@@ -42,6 +43,7 @@ def openmrs_submissions(
     mongo: MongoResource,
     openmrs: OpenMRSResource,
 ):
+    tag_run_worker(context.instance, context.run)  # a retry from failure may start here
     table = validated_tm2_records
     file_name, sha256 = table.attrs["file"], table.attrs["sha256"]
     keys = table.column("record_key").to_pylist()

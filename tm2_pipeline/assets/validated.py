@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from tm2_pipeline.abandoned_runs import tag_run_worker
 from tm2_pipeline.accepted_table import AcceptedTable, AcceptedTableWriter, staged_tables, staging_path
 from tm2_pipeline.assets.refusal import record_refusal, refusal_failure
 from tm2_pipeline.partitions import tm2_csv_files
@@ -78,6 +79,7 @@ def validated_tm2_records(
     pipeline: PipelineConfig,
     mongo: MongoResource,
 ):
+    tag_run_worker(context.instance, context.run)  # a retry from failure may start here
     file_name, sha256 = raw_tm2_file["file"], raw_tm2_file["sha256"]
     today, day_first = pipeline.today(), pipeline.day_first
     now = datetime.now(UTC)

@@ -1,0 +1,52 @@
+"""Telling whether a process named earlier still runs: never a live one taken for gone."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+import psutil
+import pytest
+
+from tm2_pipeline.process_identity import identity_of, is_gone
+from tm2_pipeline_tests.process_groups import ended_process_identity
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="boot ids and /proc are Linux's")
+
+
+def parts(identity: str) -> list[str]:
+    return identity.rsplit(":", 4)
+
+
+def test_a_live_process_is_not_gone_and_an_ended_one_is():
+    mine = identity_of(os.getpid())
+    assert mine is not None and parts(mine)[0] == socket.gethostname()
+    assert not is_gone(mine)
+    assert is_gone(ended_process_identity())
+
+
+def test_what_cannot_be_told_here_counts_as_running():
+    host, boot, namespace, pid, start = parts(ended_process_identity())
+    assert not is_gone(":".join(["another-host", boot, namespace, pid, start]))
+    assert not is_gone(":".join([host, boot, "4026531999", pid, start]))  # another container's
+    assert not is_gone("not an identity")
+    assert not is_gone(f"{host}:{boot}:{namespace}:not-a-pid:{start}")
+
+
+@linux_only
+def test_a_reused_pid_and_a_restarted_machine_are_told():
+    host, boot, namespace, pid, start = parts(identity_of(os.getpid()))
+    assert is_gone(":".join([host, boot, namespace, pid, str(int(start) + 1)]))  # another process now
+    assert is_gone(":".join([host, "0" * 8 + boot[8:], namespace, pid, start]))  # an earlier boot
+
+
+@linux_only
+def test_a_clock_step_does_not_make_a_live_process_look_gone(monkeypatch):
+    # psutil derives a start time from the boot time it re-reads from the wall clock: a step of the
+    # clock (NTP, a VM resumed) moves it by whole seconds.
+    mine = identity_of(os.getpid())
+    stepped = psutil.boot_time() + 1.0
+    monkeypatch.setattr(psutil, "boot_time", lambda: stepped)
+    monkeypatch.setattr(psutil.Process, "create_time", lambda self: stepped)
+    assert identity_of(os.getpid()) == mine and not is_gone(mine)
