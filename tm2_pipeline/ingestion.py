@@ -136,7 +136,7 @@ class Ingestor:
         if problem := partition_key_problem(path.name):
             return IngestReport(file=path.name, sha256=sha256, status=REFUSED, error=problem)
         # In-process runs skip the run queue and its one-run-per-file-name limit: checked here, after
-        # ending the runs of a `tm2 ingest` that was killed (they would block the name for ever).
+        # ending the runs whose process died (they would block the name for ever, or a day).
         _, unfinished = end_abandoned_runs(self.instance, path.name)
         if (running := unfinished_run(unfinished, latest_run(self.instance, path.name))) is not None:
             return IngestReport(
