@@ -18,19 +18,24 @@ from pathlib import Path
 import psutil
 
 UNKNOWN = "-"
+TICKS, CREATED = "t", "c"  # how a start was read: /proc ticks, or psutil's create_time
 
 
 def identity_of(pid: int) -> str | None:
     """The identity of a running process, or None when it has ended or cannot be read."""
-    start = _start_of(pid)
+    try:
+        start = _start_of(pid)
+    except psutil.NoSuchProcess:
+        return None
     if start is None:
         return None
     return f"{socket.gethostname()}:{_boot_id()}:{_pid_namespace()}:{pid}:{start}"
 
 
 def is_gone(identity: str) -> bool:
-    """Whether the process named is known to have ended. What cannot be told here (another host,
-    another container, an unreadable process, a malformed identity) counts as still running."""
+    """Whether the process named is known to have ended. What cannot be told here counts as still
+    running: another host or container, an unreadable process or boot id, a start read another way
+    than it was written, a malformed identity."""
     try:
         host, boot, namespace, pid_text, start = identity.rsplit(":", 4)
         pid = int(pid_text)
@@ -38,22 +43,23 @@ def is_gone(identity: str) -> bool:
         return False
     if host != socket.gethostname():
         return False
-    if boot != UNKNOWN and boot != _boot_id():
+    this_boot = _boot_id()
+    if UNKNOWN not in (boot, this_boot) and boot != this_boot:
         return True  # this machine has restarted since
     if namespace != _pid_namespace():
         return False
     try:
-        current = _start_of(pid, missing_is_error=True)
+        current = _start_of(pid)
     except psutil.NoSuchProcess:
         return True
-    if current is None:
+    if current is None or current[:1] != start[:1]:
         return False
-    if start == current:
+    if current == start:
         return False
-    if boot != UNKNOWN:
-        return True  # exact ticks: the pid names another process now
+    if start.startswith(TICKS):
+        return True  # exact: the pid names another process now
     try:
-        return abs(float(current) - float(start)) > 1.0
+        return abs(float(current[1:]) - float(start[1:])) > 1.0
     except ValueError:
         return False
 
@@ -72,18 +78,26 @@ def _pid_namespace() -> str:
         return UNKNOWN
 
 
-def _start_of(pid: int, *, missing_is_error: bool = False) -> str | None:
-    """The process's start: clock ticks since boot on Linux, else psutil's create_time."""
-    try:
-        if _boot_id() != UNKNOWN:
+def _start_of(pid: int) -> str | None:
+    """The process's start: `t<clock ticks since boot>` where /proc is there, else
+    `c<psutil create_time>`; None when it cannot be read. Raises psutil.NoSuchProcess when the
+    process is known to have ended."""
+    if Path("/proc/self/stat").exists():
+        try:
             stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            raise psutil.NoSuchProcess(pid) from None
+        except OSError:
+            return None
+        try:
             # Fields after the command name, which may hold spaces and parentheses; starttime is
             # field 22, the 20th after it.
-            return stat[stat.rindex(")") + 2 :].split()[19]
-        return f"{psutil.Process(pid).create_time():.2f}"
-    except (FileNotFoundError, ProcessLookupError, psutil.NoSuchProcess):
-        if missing_is_error:
-            raise psutil.NoSuchProcess(pid) from None
-        return None
-    except (OSError, ValueError, IndexError, psutil.Error):
+            return TICKS + stat[stat.rindex(")") + 2 :].split()[19]
+        except (ValueError, IndexError):
+            return None
+    try:
+        return f"{CREATED}{psutil.Process(pid).create_time():.2f}"
+    except psutil.NoSuchProcess:
+        raise
+    except psutil.Error:
         return None

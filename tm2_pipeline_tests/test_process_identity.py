@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
 
+from tm2_pipeline import process_identity
 from tm2_pipeline.process_identity import identity_of, is_gone
 from tm2_pipeline_tests.process_groups import ended_process_identity
 
@@ -37,7 +39,8 @@ def test_what_cannot_be_told_here_counts_as_running():
 @linux_only
 def test_a_reused_pid_and_a_restarted_machine_are_told():
     host, boot, namespace, pid, start = parts(identity_of(os.getpid()))
-    assert is_gone(":".join([host, boot, namespace, pid, str(int(start) + 1)]))  # another process now
+    assert start.startswith("t")  # clock ticks since boot
+    assert is_gone(":".join([host, boot, namespace, pid, f"t{int(start[1:]) + 1}"]))  # another process now
     assert is_gone(":".join([host, "0" * 8 + boot[8:], namespace, pid, start]))  # an earlier boot
 
 
@@ -50,3 +53,23 @@ def test_a_clock_step_does_not_make_a_live_process_look_gone(monkeypatch):
     monkeypatch.setattr(psutil, "boot_time", lambda: stepped)
     monkeypatch.setattr(psutil.Process, "create_time", lambda self: stepped)
     assert identity_of(os.getpid()) == mine and not is_gone(mine)
+
+
+@linux_only
+def test_a_live_process_is_not_taken_for_gone_when_this_process_sees_less(monkeypatch):
+    # The judging process may be more confined than the one that wrote the identity.
+    mine = identity_of(os.getpid())
+    host, boot, namespace, pid, _ = parts(mine)
+    assert not is_gone(":".join([host, boot, namespace, pid, "c1795609820.11"]))  # read another way
+    monkeypatch.setattr(process_identity, "_boot_id", lambda: process_identity.UNKNOWN)
+    assert not is_gone(mine)
+    monkeypatch.undo()
+    real_read_text = Path.read_text
+
+    def unreadable_stat(path: Path, *args, **kwargs) -> str:
+        if path.name == "stat" and path.parent.name == pid:
+            raise PermissionError(13, "Permission denied")
+        return real_read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", unreadable_stat)
+    assert not is_gone(mine)
