@@ -49,11 +49,11 @@ def is_abandoned(run: dg.DagsterRun) -> bool:
     return run.status == dg.DagsterRunStatus.CANCELED and own_tag(run, ABANDONED_TAG) is not None
 
 
-def this_process(run_id: str) -> str:
-    """The RUN_PROCESS_TAG value naming this process (`process_identity`)."""
+def this_process(run_id: str) -> str | None:
+    """The RUN_PROCESS_TAG value naming this process (`process_identity`); None when it cannot be
+    named (a /proc of another pid namespace): a run without it is never taken for abandoned."""
     identity = identity_of(os.getpid())
-    assert identity is not None  # this process runs
-    return tag_for(run_id, identity)
+    return tag_for(run_id, identity) if identity is not None else None
 
 
 def tag_run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
@@ -64,7 +64,11 @@ def tag_run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
     if own_tag(run, RUN_PROCESS_TAG) is not None:
         return
     parent = multiprocessing.parent_process()  # Dagster's multiprocess executor spawns each step
-    worker = identity_of(parent.pid) if parent is not None and parent.pid is not None else None
+    if parent is None or parent.pid is None:
+        return  # run in process (`tm2 ingest` names itself)
+    # With the in-process executor the step runs in the run worker, whose parent is the code server.
+    in_worker = "in_process" in (run.run_config.get("execution") or {}).get("config", {})
+    worker = identity_of(os.getpid() if in_worker else parent.pid)
     if worker is None:
         return
     tags = {RUN_PROCESS_TAG: tag_for(run.run_id, worker)}
@@ -116,7 +120,7 @@ def why_not_send(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None
         return "OpenMRS was not in the run's selection: nothing to send"
     if (later := _later_run(instance, run)) is not None:
         # The later landed wins: a correction may have dropped rows this version stored.
-        return f"run {later} of the same file name came after it and sends what its file holds"
+        return f"run {later} of the same file name came after it and sent what its file holds"
     if not _store_step_succeeded(instance, run):
         # Stored in part, or not checked: the file's next run stores the rest, checks, and sends.
         return "its store step did not finish: the file's next run sends its records"
@@ -132,20 +136,34 @@ def _sends(run: dg.DagsterRun) -> bool:
     return not run.asset_selection or SUBMISSION_ASSET in run.asset_selection
 
 
+def later_run_under_way(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
+    """The id of an unfinished later run of the same file name that is to send, or None. Until it
+    ends, whether it supersedes this run cannot be told (it may stop before its store)."""
+    later = [other for other in _later_runs(instance, run) if not other.is_finished and _sends(other)]
+    return later[0].run_id if later else None
+
+
 def _later_run(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
-    """The id of a later run of the same file name that sends its file's records (under way, or past
-    its store step), or None."""
-    own = instance.get_run_record_by_id(run.run_id)
-    if own is None:
-        return None
-    name = {PARTITION_TAG: run.tags.get(PARTITION_TAG, "")}
-    for record in instance.get_run_records(dg.RunsFilter(tags=name)):  # newest first
-        later = record.dagster_run
-        if record.storage_id <= own.storage_id:
-            return None
-        if _sends(later) and (not later.is_finished or _store_step_succeeded(instance, later)):
+    """The id of a later run of the same file name that sent its file's records (it got past its
+    store step), or None."""
+    for later in _later_runs(instance, run):
+        if later.is_finished and _sends(later) and _store_step_succeeded(instance, later):
             return later.run_id
     return None
+
+
+def _later_runs(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[dg.DagsterRun]:
+    """The runs of the same file name created after this one, newest first."""
+    own = instance.get_run_record_by_id(run.run_id)
+    if own is None:
+        return []
+    name = {PARTITION_TAG: run.tags.get(PARTITION_TAG, "")}
+    later = []
+    for record in instance.get_run_records(dg.RunsFilter(tags=name)):  # newest first
+        if record.storage_id <= own.storage_id:
+            break
+        later.append(record.dagster_run)
+    return later
 
 
 def _store_step_succeeded(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:

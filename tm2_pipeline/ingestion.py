@@ -150,6 +150,7 @@ class Ingestor:
         self.instance.add_dynamic_partitions(tm2_csv_files.name, [path.name])
         request = ingest_run_request(path.name, path, sha256)
         run_id = str(uuid.uuid4())  # Dagster's own run ids are uuid4 too; chosen here for the tag
+        process = this_process(run_id)
         result = self.job.execute_in_process(
             run_id=run_id,
             instance=self.instance,
@@ -163,7 +164,7 @@ class Ingestor:
                 **request.tags,
                 "tm2/started_by": self.started_by,
                 "dagster/max_runtime": "0",
-                RUN_PROCESS_TAG: this_process(run_id),
+                **({RUN_PROCESS_TAG: process} if process is not None else {}),
             },
             raise_on_error=False,
             asset_selection=self.asset_selection,

@@ -81,23 +81,50 @@ def _pid_namespace() -> str:
 def _start_of(pid: int) -> str | None:
     """The process's start: `t<clock ticks since boot>` where /proc is there, else
     `c<psutil create_time>`; None when it cannot be read. Raises psutil.NoSuchProcess when the
-    process is known to have ended."""
+    process is known to have ended (a zombie has: it only waits to be reaped)."""
     if Path("/proc/self/stat").exists():
+        if not _proc_is_ours():
+            return None  # /proc of another pid namespace (a container's, not remounted)
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except FileNotFoundError:
+            # hidepid=2 hides other users' processes too: only a pid not there at all is gone.
+            if _pid_exists(pid):
+                return None
             raise psutil.NoSuchProcess(pid) from None
         except OSError:
             return None
         try:
-            # Fields after the command name, which may hold spaces and parentheses; starttime is
-            # field 22, the 20th after it.
-            return TICKS + stat[stat.rindex(")") + 2 :].split()[19]
+            # Fields after the command name, which may hold spaces and parentheses: the state
+            # first, starttime (field 22) the 20th.
+            fields = stat[stat.rindex(")") + 2 :].split()
+            state, ticks = fields[0], fields[19]
         except (ValueError, IndexError):
             return None
+        if state in ("Z", "X"):
+            raise psutil.NoSuchProcess(pid)
+        return TICKS + ticks
     try:
         return f"{CREATED}{psutil.Process(pid).create_time():.2f}"
     except psutil.NoSuchProcess:
         raise
     except psutil.Error:
         return None
+
+
+def _proc_is_ours() -> bool:
+    """Whether /proc shows this process's pid namespace (its `self` is our pid)."""
+    try:
+        return os.readlink("/proc/self") == str(os.getpid())
+    except OSError:
+        return False
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's
+        return True
+    return True

@@ -9,7 +9,13 @@ from typing import Any
 
 import dagster as dg
 
-from tm2_pipeline.abandoned_runs import end_abandoned_runs, mark_finished, runs_to_finish, why_not_send
+from tm2_pipeline.abandoned_runs import (
+    end_abandoned_runs,
+    later_run_under_way,
+    mark_finished,
+    runs_to_finish,
+    why_not_send,
+)
 from tm2_pipeline.accepted_table import AcceptedTable
 from tm2_pipeline.home import Tm2Home
 from tm2_pipeline.openmrs.errors import OpenMRSError, OpenMRSNotRetryable
@@ -153,6 +159,12 @@ def finish_abandoned_runs(
     for run in runs_to_finish(instance):
         name = run.tags.get(PARTITION_TAG, "?")
         sha256 = run.tags.get(SHA256_TAG, "")
+        if (under_way := later_run_under_way(instance, run)) is not None:
+            say(
+                f"{name}: run {run.run_id}, whose process died: left for another night "
+                f"(run {under_way} of the file is under way)"
+            )
+            continue
         outcome = why_not_send(instance, run)
         file_keys = None if outcome else _validated_keys(home, name, sha256)
         if outcome is None and file_keys is None:

@@ -7,6 +7,7 @@ test_cli_interrupt.py."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import uuid
 
 import dagster as dg
@@ -19,6 +20,7 @@ from tm2_pipeline.abandoned_runs import (
     RUN_PROCESS_TAG,
     end_abandoned_runs,
     is_abandoned,
+    later_run_under_way,
     mark_finished,
     own_tag,
     runs_to_finish,
@@ -27,7 +29,7 @@ from tm2_pipeline.abandoned_runs import (
     this_process,
     why_not_send,
 )
-from tm2_pipeline.partitions import SHA256_TAG
+from tm2_pipeline.partitions import SHA256_TAG, tm2_csv_files
 from tm2_pipeline_tests.process_groups import ended_process_identity
 
 
@@ -88,10 +90,12 @@ def test_tags_copied_to_a_re_execution_do_not_count_as_its_own(gone):
         assert runs_to_finish(instance) == []
 
 
-def tag_in_a_step(instance_ref: InstanceRef, run_id: str) -> None:
-    """What each asset step does first, in a process spawned as Dagster's executor spawns steps."""
+def tag_in_a_step(instance_ref: InstanceRef, run_id: str) -> int:
+    """What each asset step does first, in a process spawned as Dagster's executor spawns steps
+    (or as the code server spawns a run worker); the process's pid."""
     with dg.DagsterInstance.from_ref(instance_ref) as instance:
         tag_run_worker(instance, instance.get_run_by_id(run_id))
+    return os.getpid()
 
 
 def test_each_step_of_a_daemon_run_names_its_run_worker_over_copied_tags(gone):
@@ -111,6 +115,21 @@ def test_each_step_of_a_daemon_run_names_its_run_worker_over_copied_tags(gone):
         assert tag_for(retry.run_id, own_tag(tagged, RUN_PROCESS_TAG)) == this_process(retry.run_id)
         assert tagged.tags["dagster/max_runtime"] == ""  # the instance's limit again
         assert [run.run_id for run in end_abandoned_runs(instance)[0]] == [parent.run_id]  # not the retry
+
+
+def test_with_the_in_process_executor_a_step_names_its_own_process_the_run_worker(gone):
+    # Its parent is then the code server, which may die while the run goes on, or outlive it.
+    with dg.instance_for_test() as instance:
+        run = create_run_for_test(
+            instance,
+            job_name="ingest_tm2_file",
+            run_config={"execution": {"config": {"in_process": {}}}},
+            status=dg.DagsterRunStatus.STARTED,
+        )
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            worker_pid = pool.apply(tag_in_a_step, (instance.get_ref(), run.run_id))
+        named = own_tag(instance.get_run_by_id(run.run_id), RUN_PROCESS_TAG)
+    assert named is not None and named.rsplit(":", 4)[3] == str(worker_pid) != str(os.getpid())
 
 
 def test_a_run_a_person_asked_to_stop_is_canceled_not_abandoned(gone):
@@ -143,10 +162,20 @@ def test_the_nightly_retry_leaves_alone_a_run_that_was_not_to_send(gone):
         assert why_not_send(instance, killed) == "OpenMRS was not in the run's selection: nothing to send"
 
 
+@dg.asset(name="tm2_mongo_records", partitions_def=tm2_csv_files)
+def stand_in_store() -> None:
+    """Stands in for the store step: its step succeeding is what the nightly retry looks at."""
+
+
+@dg.asset(name="openmrs_submissions", partitions_def=tm2_csv_files, deps=[stand_in_store])
+def stand_in_submission() -> None:
+    pass
+
+
 def test_the_nightly_retry_leaves_alone_a_run_a_later_run_of_its_file_name_supersedes(gone):
     # The later landed wins: a corrected export may have dropped rows the killed version stored, and
     # a later run of the same content sends them itself (or leaves them in the log for the retry).
-    # A later run that never got to store anything, or was not to send, does not count.
+    # A later run still under way may yet stop before its store: the run waits for another night.
     with dg.instance_for_test() as instance:
         started_run(instance, "a.csv", gone)
         [killed] = end_abandoned_runs(instance)[0]
@@ -160,8 +189,17 @@ def test_the_nightly_retry_leaves_alone_a_run_a_later_run_of_its_file_name_super
         later_run("b.csv", dg.DagsterRunStatus.STARTED)  # another file name
         later_run("a.csv", dg.DagsterRunStatus.FAILURE)  # e.g. MongoDB down: stored nothing
         later_run("a.csv", dg.DagsterRunStatus.STARTED, asset_selection={dg.AssetKey("raw_tm2_file")})
+        assert later_run_under_way(instance, killed) is None
         assert why_not_send(instance, killed).startswith("its store step did not finish")
         under_way = later_run("a.csv", dg.DagsterRunStatus.STARTED)
+        assert later_run_under_way(instance, killed) == under_way.run_id
+        assert why_not_send(instance, killed).startswith("its store step did not finish")
+        instance.report_run_canceled(under_way)  # before its store: it superseded nothing
+        assert later_run_under_way(instance, killed) is None
+        instance.add_dynamic_partitions(tm2_csv_files.name, ["a.csv"])
+        stored = dg.materialize(
+            [stand_in_store, stand_in_submission], instance=instance, partition_key="a.csv"
+        )
         assert why_not_send(instance, killed) == (
-            f"run {under_way.run_id} of the same file name came after it and sends what its file holds"
+            f"run {stored.run_id} of the same file name came after it and sent what its file holds"
         )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -72,4 +74,40 @@ def test_a_live_process_is_not_taken_for_gone_when_this_process_sees_less(monkey
         return real_read_text(path, *args, **kwargs)
 
     monkeypatch.setattr(Path, "read_text", unreadable_stat)
+    assert not is_gone(mine)
+
+
+@linux_only
+def test_a_process_hidden_from_this_user_is_not_gone_and_a_zombie_is(monkeypatch):
+    # /proc mounted hidepid=2 hides other users' processes: the pid is there, its stat file is not.
+    mine = identity_of(os.getpid())
+    real_read_text = Path.read_text
+
+    def hidden(path: Path, *args, **kwargs) -> str:
+        if path.name == "stat" and path.parent.name == str(os.getpid()):
+            raise FileNotFoundError(2, "No such file or directory")
+        return real_read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", hidden)
+    assert not is_gone(mine)
+    monkeypatch.undo()
+    # A zombie has ended: it only waits for its parent to reap it.
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    named = identity_of(child.pid)
+    assert named is not None and not is_gone(named)
+    stat = Path(f"/proc/{child.pid}/stat")
+    deadline = time.monotonic() + 30
+    while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":  # not reaped: no poll() or wait()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert is_gone(named)
+    child.wait()
+
+
+@linux_only
+def test_a_proc_of_another_pid_namespace_names_nothing(monkeypatch):
+    # `unshare --pid` without remounting /proc: /proc/<our pid> is another process.
+    mine = identity_of(os.getpid())
+    monkeypatch.setattr(os, "readlink", lambda path: "1")
+    assert identity_of(os.getpid()) is None
     assert not is_gone(mine)
