@@ -17,6 +17,7 @@ from tm2_pipeline.abandoned_runs import (
     why_not_send,
 )
 from tm2_pipeline.accepted_table import AcceptedTable
+from tm2_pipeline.assets.validated import ASSET_NAME as VALIDATED_ASSET
 from tm2_pipeline.home import Tm2Home
 from tm2_pipeline.openmrs.errors import OpenMRSError, OpenMRSNotRetryable
 from tm2_pipeline.openmrs.responses import sanitize
@@ -188,7 +189,7 @@ def finish_abandoned_runs(
 
 def _validated_keys(home: Tm2Home, name: str, sha256: str) -> list[str] | None:
     """The record keys of the file name's validated table, if it holds this content; else None."""
-    path = home.table_path("validated_tm2_records", name)
+    path = home.table_path(VALIDATED_ASSET, name)  # where the io manager keeps it
     if not path.exists():
         return None
     table = AcceptedTable(path)

@@ -6,12 +6,12 @@ import dagster as dg
 
 from tm2_pipeline.abandoned_runs import tag_run_worker
 from tm2_pipeline.accepted_table import AcceptedTable
-from tm2_pipeline.openmrs.states import CONFIRMED_STATES, SubmissionState, SubmissionSummary
+from tm2_pipeline.openmrs.states import SubmissionSummary
 from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.resources.mongo import MongoResource
 from tm2_pipeline.resources.openmrs import OpenMRSResource
-from tm2_pipeline.submission_run import ledger_counts, outcome_counts, submit_stored_records
+from tm2_pipeline.submission_run import IN_OPENMRS, ledger_counts, outcome_counts, submit_stored_records
 
 SUBMISSION_HEALTH = "submission_health"
 
@@ -61,10 +61,6 @@ def openmrs_submissions(
     yield submission_health(summary, pipeline.submission_warn)
 
 
-def records_in(summary: SubmissionSummary, states: frozenset[SubmissionState]) -> int:
-    return sum(summary.state_counts.get(state.value, 0) for state in states)
-
-
 def summary_metadata(summary: SubmissionSummary) -> dict:
     return {
         "dagster/row_count": summary.total,
@@ -80,7 +76,7 @@ def summary_metadata(summary: SubmissionSummary) -> dict:
 
 def submission_health(summary: SubmissionSummary, warn_above: float) -> dg.AssetCheckResult:
     """Warn when too many records are not in OpenMRS (waiting, failed, or needing a person)."""
-    not_in_openmrs = summary.total - records_in(summary, CONFIRMED_STATES)
+    not_in_openmrs = summary.total - outcome_counts(summary.state_counts)[IN_OPENMRS]
     share = not_in_openmrs / summary.total if summary.total else 0.0
     return dg.AssetCheckResult(
         check_name=SUBMISSION_HEALTH,
