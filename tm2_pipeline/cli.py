@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
+from tm2_pipeline.openmrs.states import SubmissionState
 from tm2_pipeline.settings import Settings, SettingsError, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -199,6 +200,79 @@ def rejects(name: str, as_json: bool, with_values: bool) -> None:
                     click.echo(f"  values: {json.dumps(reject['values'], ensure_ascii=False)}")
         if not shown:
             _say(f"{name}: no rejected rows in its latest ingestion ({latest['status']})")
+
+
+@main.command()
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice([state.value for state in SubmissionState]),
+    help="Only records in this state (repeatable); default: every state but submitted/already_present.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One object per record.")
+@click.option("--with-values", is_flag=True, help="Also print each record's patient id.")
+def submissions(states: tuple[str, ...], as_json: bool, with_values: bool) -> None:
+    """The records not in OpenMRS (yet), with their file, row and why they wait.
+
+    ambiguous_patient and rejected_by_server wait for a person, and so do patient_not_found and
+    concept_not_found once TM2_PATIENT_RETRY_DAYS have passed: fix the cause, then `tm2 retry --release`.
+    """
+    from tm2_pipeline.submission_listing import NOT_IN_OPENMRS, describe, listed_submissions
+
+    wanted = [SubmissionState(state) for state in states] or list(NOT_IN_OPENMRS)
+    with _mongo(_settings()) as mongo:
+        records = mongo.records()
+        rows = listed_submissions(
+            mongo.submissions().entries_in(wanted), records.find_by_keys, with_values=with_values
+        )
+        shown = 0
+        for row in rows:
+            shown += 1
+            click.echo(json.dumps(row, ensure_ascii=False) if as_json else describe(row))
+    which = ", ".join(states) if states else "not in OpenMRS"
+    if not shown:
+        _say(f"no records ({which})")
+    else:
+        _say(f"{shown} records ({which}); once the cause is fixed, tm2 retry --release sends them again")
+
+
+@main.command()
+@click.option(
+    "--release",
+    is_flag=True,
+    help="Also send again the records waiting for a person (see tm2 submissions), once the cause is "
+    "fixed; each is looked up in OpenMRS first.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object, nothing else, on stdout.")
+def retry(release: bool, as_json: bool) -> None:
+    """Run the nightly OpenMRS retry now (one Dagster run): records left to retry, and what a run
+    whose process died stored but never sent."""
+    from tm2_pipeline.compute_logs import in_process_instance
+    from tm2_pipeline.ingestion import prepare_dagster_home
+    from tm2_pipeline.retry_now import retry_now
+
+    settings = _settings()
+    home = prepare_dagster_home(settings)
+    if settings.uses_embedded_store or settings.uses_sandbox:
+        _say(_embedded_notice(settings))
+    with in_process_instance(home) as instance:
+        report = retry_now(settings, instance, release=release)
+    if as_json:
+        click.echo(json.dumps(report.as_json(), ensure_ascii=False))
+    else:
+        c = report.counts
+        lines = [f"OpenMRS retry  [{report.status}]  run {report.run_id}"]
+        if release:
+            lines.append(f"  released {c['released']} records waiting for a person")
+        lines.append(
+            f"  retried {c['records']}: in OpenMRS {c['in_openmrs']} (sent by this run {c['submitted']}), "
+            f"to retry {c['submission_failed']}, waiting for a person {c['needs_a_person']}"
+        )
+        if report.error:
+            lines.append(f"  error: {report.error}")
+        click.echo("\n".join(lines))
+    sys.exit(0 if report.status == "succeeded" else 1)
 
 
 @main.group()

@@ -3,12 +3,13 @@
 from datetime import UTC, datetime
 
 import dagster as dg
+from pydantic import Field
 
 from tm2_pipeline.assets.raw import raw_tm2_file
 from tm2_pipeline.assets.stored import tm2_mongo_records
 from tm2_pipeline.assets.submitted import openmrs_submissions, summary_metadata
 from tm2_pipeline.assets.validated import validated_tm2_records
-from tm2_pipeline.openmrs.states import SubmissionSummary
+from tm2_pipeline.openmrs.states import RELEASABLE_STATES, SubmissionSummary
 from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.resources.mongo import MongoResource
 from tm2_pipeline.resources.openmrs import OpenMRSResource
@@ -23,17 +24,37 @@ ingest_tm2_file = dg.define_asset_job(
 )
 
 
+RELEASED = "released"
+RELEASE_MESSAGE = "sent again at a person's request (the cause was fixed in OpenMRS)"
+
+
+class RetryConfig(dg.Config):
+    release: bool = Field(
+        default=False,
+        description="Also send again the records waiting for a person (ambiguous patient, rejected by "
+        "OpenMRS) or whose patient retry window ended: after merging a patient, mapping a concept or "
+        "granting a privilege. Each is looked up in OpenMRS first.",
+    )
+
+
 @dg.op(
     description="Retry every submission still in a retryable state, across all files; send the "
     "records a run whose process died stored but never sent."
 )
 def retry_openmrs_submissions(
-    context: dg.OpExecutionContext, pipeline: PipelineConfig, mongo: MongoResource, openmrs: OpenMRSResource
+    context: dg.OpExecutionContext,
+    config: RetryConfig,
+    pipeline: PipelineConfig,
+    mongo: MongoResource,
+    openmrs: OpenMRSResource,
 ) -> None:
     now = datetime.now(UTC)
+    released = mongo.submissions().release(RELEASABLE_STATES, RELEASE_MESSAGE, now) if config.release else 0
+    if config.release:
+        context.log.info(f"released {released} records waiting for a person")
     keys = mongo.submissions().retryable_keys(now, openmrs.patient_retry_days)
     summary = submit_stored_records(keys, mongo=mongo, openmrs=openmrs, now=now)
-    _report(context, summary, "retried")
+    _report(context, summary, "retried", {RELEASED: released} if config.release else {})
     left = finish_abandoned_runs(
         context.instance,
         home=pipeline.home,
@@ -47,11 +68,12 @@ def retry_openmrs_submissions(
         _report(context, left, "sent for runs whose process died")
 
 
-def _report(context: dg.OpExecutionContext, summary: SubmissionSummary, what: str) -> None:
+def _report(
+    context: dg.OpExecutionContext, summary: SubmissionSummary, what: str, extra: dict | None = None
+) -> None:
     # Shown on the openmrs_submissions asset in the UI, beside the per-file materializations.
-    context.log_event(
-        dg.AssetObservation(asset_key="openmrs_submissions", metadata=summary_metadata(summary))
-    )
+    metadata = {**summary_metadata(summary), **(extra or {})}
+    context.log_event(dg.AssetObservation(asset_key="openmrs_submissions", metadata=metadata))
     context.log.info(
         f"{what} {summary.total} records: {summary.submitted} now in OpenMRS, {summary.failed} still waiting"
     )

@@ -400,3 +400,54 @@ def test_a_run_left_by_a_killed_tm2_ingest_no_longer_blocks_its_file_name(env, t
     with dg.DagsterInstance.get() as instance:
         assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.CANCELED
         assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.STARTED
+
+
+def test_a_person_lists_what_waits_fixes_it_and_sends_it_again(env, monkeypatch):
+    # Without `tm2 ui` nothing runs the nightly retry, and records waiting for a person were sent
+    # again only when their content changed: `tm2 submissions` and `tm2 retry [--release]`.
+    from tm2_pipeline.openmrs.emulator.server import SandboxServer, open_sandbox
+
+    with open_sandbox(None) as sandbox, SandboxServer(sandbox) as server:
+        monkeypatch.setenv("OPENMRS_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENMRS_USERNAME", "admin")
+        monkeypatch.setenv("OPENMRS_PASSWORD", "Admin123")
+        [report] = json_lines(run("ingest", str(SAMPLE), "--json").stdout)
+        assert report["needs_a_person"] == 1
+
+        listed = run("submissions", "--state", "ambiguous_patient", "--json")
+        [waiting] = json_lines(listed.stdout)
+        assert (waiting["file"], waiting["last_attempt"]["message"]) == (
+            "tm2_sample.csv",
+            "2 patients carry this identifier",
+        )
+        assert "patient_id" not in waiting
+        [shown] = json_lines(
+            run("submissions", "--state", "ambiguous_patient", "--json", "--with-values").stdout
+        )
+        patient_id = shown["patient_id"]
+        assert patient_id not in listed.stdout + listed.stderr
+        assert "1 records (ambiguous_patient); once the cause is fixed" in listed.stderr
+
+        plain = run("retry")
+        assert plain.exit_code == 0 and "OpenMRS retry  [succeeded]" in plain.stdout
+        assert status_counts_needing_a_person(env) == 1  # still waiting: nobody released it
+
+        # The person voids the duplicate patient in OpenMRS, then releases what waited for them.
+        kept, duplicate = sandbox.state.find_patients(patient_id)
+        duplicate["voided"] = True
+        before = sandbox.state.live_conditions()
+        released = run("retry", "--release", "--json")
+        [outcome] = json_lines(released.stdout)
+        conditions = sandbox.state.live_conditions()
+        again = json_lines(run("retry", "--release", "--json").stdout)[0]
+        after = sandbox.state.live_conditions()
+
+    assert released.exit_code == 0 and outcome["status"] == "succeeded"
+    assert outcome["released"] == 1 + report["submission_failed"]  # and the patients not found yet
+    assert outcome["needs_a_person"] == 0 and status_counts_needing_a_person(env) == 0
+    assert outcome["in_openmrs"] == 1 and outcome["submitted"] == 1
+    assert len(before) == report["in_openmrs"]
+    [new] = [c for c in conditions if c not in before]
+    assert new["patient"] == kept["uuid"] and len(after) == len(conditions) == len(before) + 1
+    assert again["submitted"] == 0  # each record once, however often it is released
+    assert not json_lines(run("submissions", "--state", "ambiguous_patient", "--json").stdout)

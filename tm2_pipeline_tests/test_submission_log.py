@@ -165,6 +165,58 @@ def test_state_counts_and_retryable_keys(mongo_db: Database) -> None:
     assert log.retryable_keys(NOW, patient_retry_days=60) == ["b", "c", "d", "f"]
 
 
+def test_a_person_releases_the_records_waiting_for_them_and_nothing_else(mongo_db: Database) -> None:
+    log = SubmissionLog(mongo_db)
+    old = NOW - timedelta(days=40)
+    states = {
+        "sent": SubmissionState.SUBMITTED,
+        "ambiguous": SubmissionState.AMBIGUOUS_PATIENT,
+        "refused": SubmissionState.REJECTED_BY_SERVER,
+        "expired": SubmissionState.PATIENT_NOT_FOUND,
+        "sending": SubmissionState.IN_FLIGHT,
+    }
+    for key, state in states.items():
+        log.mark_in_flight([PendingSubmission(key, f"u-{key}", "h", fresh=False)], SERVER, old)
+        if state is not SubmissionState.IN_FLIGHT:
+            log.record_outcomes([SubmissionOutcome(key, state, f"u-{key}", (attempt(1, 400),))], old)
+    assert log.retryable_keys(NOW, patient_retry_days=30) == ["sending"]
+    assert [
+        e.key for e in log.entries_in([SubmissionState.REJECTED_BY_SERVER, SubmissionState.AMBIGUOUS_PATIENT])
+    ] == [
+        "ambiguous",
+        "refused",
+    ]
+
+    released = log.release(
+        [
+            SubmissionState.AMBIGUOUS_PATIENT,
+            SubmissionState.REJECTED_BY_SERVER,
+            SubmissionState.PATIENT_NOT_FOUND,
+        ],
+        "released by a person",
+        NOW,
+    )
+    assert released == 3
+    assert log.retryable_keys(NOW, patient_retry_days=30) == ["ambiguous", "expired", "refused", "sending"]
+    entries = log.entries_for(list(states))
+    assert {key: entry.state.value for key, entry in entries.items()} == {
+        "sent": "submitted",
+        "ambiguous": "failed_retryable",
+        "refused": "failed_retryable",
+        "expired": "failed_retryable",
+        "sending": "in_flight",
+    }
+    expired = entries["expired"]
+    # A new patient window, the earlier attempts kept, the release noted after them.
+    assert expired.first_attempt_at.replace(tzinfo=UTC) == NOW
+    assert [(a.status, a.message) for a in expired.attempts] == [
+        (400, "try 1"),
+        (None, "released by a person"),
+    ]
+    assert entries["sent"].updated_at.replace(tzinfo=UTC) == old
+    assert log.release([SubmissionState.AMBIGUOUS_PATIENT], "again", NOW) == 0
+
+
 def test_entries_for_reads_in_chunks(mongo_db: Database) -> None:
     log = SubmissionLog(mongo_db)
     keys = [f"k{n:05d}" for n in range(1001)]

@@ -26,6 +26,8 @@ UNSETTLED_STATES = frozenset({SubmissionState.IN_FLIGHT, SubmissionState.FAILED_
 WAITING_STATES = frozenset({SubmissionState.PATIENT_NOT_FOUND, SubmissionState.CONCEPT_NOT_FOUND})
 # A person must look (data or server problem): retried only when the record's content changes.
 NEEDS_HUMAN_STATES = frozenset({SubmissionState.AMBIGUOUS_PATIENT, SubmissionState.REJECTED_BY_SERVER})
+# What a person can send again once the cause is fixed (`tm2 retry --release`): looked up first.
+RELEASABLE_STATES = NEEDS_HUMAN_STATES | WAITING_STATES
 
 
 def as_utc(moment: datetime) -> datetime:

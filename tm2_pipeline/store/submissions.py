@@ -367,6 +367,33 @@ class SubmissionLog:
             counts.update({row["_id"]: row["count"] for row in self._collection.aggregate(pipeline)})
         return dict(counts)
 
+    def entries_in(self, states: Iterable[SubmissionState]) -> Iterator[SubmissionEntry]:
+        """Entries in these states, by state then oldest change first (streamed: there may be many)."""
+        query = {"state": {"$in": sorted(state.value for state in states)}}
+        with translate_mongo_errors(self.target):  # around the iteration: the cursor reads in batches
+            for document in self._collection.find(query).sort([("state", 1), ("updated_at", 1)]):
+                yield _entry(document)
+
+    @_translated
+    def release(self, states: Iterable[SubmissionState], message: str, now: datetime) -> int:
+        """A person fixed the cause (merged a patient, mapped a concept, granted a privilege): entries
+        in these states become `failed_retryable`, so the next retry looks the record up in OpenMRS
+        and sends it if absent; the patient retry window starts again. Returns how many changed."""
+        at = stored_timestamp(now)
+        attempt = {"at": at, "method": "-", "status": None, "message": message}
+        result = self._collection.update_many(
+            {"state": {"$in": sorted(state.value for state in states)}},
+            {
+                "$set": {
+                    "state": SubmissionState.FAILED_RETRYABLE.value,
+                    "updated_at": at,
+                    "first_attempt_at": at,
+                },
+                "$push": {"attempts": {"$each": [attempt], "$slice": -KEEP_ATTEMPTS}},
+            },
+        )
+        return result.modified_count
+
     @_translated
     def retryable_keys(self, now: datetime, patient_retry_days: int) -> list[str]:
         """Keys a later run should submit again: unsettled ones, and waiting ones still inside the window."""

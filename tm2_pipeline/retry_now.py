@@ -1,0 +1,62 @@
+"""`tm2 retry`: the nightly OpenMRS retry job, run now in this process (one Dagster run, shown in the
+UI like the nightly one), for a laptop where `tm2 ui`, and so the schedule, is not running."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dagster as dg
+from dagster import DagsterEventType
+
+from tm2_pipeline.definitions import build_definitions
+from tm2_pipeline.jobs import RELEASED
+from tm2_pipeline.run_outcome import SUCCEEDED, classify_run
+from tm2_pipeline.settings import Settings
+from tm2_pipeline.submission_run import IN_OPENMRS, NOT_FINAL, WAITING_FOR_A_PERSON
+
+RETRY_JOB = "openmrs_retry"
+# The retry op's observations (one for the retry, one for what dead runs left) -> the report's counts.
+_COUNTED = {
+    "dagster/row_count": "records",
+    "submitted_this_run": "submitted",
+    IN_OPENMRS: "in_openmrs",
+    NOT_FINAL: "submission_failed",
+    WAITING_FOR_A_PERSON: "needs_a_person",
+    RELEASED: "released",
+}
+
+
+@dataclass
+class RetryReport:
+    status: str
+    run_id: str
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTED.values(), 0))
+    error: str | None = None
+
+    def as_json(self) -> dict:
+        return {"status": self.status, "run_id": self.run_id, **self.counts, "error": self.error}
+
+
+def retry_now(settings: Settings, instance: dg.DagsterInstance, *, release: bool = False) -> RetryReport:
+    """Run the retry job once; `release`: also the records waiting for a person (see RetryConfig)."""
+    job = build_definitions(settings).resolve_job_def(RETRY_JOB)
+    result = job.execute_in_process(
+        instance=instance,
+        run_config={
+            "ops": {"retry_openmrs_submissions": {"config": {"release": release}}},
+            # The run's log stays in the instance; the terminal gets the counts and the reason.
+            "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+        },
+        tags={"tm2/started_by": "cli"},
+        raise_on_error=False,
+    )
+    outcome = classify_run(instance, result.run_id, result.success)
+    report = RetryReport(status=outcome.status, run_id=result.run_id, error=outcome.error)
+    for entry in instance.all_logs(result.run_id, of_type=DagsterEventType.ASSET_OBSERVATION):
+        observation = entry.dagster_event.event_specific_data.asset_observation
+        for name, value in observation.metadata.items():
+            if name in _COUNTED:
+                report.counts[_COUNTED[name]] += int(value.value)
+    if report.status != SUCCEEDED and not report.error:
+        report.error = "the retry failed; see the Dagster UI"
+    return report
