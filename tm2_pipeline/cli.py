@@ -265,10 +265,12 @@ def retry(release: bool, as_json: bool) -> None:
         lines = [f"OpenMRS retry  [{report.status}]  run {report.run_id}"]
         if release:
             lines.append(f"  released {c['released']} records waiting for a person")
-        lines.append(
-            f"  retried {c['records']}: in OpenMRS {c['in_openmrs']} (sent by this run {c['submitted']}), "
-            f"to retry {c['submission_failed']}, waiting for a person {c['needs_a_person']}"
-        )
+        if report.retried:
+            lines.append(
+                f"  retried {c['records']}: in OpenMRS {c['in_openmrs']} (sent by this run "
+                f"{c['submitted']}), to retry {c['submission_failed']}, "
+                f"waiting for a person {c['needs_a_person']}"
+            )
         if report.error:
             lines.append(f"  error: {report.error}")
         click.echo("\n".join(lines))

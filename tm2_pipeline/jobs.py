@@ -49,12 +49,14 @@ def retry_openmrs_submissions(
     openmrs: OpenMRSResource,
 ) -> None:
     now = datetime.now(UTC)
-    released = mongo.submissions().release(RELEASABLE_STATES, RELEASE_MESSAGE, now) if config.release else 0
     if config.release:
+        released = mongo.submissions().release(RELEASABLE_STATES, RELEASE_MESSAGE, now)
+        # Told at once: the retry below may fail, and the released records then wait for the next.
+        context.log_event(dg.AssetObservation(asset_key="openmrs_submissions", metadata={RELEASED: released}))
         context.log.info(f"released {released} records waiting for a person")
     keys = mongo.submissions().retryable_keys(now, openmrs.patient_retry_days)
     summary = submit_stored_records(keys, mongo=mongo, openmrs=openmrs, now=now)
-    _report(context, summary, "retried", {RELEASED: released} if config.release else {})
+    _report(context, summary, "retried")
     left = finish_abandoned_runs(
         context.instance,
         home=pipeline.home,
@@ -68,12 +70,11 @@ def retry_openmrs_submissions(
         _report(context, left, "sent for runs whose process died")
 
 
-def _report(
-    context: dg.OpExecutionContext, summary: SubmissionSummary, what: str, extra: dict | None = None
-) -> None:
+def _report(context: dg.OpExecutionContext, summary: SubmissionSummary, what: str) -> None:
     # Shown on the openmrs_submissions asset in the UI, beside the per-file materializations.
-    metadata = {**summary_metadata(summary), **(extra or {})}
-    context.log_event(dg.AssetObservation(asset_key="openmrs_submissions", metadata=metadata))
+    context.log_event(
+        dg.AssetObservation(asset_key="openmrs_submissions", metadata=summary_metadata(summary))
+    )
     context.log.info(
         f"{what} {summary.total} records: {summary.submitted} now in OpenMRS, {summary.failed} still waiting"
     )

@@ -32,6 +32,7 @@ class RetryReport:
     run_id: str
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTED.values(), 0))
     error: str | None = None
+    retried: bool = False  # the retry got as far as its outcome (else the error says where it stopped)
 
     def as_json(self) -> dict:
         return {"status": self.status, "run_id": self.run_id, **self.counts, "error": self.error}
@@ -54,6 +55,7 @@ def retry_now(settings: Settings, instance: dg.DagsterInstance, *, release: bool
     report = RetryReport(status=outcome.status, run_id=result.run_id, error=outcome.error)
     for entry in instance.all_logs(result.run_id, of_type=DagsterEventType.ASSET_OBSERVATION):
         observation = entry.dagster_event.event_specific_data.asset_observation
+        report.retried |= IN_OPENMRS in observation.metadata
         for name, value in observation.metadata.items():
             if name in _COUNTED:
                 report.counts[_COUNTED[name]] += int(value.value)
