@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from tm2_pipeline.openmrs.states import SubmissionState
+from tm2_pipeline.openmrs.states import CONFIRMED_STATES, SubmissionState
 from tm2_pipeline.settings import Settings, SettingsError, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -141,6 +141,8 @@ def status(as_json: bool) -> None:
     click.echo(f"records: {summary['records']}   rejects: {summary['rejects']}")
     states = ", ".join(f"{state} {count}" for state, count in sorted(summary["submissions"].items()))
     click.echo(f"submissions: {states or 'none'}")
+    if set(summary["submissions"]) - {state.value for state in CONFIRMED_STATES}:
+        click.echo("  the records not in OpenMRS, and why: tm2 submissions")
     for f in summary["files"]:
         click.echo(f"  {f['at']}  {f['status']:<10} {f['file']}  {f['sha256'][:12]}")
 

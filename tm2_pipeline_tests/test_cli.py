@@ -121,6 +121,8 @@ def test_ingest_json_then_rerun_is_unchanged_and_status_and_rejects(env):
     assert status["records"] == 96 and status["rejects"] == 4
     assert sum(status["submissions"].values()) == 96
     assert status["files"][0]["file"] == "tm2_sample.csv" and status["files"][0]["status"] == "succeeded"
+    # Some records are not in OpenMRS (an ambiguous patient, patients not found): said where to look.
+    assert "the records not in OpenMRS, and why: tm2 submissions" in run("status").stdout
 
     rejects = json_lines(run("rejects", "tm2_sample.csv", "--json").stdout)
     assert [r["row"] for r in rejects] == [13, 34, 58, 79]
