@@ -103,6 +103,30 @@ def byte_lines(
 
 # The column a ragged row's fields past the header's width go to (only when some row has them).
 EXTRA_FIELDS = "extra_fields"
+# The column holding, for a record that swallowed rows, (the column of its field that did, how
+# many lines that field spans); only when some record did (see `swallowed_rows`).
+SWALLOWED = "swallowed"
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def swallowed_rows(fields: list[str], width: int, delimiter: str) -> tuple[int, int] | None:
+    """(field position, lines) when a field of this record reads like rows of the file: a quote
+    opened by mistake and closed by a later one (the csv module reads all between as one value).
+
+    Its first line then holds exactly the delimiters that end the record's own row, and a later
+    line those of a whole row, or its last line those of the next row's start up to this field. A
+    quoted value meant to span lines (a long note) matches that by chance almost never.
+    """
+    for position, value in enumerate(fields):
+        if "\n" not in value and "\r" not in value:
+            continue
+        lines = _LINE_BREAK.split(value)
+        if lines[0].count(delimiter) != width - position - 1:
+            continue
+        whole_row_inside = any(line.count(delimiter) == width - 1 for line in lines[1:-1])
+        if whole_row_inside or lines[-1].count(delimiter) == position:
+            return position, len(lines)
+    return None
 
 
 class ColumnBuilder:
@@ -112,19 +136,30 @@ class ColumnBuilder:
     as slow), and only the batch's lists are alive at any time.
     """
 
-    def __init__(self, column_index: dict[str, int], width: int, columns: tuple[str, ...]) -> None:
+    def __init__(
+        self, column_index: dict[str, int], width: int, columns: tuple[str, ...], delimiter: str = ","
+    ) -> None:
         self.column_index = column_index  # column name -> its field position
         self.width = width  # the header's field count
+        self.delimiter = delimiter
         self.columns = columns  # the frame's text columns, in order ("" where the file has none)
         self.values: dict[str, list[str]] = {name: [] for name in column_index}
         self.positions: list[np.ndarray] = []
         self.field_counts: list[np.ndarray] = []
         self.extra_fields: dict[int, list[str]] = {}  # position -> fields past the header's width
+        self.swallowed: dict[int, tuple[str, int]] = {}  # position -> (column, lines): see SWALLOWED
+        self._names = {index: name for name, index in column_index.items()}
 
     def add(self, records: list[list[str]], first_position: int) -> None:
         positions = np.arange(first_position, first_position + len(records), dtype=np.int64)
+        texts = list(map("".join, records))
         # Blank records (no fields, or only spaces) are dropped; their position stays counted.
-        kept = np.fromiter(map(bool, map(str.strip, map("".join, records))), dtype=bool, count=len(records))
+        kept = np.fromiter(map(bool, map(str.strip, texts)), dtype=bool, count=len(records))
+        batch_text = "".join(texts)  # one scan for the rare batch with a value on several lines
+        if "\n" in batch_text or "\r" in batch_text:
+            for i, text in enumerate(texts):
+                if "\n" in text or "\r" in text:
+                    self._look_for_swallowed_rows(records[i], first_position + i)
         if not kept.all():
             records = list(itertools.compress(records, kept))
             positions = positions[kept]
@@ -141,6 +176,11 @@ class ColumnBuilder:
         self.positions.append(positions)
         self.field_counts.append(field_counts)
 
+    def _look_for_swallowed_rows(self, record: list[str], position: int) -> None:
+        if found := swallowed_rows(record, self.width, self.delimiter):
+            field, lines = found
+            self.swallowed[position] = (self._names.get(field, f"field {field + 1}"), lines)
+
     def frame(self) -> pd.DataFrame:
         field_counts = np.concatenate(self.field_counts) if self.field_counts else np.empty(0, np.int64)
         count = len(field_counts)
@@ -154,4 +194,6 @@ class ColumnBuilder:
         frame = pd.DataFrame(data)
         if self.extra_fields:
             frame[EXTRA_FIELDS] = frame["row"].map(self.extra_fields)
+        if self.swallowed:
+            frame[SWALLOWED] = frame["row"].map(self.swallowed)
         return frame

@@ -175,7 +175,9 @@ class Tm2Rows:
         position = 0  # csv records read after the header, blank ones included
         while True:
             with gc_paused():  # a million row lists, none in a cycle (4x faster)
-                columns = ColumnBuilder(self._column_index, self.info.header_fields, TM2_COLUMNS)
+                columns = ColumnBuilder(
+                    self._column_index, self.info.header_fields, TM2_COLUMNS, self.info.delimiter
+                )
                 wanted = rows_per_chunk
                 while wanted > 0:
                     records: list[list[str]] = []

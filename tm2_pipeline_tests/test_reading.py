@@ -454,3 +454,42 @@ def test_long_runs_of_byte_order_and_end_of_file_marks_are_not_text() -> None:
     padded = codecs.BOM_UTF8 * 2000 + text.encode() + b"\x1a" * 10_000
     pd.testing.assert_frame_equal(read_tm2_bytes(padded).frame, plain)
     assert refusal(codecs.BOM_UTF8 * 2000 + b"\x1a" * 10_000).reason == "empty"
+
+
+# --- a quote opened by mistake ------------------------------------------------------------------
+
+SEVEN = "patient_id,tm2_code,condition_name,system_type,severity,diagnosis_date,practitioner_id"
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        # A stray quote in condition_name, closed by a quote two rows later: whole rows inside.
+        (
+            'MRN-1,SS53,"Joint pain,Ayurveda,Mild,2025-01-01,HPR-1\n'
+            "MRN-2,ST06,x,Siddha,Mild,2025-01-02,HPR-2\n"
+            'MRN-3,SR82,y",Unani,Severe,2025-02-01,HPR-3\n',
+            ("condition_name", 3),
+        ),
+        # Closed by the next row's own quote: only the start of that row inside.
+        (
+            'MRN-1,SS53,"Joint pain,Ayurveda,Mild,2025-01-01,HPR-1\r\n'
+            'MRN-3,SR82,"y ""z""",Unani,Severe,2025-02-01,HPR-3\r\n',
+            ("condition_name", 2),
+        ),
+        # In the last column, on a semicolon export.
+        (
+            'MRN-1;SS53;x;Ayurveda;Mild;2025-01-01;"HPR-1\nMRN-2;ST06;x;Siddha;Mild;2025-01-02;HPR-2"\n',
+            ("practitioner_id", 2),
+        ),
+        # Quoted values meant to span lines are read as they are.
+        ('MRN-1,SS53,"Joint pain,\nwith swelling, redness",Ayurveda,Mild,2025-01-01,HPR-1\n', None),
+        ('MRN-1,SS53,"Pain\nin the knee\nand the hip",Ayurveda,Mild,2025-01-01,HPR-1\n', None),
+    ],
+)
+def test_a_quote_opened_by_mistake_is_told_from_a_value_on_several_lines(rows, expected) -> None:
+    delimiter = ";" if ";" in rows else ","
+    raw = read_tm2_bytes(f"{SEVEN.replace(',', delimiter)}\n{rows}".encode())
+    assert raw.rows == 1
+    found = raw.frame[csv_blocks.SWALLOWED].iloc[0] if csv_blocks.SWALLOWED in raw.frame else None
+    assert found == expected

@@ -337,3 +337,25 @@ def test_a_ragged_rows_fields_past_the_header_go_to_the_quarantine_too() -> None
     assert longer["values"]["patient_id"] == "MRN-2"
     assert longer["values"]["extra_fields"] == ["late note", "x"]
     assert "extra_fields" not in shorter["values"]  # nothing past the header: nothing to keep
+
+
+def test_a_record_that_swallowed_rows_is_quarantined_whole_never_accepted() -> None:
+    # From a review: one stray quote merged three rows into one record with 7 fields (not ragged),
+    # accepted with the third row's system, severity, date and practitioner: two rows vanished.
+    data = (
+        b"patient_id,tm2_code,condition_name,system_type,severity,diagnosis_date,practitioner_id\n"
+        b'MRN-01004,SS53,"Joint pain,Ayurveda,Mild,2025-01-01,HPR-1\n'
+        b"MRN-01005,ST06,x,Siddha,Mild,2025-01-02,HPR-2\n"
+        b'MRN-01007,SR82,y",Unani,Severe,2025-02-01,HPR-3\n'
+        b"MRN-01008,SS53,w,Ayurveda,Mild,2025-03-01,HPR-4\n"
+    )
+    result = validate_tm2_export(data, today=TODAY)
+    assert (result.rows, result.accepted, result.duplicates, result.rejected) == (2, 1, 0, 1)
+    assert list(result.accepted_records["patient_id"]) == ["MRN-01008"]
+    [reject] = result.rejected_rows
+    assert reject["row"] == 1
+    assert [(r["column"], r["check"]) for r in reject["reasons"]] == [("condition_name", "unbalanced_quote")]
+    assert "spans 3 lines" in reject["reasons"][0]["message"]
+    # Nothing is lost: the swallowed rows are in the quarantined value, as read.
+    assert "MRN-01005,ST06,x,Siddha" in reject["values"]["condition_name"]
+    assert "MRN-01004" not in reject["reasons"][0]["message"]
