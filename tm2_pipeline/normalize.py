@@ -13,8 +13,9 @@ Dates read: yyyy-mm-dd; dd/mm/yyyy, dd-mm-yyyy, dd.mm.yyyy, also with two-digit 
 (month-first when `day_first` is False, never guessed by swapping); dd-Mon-yy and dd-Mon-yyyy;
 each with an optional midnight time ("00:00:00"); and Excel day numbers of five digits (10000 =
 1927-05-18 up: a four-digit number is more likely a bare year than a serial). Two-digit years are
-20yy unless that year is after today's year, then 19yy — the pivot is the year, so "14-Dec-25"
-read in mid-2025 stays 2025 and is rejected as a future date instead of silently becoming 1925.
+read as `strptime`'s `%y` reads them: 00-68 are 20yy, 69-99 are 19yy. The pivot is fixed, never
+today's year: the same text must give the same date (and record key) whatever day the file is read
+again, and "05/01/27" typed in 2026 is then a future date, rejected, not 1927 accepted.
 
 `normalize_tm2_frame` runs each normalizer once per distinct value (`pd.factorize`, then the
 results spread back by position): codes, dates, systems and severities repeat a lot. `explain`
@@ -55,6 +56,7 @@ CHECKS = (
 SYSTEM_TYPES = ("Ayurveda", "Siddha", "Unani")
 SEVERITIES = ("Mild", "Moderate", "Severe")
 OLDEST_DATE = datetime.date(1900, 1, 1)
+TWO_DIGIT_YEAR_PIVOT = 69  # as POSIX and Python's strptime: "68" is 2068, "69" is 1969
 MAX_IDENTIFIER_LENGTH = 64
 
 _SEVERITY_SPELLINGS = {
@@ -138,7 +140,7 @@ def normalize_namaste_code(raw: str) -> str | None:
     return clean_token(raw) or None
 
 
-def read_date(raw: str, *, today: datetime.date, day_first: bool = True) -> tuple[str | None, str | None]:
+def read_date(raw: str, *, day_first: bool = True) -> tuple[str | None, str | None]:
     """(ISO date, None) when `raw` names a real calendar date, else (None, why not). Bounds not checked."""
     text = _MIDNIGHT.sub("", clean_token(raw))
     numeric = "dd/mm/yyyy, dd-mm-yyyy" if day_first else "mm/dd/yyyy, mm-dd-yyyy"
@@ -148,7 +150,7 @@ def read_date(raw: str, *, today: datetime.date, day_first: bool = True) -> tupl
     elif match := _NUMERIC_DATE.fullmatch(text):
         first, _, second, year_text = match.groups()
         day, month = (int(first), int(second)) if day_first else (int(second), int(first))
-        year = _full_year(year_text, today)
+        year = _full_year(year_text)
         if not 1 <= month <= 12:
             order = "day-first" if day_first else "month-first"
             return None, f"diagnosis_date has month {month}, read {order} (TM2_DAY_FIRST={day_first})"
@@ -157,7 +159,7 @@ def read_date(raw: str, *, today: datetime.date, day_first: bool = True) -> tupl
         month = _MONTHS.get(month_text.lower(), 0)
         if not month:
             return None, unreadable
-        day, year = int(day_text), _full_year(year_text, today)
+        day, year = int(day_text), _full_year(year_text)
     elif match := _EXCEL_SERIAL.fullmatch(text):
         return (_EXCEL_EPOCH + datetime.timedelta(days=int(match.group(1)))).isoformat(), None
     else:
@@ -168,18 +170,18 @@ def read_date(raw: str, *, today: datetime.date, day_first: bool = True) -> tupl
         return None, f"diagnosis_date {year:04d}-{month:02d}-{day:02d} does not exist"
 
 
-def _full_year(year_text: str, today: datetime.date) -> int:
+def _full_year(year_text: str) -> int:
     if len(year_text) == 4:
         return int(year_text)
-    year = 2000 + int(year_text)
-    return year - 100 if year > today.year else year
+    two_digits = int(year_text)
+    return 2000 + two_digits if two_digits < TWO_DIGIT_YEAR_PIVOT else 1900 + two_digits
 
 
-def normalize_diagnosis_date(raw: str, *, today: datetime.date, day_first: bool = True) -> str | None:
+def normalize_diagnosis_date(raw: str, *, day_first: bool = True) -> str | None:
     """ISO yyyy-mm-dd; "" when the cell is empty; None when it is not a readable, real date."""
     if not clean_token(raw):
         return ""
-    return read_date(raw, today=today, day_first=day_first)[0]
+    return read_date(raw, day_first=day_first)[0]
 
 
 # --- whole columns ------------------------------------------------------------------------------
@@ -205,7 +207,7 @@ def map_unique(values: pd.Series, normalizer: Callable[[str], object]) -> pd.Ser
     return pd.Series(results[positions], index=values.index, dtype=object)
 
 
-def normalize_tm2_frame(frame: pd.DataFrame, *, today: datetime.date, day_first: bool = True) -> pd.DataFrame:
+def normalize_tm2_frame(frame: pd.DataFrame, *, day_first: bool = True) -> pd.DataFrame:
     """The TM2 columns of a raw frame (all str) in canonical form; same index, same column names."""
     normalizers: dict[str, Callable[[str], object]] = {
         "patient_id": normalize_patient_id,
@@ -213,7 +215,7 @@ def normalize_tm2_frame(frame: pd.DataFrame, *, today: datetime.date, day_first:
         "condition_name": normalize_condition_name,
         "system_type": normalize_system_type,
         "severity": normalize_severity,
-        "diagnosis_date": partial(normalize_diagnosis_date, today=today, day_first=day_first),
+        "diagnosis_date": partial(normalize_diagnosis_date, day_first=day_first),
         "practitioner_id": normalize_identifier,
         "namaste_code": normalize_namaste_code,
     }
@@ -252,7 +254,7 @@ def explain(
     if check == "unknown_code":
         return _unknown_code_message(str(value))
     if check == "bad_date":
-        return read_date(raw, today=today, day_first=day_first)[1] or f"{column} is not a date"
+        return read_date(raw, day_first=day_first)[1] or f"{column} is not a date"
     if check == "future_date":
         return f"diagnosis_date {value} is after today ({today.isoformat()})"
     if check == "too_old":

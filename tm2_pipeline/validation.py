@@ -276,7 +276,7 @@ def _validate_chunk(
     # A record that swallowed rows is not looked at either: its fields belong to several rows.
     unread = ragged | swallowed if swallowed is not None else ragged
     checked = frame.loc[~unread] if unread.any() else frame
-    normalized = normalize_tm2_frame(checked, today=today, day_first=day_first)
+    normalized = normalize_tm2_frame(checked, day_first=day_first)
     problems = row_problems(normalized, today=today)
 
     reasons_by_index: dict[int, list[dict[str, str]]] = {

@@ -112,7 +112,7 @@ def test_normalize_severity(raw: str, expected: str | None) -> None:
         ("1 Sept 2024", "2024-09-01"),
         ("22-Dec-23", "2023-12-22"),
         ("14-Dec-25", "2025-12-14"),
-        ("01-Jan-99", "1999-01-01"),  # 2099 is after today's year: 1999
+        ("01-Jan-99", "1999-01-01"),  # 69-99: the 1900s
         ("01-Jan-26", "2026-01-01"),  # this year stays this year
         ("45730", "2025-03-14"),  # Excel day number
         ("45730.0", "2025-03-14"),
@@ -130,7 +130,7 @@ def test_normalize_severity(raw: str, expected: str | None) -> None:
     ],
 )
 def test_normalize_diagnosis_date_day_first(raw: str, expected: str | None) -> None:
-    assert normalize_diagnosis_date(raw, today=TODAY, day_first=True) == expected
+    assert normalize_diagnosis_date(raw, day_first=True) == expected
 
 
 @pytest.mark.parametrize(
@@ -143,20 +143,23 @@ def test_normalize_diagnosis_date_day_first(raw: str, expected: str | None) -> N
     ],
 )
 def test_normalize_diagnosis_date_month_first(raw: str, expected: str | None) -> None:
-    assert normalize_diagnosis_date(raw, today=TODAY, day_first=False) == expected
+    assert normalize_diagnosis_date(raw, day_first=False) == expected
 
 
-def test_two_digit_year_pivots_on_the_year_of_today() -> None:
-    assert normalize_diagnosis_date("01-Jan-27", today=TODAY) == "1927-01-01"
-    # Later this year: stays this year (then rejected as future), never moved back a century.
-    assert normalize_diagnosis_date("31-Dec-26", today=TODAY) == "2026-12-31"
+def test_two_digit_years_pivot_on_a_fixed_year_never_on_today() -> None:
+    # From a review: "05/01/27" read in late 2026 was 1927 (accepted), read in 2027 it was 2027: a
+    # second record key for the same row. Now it is 2027 whenever it is read (future_date rejects it
+    # until then), and only 69-99 are the 1900s.
+    assert normalize_diagnosis_date("05/01/27") == "2027-01-05"
+    assert normalize_diagnosis_date("01-Jan-68") == "2068-01-01"
+    assert normalize_diagnosis_date("01-Jan-69") == "1969-01-01"
 
 
 def test_read_date_explains_why_not() -> None:
-    assert read_date("2025-02-30", today=TODAY) == (None, "diagnosis_date 2025-02-30 does not exist")
-    iso, why = read_date("01/25/2024", today=TODAY)
+    assert read_date("2025-02-30") == (None, "diagnosis_date 2025-02-30 does not exist")
+    iso, why = read_date("01/25/2024")
     assert iso is None and "month 25" in why and "day-first" in why
-    iso, why = read_date("MRN-0001", today=TODAY)
+    iso, why = read_date("MRN-0001")
     assert iso is None and "recognised format" in why and "MRN-0001" not in why
 
 
@@ -187,7 +190,7 @@ def test_normalize_tm2_frame_maps_every_column() -> None:
         },
         index=[10, 20],
     )
-    normalized = normalize_tm2_frame(raw, today=TODAY)
+    normalized = normalize_tm2_frame(raw)
     assert list(normalized.index) == [10, 20]
     assert normalized.loc[10].tolist() == [
         "91-2868-4283-4708",
@@ -348,10 +351,10 @@ def test_patient_id_has_no_whitespace_runs_or_edges(text: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(dirty_text)
 def test_date_normalizer_never_raises_and_yields_iso_or_nothing(text: str) -> None:
-    result = normalize_diagnosis_date(text, today=TODAY)
+    result = normalize_diagnosis_date(text)
     if result:
         assert datetime.date.fromisoformat(result).isoformat() == result
-        assert normalize_diagnosis_date(result, today=TODAY) == result
+        assert normalize_diagnosis_date(result) == result
 
 
 _FORMATS_DAY_FIRST = ("%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y", "%d-%b-%Y", "%Y-%m-%d 00:00:00")
@@ -360,22 +363,23 @@ _FORMATS_DAY_FIRST = ("%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y", "%d-%b-%Y", "%Y-%m-%d 
 @settings(max_examples=200, deadline=None)
 @given(st.dates(min_value=datetime.date(1900, 1, 1), max_value=TODAY), st.sampled_from(_FORMATS_DAY_FIRST))
 def test_every_written_date_reads_back(day: datetime.date, pattern: str) -> None:
-    assert normalize_diagnosis_date(day.strftime(pattern), today=TODAY) == day.isoformat()
+    assert normalize_diagnosis_date(day.strftime(pattern)) == day.isoformat()
     assert normalize_diagnosis_date(
         day.strftime(pattern.replace("%d/%m", "%m/%d").replace("%d-%m", "%m-%d")),
-        today=TODAY,
         day_first=False,
     ) == (day.isoformat())
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.dates(min_value=datetime.date(TODAY.year - 99, 1, 1), max_value=TODAY))
-def test_two_digit_years_read_back_within_the_century_before_today(day: datetime.date) -> None:
-    assert normalize_diagnosis_date(day.strftime("%d-%b-%y"), today=TODAY) == day.isoformat()
+@given(st.dates(min_value=datetime.date(1969, 1, 1), max_value=datetime.date(2068, 12, 31)))
+def test_two_digit_years_read_back_as_strptime_reads_them(day: datetime.date) -> None:
+    text = day.strftime("%d-%b-%y")
+    assert normalize_diagnosis_date(text) == day.isoformat()
+    assert day == datetime.datetime.strptime(text, "%d-%b-%y").date()
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.integers(min_value=10_000, max_value=99_999))
 def test_excel_day_numbers(serial: int) -> None:
     expected = datetime.date(1899, 12, 30) + datetime.timedelta(days=serial)
-    assert normalize_diagnosis_date(str(serial), today=TODAY) == expected.isoformat()
+    assert normalize_diagnosis_date(str(serial)) == expected.isoformat()
