@@ -58,6 +58,9 @@ SEVERITIES = ("Mild", "Moderate", "Severe")
 OLDEST_DATE = datetime.date(1900, 1, 1)
 TWO_DIGIT_YEAR_PIVOT = 69  # as POSIX and Python's strptime: "68" is 2068, "69" is 1969
 MAX_IDENTIFIER_LENGTH = 64
+# A name longer than this is not a name (rows swallowed by a stray quote, a pasted note); it is also
+# where a quarantined value is cut, so the reject still shows where the name went wrong.
+MAX_CONDITION_NAME_LENGTH = 4096
 
 _SEVERITY_SPELLINGS = {
     "Mild": ("mild", "mld", "mil", "1", "1.0", "हल्का", "हल्की", "मामूली"),
@@ -269,7 +272,8 @@ def explain(
             "its digits are lost: re-export with the column formatted as text"
         )
     if check == "too_long":
-        return f"{column} has {len(str(value))} characters (at most {MAX_IDENTIFIER_LENGTH})"
+        most = MAX_CONDITION_NAME_LENGTH if column == "condition_name" else MAX_IDENTIFIER_LENGTH
+        return f"{column} has {len(str(value))} characters (at most {most})"
     if check == "control_chars":
         return f"{column} contains control or invisible formatting characters"
     return f"{column} failed {check}"

@@ -79,6 +79,11 @@ _SEP_DIRECTIVE = re.compile(r"\Asep=([,;\t])[ \t]*(?:\r\n|\r|\n|\Z)", re.IGNOREC
 _HEADER_SEPARATORS = re.compile(r"[\s_-]+")
 # Rows per RawTable when a file is read in chunks (memory stays flat in the file's length).
 CHUNK_ROWS = 100_000
+# The csv module refuses a value past 131,072 characters by default, and with it the whole file: a
+# long value is one row's problem (rejected `too_long`), while the limit still bounds what a quote
+# left open reads into memory before the file is refused.
+FIELD_LIMIT_CHARS = 16 * 1024 * 1024
+csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT_CHARS))
 
 
 @dataclass(frozen=True)
@@ -187,7 +192,8 @@ class Tm2Rows:
                         # csv's own messages describe structure only (field limit), never values.
                         raise FileRefused(
                             "malformed",
-                            f"the CSV structure breaks at data row {position + len(records) + 1}: {error}",
+                            f"the CSV structure breaks at data row {position + len(records) + 1}: "
+                            + _explained(error),
                         ) from None
                     if records and records[-1] and _END in records[-1][-1]:
                         _drop_end_mark(records, first_position=position + 1)
@@ -209,6 +215,12 @@ class Tm2Rows:
             del table  # the caller is done with it: not alive while the next chunk is read
             if wanted > 0:
                 return
+
+
+def _explained(error: csv.Error) -> str:
+    if "field limit" in str(error):
+        return f"a value longer than {FIELD_LIMIT_CHARS:,} characters (a quote opened and never closed?)"
+    return str(error)
 
 
 def _drop_end_mark(records: list[list[str]], *, first_position: int) -> None:
@@ -247,7 +259,9 @@ def _detect_delimiter(header_line: str) -> str:
         try:
             fields = next(csv.reader([header_line.rstrip("\r\n")], delimiter=delimiter), [])
         except csv.Error as error:  # a first line past the csv field limit (or broken quoting)
-            raise FileRefused("malformed", f"the first line cannot be read as CSV: {error}") from None
+            raise FileRefused(
+                "malformed", f"the first line cannot be read as CSV: {_explained(error)}"
+            ) from None
         known = len({canonical_column_name(field) for field in fields} & set(TM2_COLUMNS))
         return known, len(fields), -DELIMITERS.index(delimiter)
 

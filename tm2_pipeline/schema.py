@@ -29,13 +29,20 @@ from pandera.errors import SchemaErrors
 from pandera.typing import Series
 
 from tm2_pipeline.codes import TM1_CODE_SHAPE, tm2_code_list
-from tm2_pipeline.normalize import MAX_IDENTIFIER_LENGTH, OLDEST_DATE, SEVERITIES, SYSTEM_TYPES, factorize
+from tm2_pipeline.normalize import (
+    MAX_CONDITION_NAME_LENGTH,
+    MAX_IDENTIFIER_LENGTH,
+    OLDEST_DATE,
+    SEVERITIES,
+    SYSTEM_TYPES,
+    factorize,
+)
 
 # The checks each column can fail, most specific first.
 COLUMN_CHECKS: dict[str, tuple[str, ...]] = {
     "patient_id": ("missing", "control_chars", "excel_mangled_id", "too_long"),
     "tm2_code": ("missing", "tm1_code", "unknown_code"),
-    "condition_name": (),
+    "condition_name": ("too_long",),
     "system_type": ("missing", "bad_system"),
     "severity": ("bad_severity",),
     "diagnosis_date": ("missing", "bad_date", "future_date", "too_old"),
@@ -144,6 +151,10 @@ def tm2_rows_model(today: datetime.date) -> type[pa.DataFrameModel]:
         @pa.check("patient_id", "practitioner_id", name="too_long", **_ALL)
         def identifier_length(cls, values: Series[object]) -> Series[bool]:
             return _each(values, len, dtype=np.int64).le(MAX_IDENTIFIER_LENGTH)
+
+        @pa.check("condition_name", name="too_long", **_ALL)
+        def name_length(cls, values: Series[object]) -> Series[bool]:
+            return _each(values, len, dtype=np.int64).le(MAX_CONDITION_NAME_LENGTH)
 
         @pa.check("tm2_code", name="tm1_code", **_ALL)
         def not_tm1(cls, values: Series[object]) -> Series[bool]:

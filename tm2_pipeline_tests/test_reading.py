@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from tm2_pipeline import csv_blocks
 from tm2_pipeline.reading import (
+    FIELD_LIMIT_CHARS,
     TM2_COLUMNS,
     FileRefused,
     Tm2FileInfo,
@@ -281,9 +282,22 @@ def test_a_file_ending_without_a_line_break_or_with_quoted_line_breaks_keeps_eve
 
 
 def test_a_first_line_beyond_the_csv_field_limit_is_refused_as_malformed() -> None:
-    refused = refusal(b"a" * (1 << 20) + b"\n")
+    refused = refusal(b"a" * (FIELD_LIMIT_CHARS + 1) + b"\n")
     assert refused.reason == "malformed"
-    assert refused.message.startswith("the first line cannot be read as CSV: field larger than field limit")
+    assert refused.message == (
+        "the first line cannot be read as CSV: a value longer than 16,777,216 characters "
+        "(a quote opened and never closed?)"
+    )
+
+
+def test_a_value_past_the_csv_modules_default_limit_is_read_a_runaway_one_refused() -> None:
+    # From a review: one 200,000-character name refused the whole file (csv's default 131,072).
+    long_name = ROW.replace("Headache", "a" * 200_000)
+    raw = read_tm2_bytes(f"{HEADER}\n{ROW}\n{long_name}\n{ROW}\n".encode())
+    assert raw.rows == 3 and len(raw.frame.at[1, "condition_name"]) == 200_000
+    runaway = ROW.replace("Headache", "a" * (FIELD_LIMIT_CHARS + 1))
+    refused = refusal(f"{HEADER}\n{ROW}\n{runaway}\n".encode())
+    assert refused.message.startswith("the CSV structure breaks at data row 2: a value longer than")
 
 
 def test_runaway_quote_beyond_the_csv_field_limit_is_refused_as_malformed() -> None:

@@ -359,3 +359,22 @@ def test_a_record_that_swallowed_rows_is_quarantined_whole_never_accepted() -> N
     # Nothing is lost: the swallowed rows are in the quarantined value, as read.
     assert "MRN-01005,ST06,x,Siddha" in reject["values"]["condition_name"]
     assert "MRN-01004" not in reject["reasons"][0]["message"]
+
+
+def test_a_name_too_long_to_be_a_name_is_that_rows_problem_only() -> None:
+    long_name = "Joint pain " * 400  # 4,400 characters
+    data = (
+        "patient_id,tm2_code,condition_name,system_type,severity,diagnosis_date,practitioner_id\n"
+        "MRN-01004,SS53,Joint pain,Ayurveda,Mild,2025-01-01,HPR-1\n"
+        f"MRN-01005,SS53,{long_name},Ayurveda,Mild,2025-01-01,HPR-1\n"
+    ).encode()
+    result = validate_tm2_export(data, today=TODAY)
+    assert (result.rows, result.accepted, result.rejected) == (2, 1, 1)
+    [reject] = result.rejected_rows
+    assert reject["reasons"] == [
+        {
+            "column": "condition_name",
+            "check": "too_long",
+            "message": "condition_name has 4399 characters (at most 4096)",
+        }
+    ]
