@@ -95,6 +95,11 @@ def _human(report, dry_run: bool) -> str:
         lines.append(
             f"  MongoDB: inserted {c['inserted']}, updated {c['updated']}, unchanged {c['unchanged']}"
         )
+        if c["not_in_this_version"]:
+            lines.append(
+                f"  note: {c['not_in_this_version']} records stored from other versions of this file "
+                "name are not in this one; they stay in MongoDB and OpenMRS (a correction never retracts)"
+            )
         lines.append(
             f"  OpenMRS: in OpenMRS {c['in_openmrs']} (sent by this run {c['submitted']}), "
             f"to retry {c['submission_failed']}, waiting for a person {c['needs_a_person']}"

@@ -38,7 +38,12 @@ METADATA_COUNTS = {
         "duplicates": "duplicates",
         "rejected": "rejected",
     },
-    "tm2_mongo_records": {"inserted": "inserted", "updated": "updated", "unchanged": "unchanged"},
+    "tm2_mongo_records": {
+        "inserted": "inserted",
+        "updated": "updated",
+        "unchanged": "unchanged",
+        "not_in_this_version": "not_in_this_version",
+    },
     "openmrs_submissions": {
         "submitted_this_run": "submitted",
         IN_OPENMRS: "in_openmrs",  # sent by this run or an earlier one, or found already there

@@ -13,7 +13,7 @@ SAMPLE = Path(__file__).resolve().parent.parent / "data" / "tm2_sample.csv"
 CHECKS_BY_ASSET = {
     "raw_tm2_file": {"file_readable"},
     "validated_tm2_records": {"row_accounting", "unique_record_keys", "reject_rate"},
-    "tm2_mongo_records": {"stored_once", "codes_valid", "dates_valid"},
+    "tm2_mongo_records": {"stored_once", "codes_valid", "dates_valid", "other_versions_covered"},
     "openmrs_submissions": {"submission_health"},
 }
 ALL_CHECKS = tuple(name for names in CHECKS_BY_ASSET.values() for name in sorted(names))

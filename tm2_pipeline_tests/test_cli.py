@@ -25,6 +25,7 @@ JSON_KEYS = {
     "inserted",
     "updated",
     "unchanged",
+    "not_in_this_version",
     "submitted",
     "in_openmrs",
     "submission_failed",
@@ -453,3 +454,44 @@ def test_a_person_lists_what_waits_fixes_it_and_sends_it_again(env, monkeypatch)
     assert new["patient"] == kept["uuid"] and len(after) == len(conditions) == len(before) + 1
     assert again["submitted"] == 0  # each record once, however often it is released
     assert not json_lines(run("submissions", "--state", "ambiguous_patient", "--json").stdout)
+
+
+def test_a_correction_says_what_it_left_behind_from_the_version_before(env, tmp_path):
+    # From a review: a corrected date and a removed row left two records of the first version in
+    # MongoDB and OpenMRS without a word (a correction adds and updates, never retracts).
+    header = ",".join(HEADER)
+    first, second = tmp_path / "v1", tmp_path / "v2"
+    first.mkdir(), second.mkdir()
+    (first / "clinicA.csv").write_text(
+        f"{header}\nMRN-01004,SS53,a,Ayurveda,Mild,2025-01-01,HPR-1\n"
+        "MRN-01005,ST06,y,Siddha,Moderate,2025-01-05,HPR-2\nMRN-01007,SR82,z,Unani,Severe,2025-02-01,HPR-3\n"
+    )
+    (second / "clinicA.csv").write_text(
+        f"{header}\nMRN-01004,SS53,a,Ayurveda,Severe,2025-01-01,HPR-1\n"
+        "MRN-01007,SR82,z,Unani,Severe,2025-02-10,HPR-3\n"
+    )
+    [original] = json_lines(run("ingest", str(first / "clinicA.csv"), "--json").stdout)
+    corrected = run("ingest", str(second / "clinicA.csv"))
+    [again] = json_lines(run("ingest", str(second / "clinicA.csv"), "--json").stdout)
+    assert original["not_in_this_version"] == 0
+    assert (
+        "note: 2 records stored from other versions of this file name are not in this one" in corrected.stdout
+    )
+    assert again["not_in_this_version"] == 2 and again["status"] == "succeeded"  # a warning, not a failure
+    assert record_count(env) == 4  # the date's correction is a new record: nothing was retracted
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        latest = instance.get_runs(limit=1)[0]
+        [evaluation] = [
+            entry.dagster_event.event_specific_data
+            for entry in instance.all_logs(latest.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+            if entry.dagster_event.event_specific_data.check_name == "other_versions_covered"
+        ]
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    shown = evaluation.metadata["first_of_them"].value
+    assert sorted(shown.split(", ")) == [
+        f"{original['sha256'][:12]} row 2",
+        f"{original['sha256'][:12]} row 3",
+    ]
+    assert "MRN-" not in shown

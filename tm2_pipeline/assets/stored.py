@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 from tm2_pipeline.abandoned_runs import tag_run_worker
 from tm2_pipeline.accepted_table import AcceptedTable
 from tm2_pipeline.codes import tm2_code_list
+from tm2_pipeline.other_versions import left_behind
 from tm2_pipeline.partitions import tm2_csv_files
 from tm2_pipeline.pipeline_config import PipelineConfig
 from tm2_pipeline.resources.mongo import MongoResource
@@ -16,6 +17,7 @@ from tm2_pipeline.store.records import StoreCounts
 from tm2_pipeline.validation_summary import table_identity
 
 STORED_ONCE = "stored_once"
+OTHER_VERSIONS_COVERED = "other_versions_covered"
 CODES_VALID = "codes_valid"
 DATES_VALID = "dates_valid"
 EARLIEST_DATE = "1900-01-01"
@@ -49,6 +51,13 @@ MONGO_RETRY = dg.RetryPolicy(
             asset="tm2_mongo_records",
             blocking=True,
             description="every diagnosis_date is between 1900-01-01 and today",
+        ),
+        dg.AssetCheckSpec(
+            OTHER_VERSIONS_COVERED,
+            asset="tm2_mongo_records",
+            description="warns of records stored from another version of this file name that this "
+            "version no longer has (a key field corrected, a row removed): they stay in MongoDB and "
+            "OpenMRS, since a correction adds and updates but never retracts",
         ),
     ],
     description="Documents in tm2_records, _id = record key; inserted / updated / unchanged counted exactly.",
@@ -88,7 +97,20 @@ def tm2_mongo_records(
             on_wait=context.log.info,
             run_id=context.run.run_id,
         )
-    stored_counts = {"inserted": counts.inserted, "updated": counts.updated, "unchanged": counts.unchanged}
+    # Read after the writes: this version's keys are all stored now, whichever version wrote them.
+    versions = mongo.ingestions().other_versions(file_name, sha256)
+    behind = left_behind(store.sources_of_versions(versions), table.column("record_key"))
+    if behind.count:
+        context.log.warning(
+            f"{behind.count} records stored from other versions of {file_name} are not in this one: "
+            "they stay in MongoDB and OpenMRS (a correction never retracts; void them in OpenMRS)"
+        )
+    stored_counts = {
+        "inserted": counts.inserted,
+        "updated": counts.updated,
+        "unchanged": counts.unchanged,
+        "not_in_this_version": behind.count,
+    }
     mongo.ingestions().record_outcome(
         file=file_name,
         sha256=sha256,
@@ -129,4 +151,14 @@ def tm2_mongo_records(
     out_of_range = pc.sum(pc.cast(outside, "int64")).as_py() or 0
     yield dg.AssetCheckResult(
         check_name=DATES_VALID, passed=out_of_range == 0, metadata={"dates_out_of_range": out_of_range}
+    )
+    yield dg.AssetCheckResult(
+        check_name=OTHER_VERSIONS_COVERED,
+        passed=behind.count == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "other_versions": len(versions),
+            "records_not_in_this_version": behind.count,
+            "first_of_them": ", ".join(behind.examples),
+        },
     )

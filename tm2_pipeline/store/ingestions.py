@@ -28,6 +28,7 @@ COUNT_NAMES = (
     "inserted",
     "updated",
     "unchanged",
+    "not_in_this_version",  # stored from other versions of the name, not in this one (they stay)
     "submitted",
     "in_openmrs",
     "submission_failed",
@@ -139,6 +140,12 @@ class IngestionLedger:
         """The most recent ingestion of any content under this file name."""
         with translate_mongo_errors(self.target):
             return self.collection.find_one({"file": file_name}, sort=[("at", DESCENDING)])
+
+    def other_versions(self, file_name: str, sha256: str) -> list[str]:
+        """The sha256 of every other content ingested under this file name."""
+        with translate_mongo_errors(self.target):
+            found = self.collection.find({"file": file_name}, {"sha256": 1})
+            return sorted({entry["sha256"] for entry in found} - {sha256})
 
     def recent(self, limit: int = 10) -> list[dict[str, Any]]:
         """The latest ingestions of any file, newest first."""

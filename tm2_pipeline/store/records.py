@@ -258,6 +258,16 @@ class RecordStore:
         with translate_mongo_errors(self.target):
             return self.collection.count_documents({})
 
+    def sources_of_versions(self, sha256s: Sequence[str]) -> Iterator[tuple[str, str, int]]:
+        """(key, sha256, row) of the records last written from these file contents."""
+        if not sha256s:
+            return
+        query = {"source.sha256": {"$in": list(sha256s)}}
+        with translate_mongo_errors(self.target):  # around the iteration: the cursor reads in batches
+            for document in self.collection.find(query, {"source.sha256": 1, "source.row": 1}):
+                source = document.get("source") or {}
+                yield document["_id"], source.get("sha256", ""), int(source.get("row") or 0)
+
     def content_hashes(self, keys: Sequence[str]) -> dict[str, str]:
         """content_hash of the stored keys among `keys`."""
         with translate_mongo_errors(self.target):
