@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pymongo.database import Database
 
+from tm2_pipeline.identity import condition_uuid
 from tm2_pipeline.openmrs.states import Attempt, PendingSubmission, SubmissionOutcome, SubmissionState
 from tm2_pipeline.store import submissions
 from tm2_pipeline.store.submissions import KEEP_ATTEMPTS, SubmissionLog
@@ -215,6 +216,31 @@ def test_a_person_releases_the_records_waiting_for_them_and_nothing_else(mongo_d
     ]
     assert entries["sent"].updated_at.replace(tzinfo=UTC) == old
     assert log.release([SubmissionState.AMBIGUOUS_PATIENT], "again", NOW) == 0
+
+
+def test_unsent_entries_of_another_server_start_afresh_unless_a_run_is_sending_them(
+    mongo_db: Database,
+) -> None:
+    log = SubmissionLog(mongo_db)
+    other = "http://127.0.0.1:8080/openmrs"
+    for key in ("sent", "sending"):
+        log.mark_in_flight([PendingSubmission(key, f"u-{key}", "h", fresh=False)], other, NOW)
+    log.record_outcomes(
+        [SubmissionOutcome("sent", SubmissionState.SUBMITTED, "u-sent2", (), confirmed_hash="h")], NOW
+    )
+    later = NOW + timedelta(hours=1)
+    assert log.mark_unsent(["sent", "sending"], SERVER, "not sent: login", later) == 1
+    entries = log.entries_for(["sent", "sending"])
+    sent = entries["sent"]
+    assert (sent.state, sent.server, sent.condition_uuid, sent.confirmed_hash, sent.content_hash) == (
+        SubmissionState.FAILED_RETRYABLE,
+        SERVER,
+        condition_uuid("sent"),
+        None,
+        None,
+    )
+    assert [a.message for a in sent.attempts] == ["not sent: login"]
+    assert (entries["sending"].state, entries["sending"].server) == (SubmissionState.IN_FLIGHT, other)
 
 
 def test_entries_for_reads_in_chunks(mongo_db: Database) -> None:

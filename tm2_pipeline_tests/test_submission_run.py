@@ -78,10 +78,10 @@ class UnreachableOpenMRS(OpenMRSResource):
         return httpx.MockTransport(lambda request: httpx.Response(503))
 
 
-def unreachable(home: Path) -> UnreachableOpenMRS:
+def unreachable(home: Path, base_url: str = SANDBOX_BASE_URL) -> UnreachableOpenMRS:
     return UnreachableOpenMRS(
         tm2_home=str(home),
-        base_url=SANDBOX_BASE_URL,
+        base_url=base_url,
         username=SANDBOX_USERNAME,
         password=SANDBOX_PASSWORD,
         allow_insecure=True,
@@ -140,6 +140,33 @@ def test_records_a_failed_login_never_marked_are_left_for_the_nightly_retry(
         assert set(log.retryable_keys(NOW, 30)) == waiting  # still inside its retry window
         again = submission_run.submit_stored_records(keys, mongo=store, openmrs=up, now=NOW)
         assert again.submitted == 0 and again.state_counts == retried.state_counts
+
+
+@pytest.mark.integration
+def test_records_another_openmrs_holds_wait_for_this_one_when_its_login_fails(
+    tmp_path: Path, secantus_uri: str
+) -> None:
+    # From a review: with OPENMRS_BASE_URL changed, a run failing at login counted the records the
+    # previous server holds as "in OpenMRS" and left them out of the nightly retry for good.
+    records = sample_records()[:12]
+    keys = [record["_id"] for record in records]
+    production = "https://emr.example.org/openmrs"
+    mongo, down = fresh_store(tmp_path, secantus_uri), unreachable(tmp_path, production)
+    with mongo.process_config_and_initialize_cm() as store:
+        store.records().collection.insert_many([dict(record) for record in records])
+        sandbox = OpenMRSResource(tm2_home=str(tmp_path))
+        first = submission_run.submit_stored_records(keys, mongo=store, openmrs=sandbox, now=NOW)
+        assert first.submitted >= len(keys) - 2
+        with pytest.raises(dg.Failure) as failed:
+            submission_run.submit_stored_records(keys, mongo=store, openmrs=down, now=NOW)
+        assert failed.value.metadata["in_openmrs"].value == 0
+        assert failed.value.metadata["not_final"].value == len(keys)
+        entries = store.submissions().entries_for(keys)
+        assert {entry.server for entry in entries.values()} == {production}
+        assert {entry.state for entry in entries.values()} == {SubmissionState.FAILED_RETRYABLE}
+        assert [entries[key].condition_uuid for key in keys] == [condition_uuid(key) for key in keys]
+        assert all(entry.confirmed_hash is None for entry in entries.values())
+        assert sorted(store.submissions().retryable_keys(NOW, 30)) == sorted(keys)
 
 
 @pytest.mark.integration

@@ -294,10 +294,12 @@ class SubmissionLog:
         """A run that failed before these keys were marked (OpenMRS unreachable at login, refused
         credentials): keys the log does not hold yet get a `failed_retryable` entry, so the nightly
         retry sends them even if the file is never ingested again. Their uuid is the one a create
-        uses, and a retry looks in OpenMRS before it sends. So do entries of this server that no run
-        is sending and whose content differs from the store's (`stored_hashes`: the store's content
-        hash of some keys): a correction the run never reached, which the nightly retry would skip.
-        Other entries are left alone; returns how many were added or changed."""
+        uses, and a retry looks in OpenMRS before it sends. So do entries of another server that no
+        run is sending (OPENMRS_BASE_URL changed: nothing is known of this one yet), started afresh
+        for this one, and entries of this server that no run is sending and whose content differs
+        from the store's (`stored_hashes`: the store's content hash of some keys): a correction the
+        run never reached, which the nightly retry would skip. Other entries are left alone; returns
+        how many were added or changed."""
         at = stored_timestamp(now)
         attempt = {"at": at, "method": "-", "status": None, "message": message}
         added = 0
@@ -317,9 +319,41 @@ class SubmissionLog:
                 for key in chunk
             ]
             added += len(documents) - len(insert_new(self._collection, documents))
+            added += self._restart_for_server(chunk, server, attempt, at)
             if stored_hashes is not None:
                 added += self._mark_changed_unsent(chunk, stored_hashes, server, attempt, at)
         return added
+
+    def _restart_for_server(self, keys: Sequence[str], server: str, attempt: dict, at: datetime) -> int:
+        """Entries of another server no run is sending: `failed_retryable` for this one, afresh (the
+        uuid a create uses, nothing confirmed), as a run reaching this server would mark them."""
+        settled = sorted(state.value for state in set(SubmissionState) - UNSETTLED_STATES)
+        elsewhere = {"server": {"$ne": server}, "state": {"$in": settled}}
+        found = [
+            document["_id"]
+            for chunk in self._key_chunks(keys)
+            for document in self._collection.find({"_id": {"$in": chunk}, **elsewhere}, {"_id": 1})
+        ]
+        operations = [
+            UpdateOne(
+                {"_id": key, **elsewhere},  # unless a run has marked it since
+                {
+                    "$set": {
+                        "state": SubmissionState.FAILED_RETRYABLE.value,
+                        "condition_uuid": condition_uuid(key),
+                        "content_hash": None,
+                        "server": server,
+                        "api": None,
+                        "busy_since": None,
+                        "updated_at": at,
+                        **_first_mark(at),
+                        "attempts": [attempt],
+                    }
+                },
+            )
+            for key in found
+        ]
+        return self._collection.bulk_write(operations, ordered=False).modified_count if operations else 0
 
     def _mark_changed_unsent(
         self,
