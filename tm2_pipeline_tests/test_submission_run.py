@@ -170,6 +170,29 @@ def test_records_another_openmrs_holds_wait_for_this_one_when_its_login_fails(
 
 
 @pytest.mark.integration
+def test_records_wait_for_a_later_run_while_another_run_holds_the_sandbox(
+    tmp_path: Path, secantus_uri: str
+) -> None:
+    # From a review: a second `tm2 ingest` at once failed on the sandbox's lock with no outcome
+    # logged for its records, so no later run (nor the nightly retry) would ever send them.
+    from tm2_pipeline.openmrs.emulator.server import open_sandbox
+
+    records = sample_records()[:5]
+    keys = [record["_id"] for record in records]
+    mongo = fresh_store(tmp_path, secantus_uri)
+    openmrs = OpenMRSResource(tm2_home=str(tmp_path), sandbox_wait_s=0.2)
+    with mongo.process_config_and_initialize_cm() as store, open_sandbox(openmrs.sandbox_dir):
+        store.records().collection.insert_many([dict(record) for record in records])
+        with pytest.raises(dg.Failure) as failed:
+            submission_run.submit_stored_records(keys, mongo=store, openmrs=openmrs, now=NOW)
+        entries = store.submissions().entries_for(keys)
+    assert failed.value.allow_retries  # the step's retry policy tries again
+    assert "in use by another process" in failed.value.description
+    assert failed.value.metadata["not_final"].value == len(keys)
+    assert {entry.state for entry in entries.values()} == {SubmissionState.FAILED_RETRYABLE}
+
+
+@pytest.mark.integration
 def test_a_correction_a_failed_login_never_reached_is_left_for_the_nightly_retry(
     tmp_path: Path, secantus_uri: str
 ) -> None:

@@ -19,6 +19,7 @@ import httpx
 
 from tm2_pipeline.home import Tm2Home
 from tm2_pipeline.openmrs.client_config import ClientConfig
+from tm2_pipeline.openmrs.errors import TransientOpenMRSError
 from tm2_pipeline.openmrs.record_exchange import SubmissionLogLike
 from tm2_pipeline.openmrs.states import SubmissionSummary
 from tm2_pipeline.openmrs.store_check import StoredRecords
@@ -102,11 +103,23 @@ class OpenMRSResource(dg.ConfigurableResource):
             yield self.transport()
             return
         # Imported here: a deployment with a real OpenMRS never loads the emulator.
+        from tm2_pipeline.openmrs.emulator.persistence import SandboxBusyError
         from tm2_pipeline.openmrs.emulator.server import open_sandbox
 
-        with open_sandbox(
-            self.sandbox_dir, username=config.username, password=config.password, wait_s=self.sandbox_wait_s
-        ) as sandbox:
+        with contextlib.ExitStack() as stack:
+            try:
+                sandbox = stack.enter_context(
+                    open_sandbox(
+                        self.sandbox_dir,
+                        username=config.username,
+                        password=config.password,
+                        wait_s=self.sandbox_wait_s,
+                    )
+                )
+            except SandboxBusyError as error:
+                # Another run holds it (two `tm2 ingest` at once): like a server that is down, so
+                # the records are logged for a later run and the step's retry policy tries again.
+                raise TransientOpenMRSError(str(error), method="-") from None
             yield self.transport() or httpx.ASGITransport(app=sandbox.app, raise_app_exceptions=False)
 
     def submit(
