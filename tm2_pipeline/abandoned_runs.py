@@ -32,6 +32,11 @@ FINISHED_TAG = "tm2/finished_by_nightly_retry"
 STORE_STEP = "tm2_mongo_records"  # its blocking checks run in the same step
 SUBMISSION_ASSET = dg.AssetKey("openmrs_submissions")
 MAX_RUNTIME_TAG = "dagster/max_runtime"  # read by Dagster's run monitor
+MAX_RETRIES_TAG = "dagster/max_retries"  # read by Dagster's run retries (run_retries)
+# A run in process is the terminal's: its failure is reported there and run again from there. Left
+# to run_retries, a run failing before its steps (MongoDB unreachable) waited for a retry that only
+# a daemon would start, and held its file name meanwhile.
+IN_PROCESS_RUN_TAGS = {MAX_RUNTIME_TAG: "0", MAX_RETRIES_TAG: "0"}
 
 
 def tag_for(run_id: str, value: str) -> str:
@@ -58,9 +63,10 @@ def this_process(run_id: str) -> str | None:
 
 def tag_run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
     """Called by every asset step: on a daemon run, name its run worker (a retry or re-execution
-    from failure starts at a later step), and hand back the run monitor's time limit that a
-    re-executed `tm2 ingest` run copied ("0", none: right only in process, where a limit would
-    free the name while the run goes on). No-op on a run already named, or run in process."""
+    from failure starts at a later step), and hand back the run monitor's time limit and the run
+    retries that a re-executed `tm2 ingest` run copied (IN_PROCESS_RUN_TAGS: right only in process,
+    where a limit would free the name while the run goes on). No-op on a run already named, or run
+    in process."""
     if own_tag(run, RUN_PROCESS_TAG) is not None:
         return
     parent = multiprocessing.parent_process()  # Dagster's multiprocess executor spawns each step
@@ -74,6 +80,8 @@ def tag_run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:
     tags = {RUN_PROCESS_TAG: tag_for(run.run_id, worker)}
     if run.tags.get(MAX_RUNTIME_TAG) == "0":
         tags[MAX_RUNTIME_TAG] = ""  # empty: the instance's run_monitoring.max_runtime_seconds
+    if run.tags.get(MAX_RETRIES_TAG) == "0":
+        tags[MAX_RETRIES_TAG] = str(instance.run_retries_max_retries)  # the instance's run_retries
     instance.add_run_tags(run.run_id, tags)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 from dagster import DagsterEventType
 
-from tm2_pipeline.abandoned_runs import RUN_PROCESS_TAG, end_abandoned_runs, this_process
+from tm2_pipeline.abandoned_runs import IN_PROCESS_RUN_TAGS, RUN_PROCESS_TAG, end_abandoned_runs, this_process
 from tm2_pipeline.assets.validated import reject_rate_message, reject_rate_outcome
 from tm2_pipeline.definitions import build_definitions
 from tm2_pipeline.landing import sha256_of_file
@@ -164,11 +164,11 @@ class Ingestor:
             # terminal gets the outcome and its reason from the CLI, not Dagster's step failures.
             run_config={**request.run_config, "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
             # The run monitor cannot stop an in-process run: its time limit would only mark it failed
-            # while it goes on, freeing its file name for a second run.
+            # while it goes on, freeing its file name for a second run. Nor is it the daemon's to retry.
             tags={
                 **request.tags,
                 "tm2/started_by": self.started_by,
-                "dagster/max_runtime": "0",
+                **IN_PROCESS_RUN_TAGS,
                 **({RUN_PROCESS_TAG: process} if process is not None else {}),
             },
             raise_on_error=False,

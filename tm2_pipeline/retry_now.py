@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 from dagster import DagsterEventType
 
+from tm2_pipeline.abandoned_runs import IN_PROCESS_RUN_TAGS
 from tm2_pipeline.definitions import build_definitions
 from tm2_pipeline.jobs import RELEASED
 from tm2_pipeline.run_outcome import SUCCEEDED, classify_run
@@ -48,7 +49,7 @@ def retry_now(settings: Settings, instance: dg.DagsterInstance, *, release: bool
             # The run's log stays in the instance; the terminal gets the counts and the reason.
             "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
         },
-        tags={"tm2/started_by": "cli"},
+        tags={"tm2/started_by": "cli", **IN_PROCESS_RUN_TAGS},
         raise_on_error=False,
     )
     outcome = classify_run(instance, result.run_id, result.success)

@@ -101,9 +101,9 @@ def tag_in_a_step(instance_ref: InstanceRef, run_id: str) -> int:
 def test_each_step_of_a_daemon_run_names_its_run_worker_over_copied_tags(gone):
     # A retry from failure starts at a later step, with its parent's tags: among them a
     # re-executed `tm2 ingest` run's "no time limit", which would keep it from the run monitor.
-    with dg.instance_for_test() as instance:
+    with dg.instance_for_test(overrides={"run_retries": {"enabled": True, "max_retries": 2}}) as instance:
         parent = started_run(instance, "a.csv", gone)
-        copied = {**parent.tags, "dagster/max_runtime": "0"}
+        copied = {**parent.tags, "dagster/max_runtime": "0", "dagster/max_retries": "0"}
         retry = create_run_for_test(
             instance, job_name="ingest_tm2_file", tags=copied, status=dg.DagsterRunStatus.STARTED
         )
@@ -114,6 +114,7 @@ def test_each_step_of_a_daemon_run_names_its_run_worker_over_copied_tags(gone):
         tagged = instance.get_run_by_id(retry.run_id)
         assert tag_for(retry.run_id, own_tag(tagged, RUN_PROCESS_TAG)) == this_process(retry.run_id)
         assert tagged.tags["dagster/max_runtime"] == ""  # the instance's limit again
+        assert tagged.tags["dagster/max_retries"] == "2"  # and its run retries
         assert [run.run_id for run in end_abandoned_runs(instance)[0]] == [parent.run_id]  # not the retry
 
 
