@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tm2_pipeline.mongo_uri import database_in_uri, is_readable, option_problem
@@ -47,6 +47,13 @@ def parse_write_concern(value: str) -> str | int:
         f"TM2_MONGO_WRITE_CONCERN must be 'majority' or an integer >= 1 (0 would leave writes "
         f"unacknowledged), not {value!r}"
     )
+
+
+_VARIABLES = {
+    "home": "TM2_HOME",
+    "dagster_home_override": "DAGSTER_HOME",
+    "landing_dir_override": "TM2_LANDING_DIR",
+}
 
 
 class Settings(BaseSettings):
@@ -147,6 +154,24 @@ class Settings(BaseSettings):
     def _usable_write_concern(cls, value: str) -> str:
         # Blank means unset, as for every setting (env_ignore_empty only takes "" for blank).
         return str(parse_write_concern(value)) if value.strip() else "majority"
+
+    @field_validator("home", "dagster_home_override", "landing_dir_override")
+    @classmethod
+    def _a_directory(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        """A folder, or a path where one can be made: not a file (every command would fail at its
+        first write, with the operating system's words)."""
+        if value is None:
+            return value
+        path = value.expanduser()
+        for parent in (path, *path.parents):
+            if parent.exists():
+                if not parent.is_dir():
+                    [name] = cls.model_fields[info.field_name].validation_alias.choices
+                    raise SettingsError(
+                        f"{name}={str(value)!r} is not a directory: {str(parent)!r} is a file"
+                    )
+                break
+        return value
 
     @field_validator("openmrs_ca_bundle")
     @classmethod

@@ -276,3 +276,19 @@ def test_every_example_variable_left_empty_means_its_default(monkeypatch):
         monkeypatch.setenv(name, "")
     Path(".env").unlink()
     assert load_settings().model_dump() == defaults
+
+
+@pytest.mark.parametrize("variable", ["TM2_HOME", "DAGSTER_HOME", "TM2_LANDING_DIR"])
+def test_a_folder_setting_that_names_a_file_is_refused_by_name(monkeypatch, tmp_path, variable):
+    # From a review: TM2_HOME=/etc/passwd ended in a NotADirectoryError traceback.
+    afile = tmp_path / "notes.txt"
+    afile.write_text("x")
+    monkeypatch.setenv(variable, str(afile / "below"))
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    assert (
+        str(refused.value)
+        == f"{variable}={str(afile / 'below')!r} is not a directory: {str(afile)!r} is a file"
+    )
+    monkeypatch.setenv(variable, str(tmp_path / "new" / "folder"))  # not there yet: made when needed
+    load_settings()
