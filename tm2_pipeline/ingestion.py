@@ -109,7 +109,7 @@ def dry_run(path: Path, settings: Settings, today) -> IngestReport:
     if not passed and severity == dg.AssetCheckSeverity.ERROR:
         report.status = BLOCKED
         report.error = reject_rate_message(
-            result.rows, result.rejected, settings.reject_warn, settings.reject_block
+            result.rows, result.rejected, settings.reject_warn, settings.reject_block, dry_run=True
         )
     return report
 

@@ -245,8 +245,15 @@ def test_a_blocked_file_names_the_setting_in_a_dry_run_and_a_real_ingest(env, tm
     results = [run("ingest", str(mostly_bad), "--json", *flags) for flags in (["--dry-run"], [])]
     reports = [json_lines(result.stdout)[0] for result in results]
     assert [report["status"] for report in reports] == ["blocked", "blocked"]
-    assert "3 of 4 rows rejected (75.0%), above TM2_REJECT_BLOCK=0.5" in reports[0]["error"]
-    assert reports[1]["error"] == f"blocking check reject_rate: {reports[0]['error']}"
+    share = "3 of 4 rows rejected (75.0%), above TM2_REJECT_BLOCK=0.5"
+    # A dry run stored no rejects (from a review: it pointed to tm2_rejects all the same).
+    assert reports[0]["error"].startswith(f"{share}: the file would be blocked before the store")
+    assert "a dry run writes nothing" in reports[0]["error"]
+    assert reports[1]["error"] == (
+        f"blocking check reject_rate: {share}: the file is blocked before the store (its rejected rows "
+        "are in tm2_rejects with their reasons)"
+    )
+    assert len(json_lines(run("rejects", "mostly_bad.csv", "--json").stdout)) == 3
 
 
 def test_a_file_name_with_a_run_under_way_is_not_run_a_second_time_at_once(env, tmp_path):

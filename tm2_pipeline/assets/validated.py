@@ -33,12 +33,20 @@ def reject_rate_outcome(
     return True, dg.AssetCheckSeverity.WARN
 
 
-def reject_rate_message(rows: int, rejected: int, warn: float, block: float) -> str | None:
+def reject_rate_message(
+    rows: int, rejected: int, warn: float, block: float, *, dry_run: bool = False
+) -> str | None:
     """What a failed reject-rate check says, naming the setting it went past; None if it passed."""
     passed, severity = reject_rate_outcome(rows, rejected, warn, block)
     if passed:
         return None
     share = f"{rejected} of {rows} rows rejected ({rejected / rows:.1%})"
+    if severity == dg.AssetCheckSeverity.ERROR and dry_run:
+        return (
+            f"{share}, above TM2_REJECT_BLOCK={block}: the file would be blocked before the store "
+            "(a dry run writes nothing: ingest it to keep its rejected rows, with their reasons, in "
+            "tm2_rejects)"
+        )
     if severity == dg.AssetCheckSeverity.ERROR:
         return (
             f"{share}, above TM2_REJECT_BLOCK={block}: the file is blocked before the store "
