@@ -113,7 +113,17 @@ def _human(report, dry_run: bool) -> str:
 
 @contextmanager
 def _mongo(settings: Settings) -> Iterator:
-    """The configured Mongo resource, initialized as in a run; outages and refusals become one clear line."""
+    """The configured Mongo resource, initialized as in a run; outages and refusals become one clear line.
+
+    Only for commands that read: with the embedded store, a TM2_HOME never used holds nothing, and
+    starting a new, empty store there would answer "never ingested" for a file ingested elsewhere.
+    """
+    if settings.uses_embedded_store and not settings.home_dir.exists():
+        _say(
+            f"error: nothing was ever ingested with TM2_HOME={settings.home_dir} (the embedded store "
+            "lives there): run this where you ran tm2 ingest, or set TM2_HOME or MONGODB_URI"
+        )
+        sys.exit(1)
     from tm2_pipeline.definitions import build_resources
     from tm2_pipeline.embedded.secantus import EmbeddedStoreError
     from tm2_pipeline.resources.mongo import MongoRefused, MongoSettingsError, MongoUnavailable

@@ -329,11 +329,18 @@ def test_rejects_of_a_refused_file_says_why_and_of_a_clean_file_says_none(env, t
     assert "clean.csv: no rejected rows in its latest ingestion (succeeded)" in none.stderr
 
 
-def test_the_embedded_store_commands_on_a_home_never_used(env, tmp_path):
+def test_the_embedded_store_commands_on_a_home_never_used(env, tmp_path, monkeypatch):
     # A fresh clone: TM2_HOME does not exist yet. Nothing to stop, nothing created, no traceback.
     home = tmp_path / "home"
     assert run("store", "stop").output == "embedded store: was not running\n"
     assert run("store", "status").output == "embedded store: not running\n"
+    # From a review: run from another folder, `tm2 rejects` started a new, empty store there and
+    # answered "never ingested" for a file ingested elsewhere.
+    monkeypatch.delenv("MONGODB_URI")
+    for command in (["status"], ["rejects", "clinic.csv"], ["submissions"]):
+        result = run(*command)
+        assert result.exit_code == 1
+        assert result.stderr.startswith(f"error: nothing was ever ingested with TM2_HOME={home} ")
     assert not home.exists()
 
 
