@@ -4,6 +4,8 @@ import gzip
 import json
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pymongo
@@ -64,6 +66,18 @@ def run(*args: str):
 
 def json_lines(output: str) -> list[dict]:
     return [json.loads(line) for line in output.splitlines()]
+
+
+@contextmanager
+def openmrs_over_http(monkeypatch, password: str = "Admin123") -> Iterator:
+    """The emulator served on 127.0.0.1 as the configured OpenMRS (admin / Admin123); yields it."""
+    from tm2_pipeline.openmrs.emulator.server import SandboxServer, open_sandbox
+
+    with open_sandbox(None) as sandbox, SandboxServer(sandbox) as server:
+        monkeypatch.setenv("OPENMRS_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENMRS_USERNAME", "admin")
+        monkeypatch.setenv("OPENMRS_PASSWORD", password)
+        yield sandbox
 
 
 def record_count(env) -> int:
@@ -299,12 +313,7 @@ def test_an_instance_seeded_with_an_older_dagster_yaml_is_pointed_out_not_overwr
 
 
 def test_a_refused_openmrs_login_reports_every_record_left_for_the_nightly_retry(env, monkeypatch):
-    from tm2_pipeline.openmrs.emulator.server import SandboxServer, open_sandbox
-
-    with open_sandbox(None) as sandbox, SandboxServer(sandbox) as server:
-        monkeypatch.setenv("OPENMRS_BASE_URL", server.base_url)
-        monkeypatch.setenv("OPENMRS_USERNAME", "admin")
-        monkeypatch.setenv("OPENMRS_PASSWORD", "not-the-password")
+    with openmrs_over_http(monkeypatch, password="not-the-password"):
         result = run("ingest", str(SAMPLE), "--json")
     [report] = json_lines(result.stdout)
     assert result.exit_code == 1 and report["status"] == "failed"
@@ -362,12 +371,7 @@ def test_ui_creates_the_landing_dir_and_says_where_it_is(env, tmp_path, monkeypa
 def test_a_refused_login_after_a_good_run_still_counts_the_records_already_in_openmrs(env, monkeypatch):
     # From a review: the report's in_openmrs came from the materialization only, so a failed
     # OpenMRS step said "in OpenMRS 0" for records an earlier run had sent.
-    from tm2_pipeline.openmrs.emulator.server import SandboxServer, open_sandbox
-
-    with open_sandbox(None) as sandbox, SandboxServer(sandbox) as server:
-        monkeypatch.setenv("OPENMRS_BASE_URL", server.base_url)
-        monkeypatch.setenv("OPENMRS_USERNAME", "admin")
-        monkeypatch.setenv("OPENMRS_PASSWORD", "Admin123")
+    with openmrs_over_http(monkeypatch):
         [first] = json_lines(run("ingest", str(SAMPLE), "--json").stdout)
         monkeypatch.setenv("OPENMRS_PASSWORD", "not-the-password")
         refused = run("ingest", str(SAMPLE), "--json")
@@ -427,12 +431,7 @@ def test_a_run_left_by_a_killed_tm2_ingest_no_longer_blocks_its_file_name(env, t
 def test_a_person_lists_what_waits_fixes_it_and_sends_it_again(env, monkeypatch):
     # Without `tm2 ui` nothing runs the nightly retry, and records waiting for a person were sent
     # again only when their content changed: `tm2 submissions` and `tm2 retry [--release]`.
-    from tm2_pipeline.openmrs.emulator.server import SandboxServer, open_sandbox
-
-    with open_sandbox(None) as sandbox, SandboxServer(sandbox) as server:
-        monkeypatch.setenv("OPENMRS_BASE_URL", server.base_url)
-        monkeypatch.setenv("OPENMRS_USERNAME", "admin")
-        monkeypatch.setenv("OPENMRS_PASSWORD", "Admin123")
+    with openmrs_over_http(monkeypatch) as sandbox:
         [report] = json_lines(run("ingest", str(SAMPLE), "--json").stdout)
         assert report["needs_a_person"] == 1
 

@@ -22,6 +22,23 @@ def attempt(n: int, status: int = 201) -> Attempt:
     return Attempt(at=NOW + timedelta(seconds=n), method="POST", status=status, message=f"try {n}")
 
 
+def log_in_states(
+    log: SubmissionLog,
+    states: dict[str, SubmissionState],
+    *,
+    marked_at: dict[str, datetime],
+    outcome_at: datetime = NOW,
+    attempts: tuple[Attempt, ...] = (),
+) -> None:
+    """One entry per key, marked at `marked_at[key]` (NOW if absent), then given its state."""
+    for key, state in states.items():
+        log.mark_in_flight(
+            [PendingSubmission(key, f"u-{key}", "h", fresh=False)], SERVER, marked_at.get(key, NOW)
+        )
+        if state is not SubmissionState.IN_FLIGHT:
+            log.record_outcomes([SubmissionOutcome(key, state, f"u-{key}", attempts)], outcome_at)
+
+
 def test_mark_in_flight_then_outcome_round_trip(mongo_db: Database) -> None:
     log = SubmissionLog(mongo_db)
     log.mark_in_flight(
@@ -148,12 +165,7 @@ def test_state_counts_and_retryable_keys(mongo_db: Database) -> None:
         "e": SubmissionState.REJECTED_BY_SERVER,
         "f": SubmissionState.IN_FLIGHT,
     }
-    for key, state in states.items():
-        log.mark_in_flight(
-            [PendingSubmission(key, f"u-{key}", "h", fresh=False)], SERVER, old if key == "d" else NOW
-        )
-        if state is not SubmissionState.IN_FLIGHT:
-            log.record_outcomes([SubmissionOutcome(key, state, f"u-{key}", ())], NOW)
+    log_in_states(log, states, marked_at={"d": old})
     assert log.state_counts() == {
         "submitted": 1,
         "failed_retryable": 1,
@@ -176,10 +188,9 @@ def test_a_person_releases_the_records_waiting_for_them_and_nothing_else(mongo_d
         "expired": SubmissionState.PATIENT_NOT_FOUND,
         "sending": SubmissionState.IN_FLIGHT,
     }
-    for key, state in states.items():
-        log.mark_in_flight([PendingSubmission(key, f"u-{key}", "h", fresh=False)], SERVER, old)
-        if state is not SubmissionState.IN_FLIGHT:
-            log.record_outcomes([SubmissionOutcome(key, state, f"u-{key}", (attempt(1, 400),))], old)
+    log_in_states(
+        log, states, marked_at=dict.fromkeys(states, old), outcome_at=old, attempts=(attempt(1, 400),)
+    )
     assert log.retryable_keys(NOW, patient_retry_days=30) == ["sending"]
     assert [
         e.key for e in log.entries_in([SubmissionState.REJECTED_BY_SERVER, SubmissionState.AMBIGUOUS_PATIENT])
