@@ -573,3 +573,26 @@ def test_a_store_asking_the_moment_another_took_its_place_in_line_waits_behind_i
         for stored in (stored_original, stored_correction):
             stored.result(timeout=30)
     assert order == ["original.csv", "correction.csv"]
+
+
+def test_the_sources_of_versions_are_those_of_this_file_name_only(db):
+    # The same bytes may come under two names: a record last written from them under another name
+    # is that file's, not one this name's correction left behind.
+    store = RecordStore(db)
+    sources = {
+        "k1": ("clinicA.csv", SHA_A, 1),
+        "k2": ("clinicB.csv", SHA_A, 1),
+        "k3": ("clinicA.csv", SHA_B, 2),
+    }
+    store.collection.insert_many(
+        [
+            {"_id": key, "source": {"file": name, "sha256": sha, "row": row}}
+            for key, (name, sha, row) in sources.items()
+        ]
+    )
+    assert list(store.sources_of_versions("clinicA.csv", [SHA_A])) == [("k1", SHA_A, 1)]
+    assert sorted(store.sources_of_versions("clinicA.csv", [SHA_A, SHA_B])) == [
+        ("k1", SHA_A, 1),
+        ("k3", SHA_B, 2),
+    ]
+    assert list(store.sources_of_versions("clinicA.csv", [])) == []

@@ -99,7 +99,7 @@ def tm2_mongo_records(
         )
     # Read after the writes: this version's keys are all stored now, whichever version wrote them.
     versions = mongo.ingestions().other_versions(file_name, sha256)
-    behind = left_behind(store.sources_of_versions(versions), table.column("record_key"))
+    behind = left_behind(store.sources_of_versions(file_name, versions), table.column("record_key"))
     if behind.count:
         context.log.warning(
             f"{behind.count} records stored from other versions of {file_name} are not in this one: "

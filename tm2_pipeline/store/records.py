@@ -258,11 +258,12 @@ class RecordStore:
         with translate_mongo_errors(self.target):
             return self.collection.count_documents({})
 
-    def sources_of_versions(self, sha256s: Sequence[str]) -> Iterator[tuple[str, str, int]]:
-        """(key, sha256, row) of the records last written from these file contents."""
+    def sources_of_versions(self, file_name: str, sha256s: Sequence[str]) -> Iterator[tuple[str, str, int]]:
+        """(key, sha256, row) of the records last written from these contents under this file name
+        (the same bytes may have come under another name too)."""
         if not sha256s:
             return
-        query = {"source.sha256": {"$in": list(sha256s)}}
+        query = {"source.sha256": {"$in": list(sha256s)}, "source.file": file_name}
         with translate_mongo_errors(self.target):  # around the iteration: the cursor reads in batches
             for document in self.collection.find(query, {"source.sha256": 1, "source.row": 1}):
                 source = document.get("source") or {}
