@@ -17,6 +17,8 @@ from typing import BinaryIO
 import numpy as np
 import pandas as pd
 
+from tm2_pipeline.codes import is_code_shaped
+
 # Text goes to the csv module in blocks of about this many characters, each cut after a "\n".
 BLOCK_CHARS = 1 << 20
 # csv records turned into columns at a time (see ColumnBuilder).
@@ -103,30 +105,40 @@ def byte_lines(
 
 # The column a ragged row's fields past the header's width go to (only when some row has them).
 EXTRA_FIELDS = "extra_fields"
-# The column holding, for a record that swallowed rows, (the column of its field that did, how
-# many lines that field spans); only when some record did (see `swallowed_rows`).
-SWALLOWED = "swallowed"
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
-def swallowed_rows(fields: list[str], width: int, delimiter: str) -> tuple[int, int] | None:
-    """(field position, lines) when a field of this record reads like rows of the file: a quote
-    opened by mistake and closed by a later one (the csv module reads all between as one value).
+def swallowed_rows(
+    fields: list[str], width: int, delimiter: str, code_index: int | None
+) -> tuple[int, int] | None:
+    """(field position, lines) when a field of this record holds rows of the file: a quote opened
+    by mistake and closed by a later one (the csv module reads all between as one value).
 
-    Its first line then holds exactly the delimiters that end the record's own row, and a later
-    line those of a whole row, or its last line those of the next row's start up to this field. A
-    quoted value meant to span lines (a long note) matches that by chance almost never.
+    A later line of the value then reads like a row: a whole one (the header's delimiters), or, last,
+    the start of one up to this field. Either is told by a code-shaped value where the file has its
+    codes, or by the value's first line holding exactly the delimiters that end the record's own row.
+    A quoted value meant to span lines (a long note) matches that by chance almost never.
     """
     for position, value in enumerate(fields):
         if "\n" not in value and "\r" not in value:
             continue
         lines = _LINE_BREAK.split(value)
-        if lines[0].count(delimiter) != width - position - 1:
-            continue
-        whole_row_inside = any(line.count(delimiter) == width - 1 for line in lines[1:-1])
-        if whole_row_inside or lines[-1].count(delimiter) == position:
-            return position, len(lines)
+        own_row_ends = lines[0].count(delimiter) == width - position - 1
+        later = [(line, width - 1) for line in lines[1:-1]] + [(lines[-1], position)]
+        for line, delimiters in later:
+            if line.count(delimiter) != delimiters:
+                continue
+            if own_row_ends or _code_at(line.split(delimiter), code_index):
+                return position, len(lines)
     return None
+
+
+def _code_at(parts: list[str], code_index: int | None) -> bool:
+    return (
+        code_index is not None
+        and code_index < len(parts)
+        and is_code_shaped(parts[code_index].strip().upper())
+    )
 
 
 class ColumnBuilder:
@@ -147,8 +159,9 @@ class ColumnBuilder:
         self.positions: list[np.ndarray] = []
         self.field_counts: list[np.ndarray] = []
         self.extra_fields: dict[int, list[str]] = {}  # position -> fields past the header's width
-        self.swallowed: dict[int, tuple[str, int]] = {}  # position -> (column, lines): see SWALLOWED
         self._names = {index: name for name, index in column_index.items()}
+        # The first record holding rows of the file (see `swallowed_rows`): (position, column, lines).
+        self.swallowed: tuple[int, str, int] | None = None
 
     def add(self, records: list[list[str]], first_position: int) -> None:
         positions = np.arange(first_position, first_position + len(records), dtype=np.int64)
@@ -177,9 +190,10 @@ class ColumnBuilder:
         self.field_counts.append(field_counts)
 
     def _look_for_swallowed_rows(self, record: list[str], position: int) -> None:
-        if found := swallowed_rows(record, self.width, self.delimiter):
+        found = swallowed_rows(record, self.width, self.delimiter, self.column_index.get("tm2_code"))
+        if found and self.swallowed is None:
             field, lines = found
-            self.swallowed[position] = (self._names.get(field, f"field {field + 1}"), lines)
+            self.swallowed = (position, self._names.get(field, f"field {field + 1}"), lines)
 
     def frame(self) -> pd.DataFrame:
         field_counts = np.concatenate(self.field_counts) if self.field_counts else np.empty(0, np.int64)
@@ -194,6 +208,4 @@ class ColumnBuilder:
         frame = pd.DataFrame(data)
         if self.extra_fields:
             frame[EXTRA_FIELDS] = frame["row"].map(self.extra_fields)
-        if self.swallowed:
-            frame[SWALLOWED] = frame["row"].map(self.swallowed)
         return frame

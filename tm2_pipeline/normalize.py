@@ -40,7 +40,6 @@ from tm2_pipeline.identity import clean_token, normalize_patient_id
 CHECKS = (
     "missing",
     "ragged_row",
-    "unbalanced_quote",
     "unknown_code",
     "tm1_code",
     "bad_date",

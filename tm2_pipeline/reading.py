@@ -200,6 +200,8 @@ class Tm2Rows:
                     if not records:
                         break
                     columns.add(self._splitter.restore(records), first_position=position + 1)
+                    if columns.swallowed is not None:
+                        raise _swallowed(*columns.swallowed)
                     position += len(records)
                     wanted -= len(records)
                 if wanted == rows_per_chunk and position:
@@ -215,6 +217,17 @@ class Tm2Rows:
             del table  # the caller is done with it: not alive while the next chunk is read
             if wanted > 0:
                 return
+
+
+def _swallowed(position: int, column: str, lines: int) -> FileRefused:
+    """Refused, as for a quote never closed: the rows inside cannot be told apart, and one record
+    holding thousands of them would count as one rejected row."""
+    return FileRefused(
+        "malformed",
+        f"a quoted value in data row {position} ({column}) runs over {lines} lines that read like rows "
+        "of the file: a quote opened by mistake and closed only by a later one. Remove it (or double "
+        "it) and land the file again",
+    )
 
 
 def _explained(error: csv.Error) -> str:

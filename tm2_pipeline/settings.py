@@ -49,13 +49,6 @@ def parse_write_concern(value: str) -> str | int:
     )
 
 
-_VARIABLES = {
-    "home": "TM2_HOME",
-    "dagster_home_override": "DAGSTER_HOME",
-    "landing_dir_override": "TM2_LANDING_DIR",
-}
-
-
 class Settings(BaseSettings):
     # An empty value means unset, for every setting: `.env.example`'s lines uncommented as they are
     # must give the defaults (an empty path would be the working directory, an empty number an error).
@@ -164,7 +157,11 @@ class Settings(BaseSettings):
             return value
         path = value.expanduser()
         for parent in (path, *path.parents):
-            if parent.exists():
+            try:
+                exists = parent.exists()
+            except OSError:  # a folder this user may not look into: its own commands will say
+                break
+            if exists:
                 if not parent.is_dir():
                     [name] = cls.model_fields[info.field_name].validation_alias.choices
                     raise SettingsError(

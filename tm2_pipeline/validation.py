@@ -8,9 +8,6 @@ first row of each record key wins. Warnings (a filled condition_name: check `mis
 condition_name; `namaste_mismatch`) are reported for accepted records only: a row that is rejected
 or dropped as a duplicate is not stored, so its warnings would be noise.
 
-A record with a quoted value that swallowed rows of the file (a stray quote closed by a later one)
-is rejected too (`unbalanced_quote`, see `csv_blocks.swallowed_rows`), unread.
-
 A ragged row's reason names column "*" (the whole row). `rejected_rows[i]["values"]` holds the
 cells as read: PHI, for the quarantine collection only. Every message (reasons, warnings) is free
 of patient and practitioner identifiers.
@@ -29,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from tm2_pipeline.codes import is_code_shaped
-from tm2_pipeline.csv_blocks import EXTRA_FIELDS, SWALLOWED
+from tm2_pipeline.csv_blocks import EXTRA_FIELDS
 from tm2_pipeline.duplicate_rows import DuplicateRows
 from tm2_pipeline.identity import clean_token
 from tm2_pipeline.key_index import KeyIndex, key_digests
@@ -272,10 +269,7 @@ def _validate_chunk(
 ) -> _ChunkOutcome:
     frame = raw.frame
     ragged = frame["ragged"].to_numpy(dtype=bool)
-    swallowed = frame[SWALLOWED].notna().to_numpy() if SWALLOWED in frame else None
-    # A record that swallowed rows is not looked at either: its fields belong to several rows.
-    unread = ragged | swallowed if swallowed is not None else ragged
-    checked = frame.loc[~unread] if unread.any() else frame
+    checked = frame.loc[~ragged] if ragged.any() else frame
     normalized = normalize_tm2_frame(checked, day_first=day_first)
     problems = row_problems(normalized, today=today)
 
@@ -289,16 +283,6 @@ def _validate_chunk(
         ]
         for index, count in zip(frame.index[ragged], frame["field_count"].to_numpy()[ragged], strict=True)
     }
-    if swallowed is not None:
-        for index, (column, lines) in frame.loc[swallowed, SWALLOWED].items():
-            reasons_by_index[int(index)] = [
-                {
-                    "column": column,
-                    "check": "unbalanced_quote",
-                    "message": f"a quoted value spans {lines} lines that read like rows of the file: a "
-                    "quote opened by mistake, closed only by a later one; fix it and land the file again",
-                }
-            ]
     raw_cells = {column: frame[column].to_numpy() for column in TM2_COLUMNS}
     canonical_cells = {column: normalized[column].to_numpy() for column in TM2_COLUMNS}
     for index, raw_position, position, column, check in zip(

@@ -476,34 +476,72 @@ SEVEN = "patient_id,tm2_code,condition_name,system_type,severity,diagnosis_date,
 
 
 @pytest.mark.parametrize(
-    ("rows", "expected"),
+    ("rows", "row", "column", "lines"),
     [
         # A stray quote in condition_name, closed by a quote two rows later: whole rows inside.
         (
             'MRN-1,SS53,"Joint pain,Ayurveda,Mild,2025-01-01,HPR-1\n'
             "MRN-2,ST06,x,Siddha,Mild,2025-01-02,HPR-2\n"
             'MRN-3,SR82,y",Unani,Severe,2025-02-01,HPR-3\n',
-            ("condition_name", 3),
+            1,
+            "condition_name",
+            3,
         ),
         # Closed by the next row's own quote: only the start of that row inside.
         (
+            "MRN-0,SS53,x,Ayurveda,Mild,2025-01-01,HPR-1\r\n"
             'MRN-1,SS53,"Joint pain,Ayurveda,Mild,2025-01-01,HPR-1\r\n'
             'MRN-3,SR82,"y ""z""",Unani,Severe,2025-02-01,HPR-3\r\n',
-            ("condition_name", 2),
+            2,
+            "condition_name",
+            2,
         ),
         # In the last column, on a semicolon export.
         (
             'MRN-1;SS53;x;Ayurveda;Mild;2025-01-01;"HPR-1\nMRN-2;ST06;x;Siddha;Mild;2025-01-02;HPR-2"\n',
-            ("practitioner_id", 2),
+            1,
+            "practitioner_id",
+            2,
         ),
-        # Quoted values meant to span lines are read as they are.
-        ('MRN-1,SS53,"Joint pain,\nwith swelling, redness",Ayurveda,Mild,2025-01-01,HPR-1\n', None),
-        ('MRN-1,SS53,"Pain\nin the knee\nand the hip",Ayurveda,Mild,2025-01-01,HPR-1\n', None),
+        # From a review: the row with the stray quote is itself a field short (or long): told by
+        # the code-shaped value where the rows inside have their codes.
+        (
+            'MRN-1,SS53,"Joint pain,Ayurveda,Mild,2025-01-01\n'
+            "MRN-2,ST06,x,Siddha,Mild,2025-01-02,HPR-2\n"
+            'MRN-3,SR82,y",Unani,Severe,2025-02-01,HPR-3\n',
+            1,
+            "condition_name",
+            3,
+        ),
+        (
+            'MRN-1,SS53,"Joint pain,Ayurveda,Mild,2025-01-01,HPR-1,\n'
+            'MRN-3,SR82,y",Unani,Severe,2025-02-01,HPR-3\n',
+            1,
+            "condition_name",
+            2,
+        ),
     ],
 )
-def test_a_quote_opened_by_mistake_is_told_from_a_value_on_several_lines(rows, expected) -> None:
+def test_a_quote_opened_by_mistake_refuses_the_file_naming_its_row(rows, row, column, lines) -> None:
     delimiter = ";" if ";" in rows else ","
-    raw = read_tm2_bytes(f"{SEVEN.replace(',', delimiter)}\n{rows}".encode())
-    assert raw.rows == 1
-    found = raw.frame[csv_blocks.SWALLOWED].iloc[0] if csv_blocks.SWALLOWED in raw.frame else None
-    assert found == expected
+    refused = refusal(f"{SEVEN.replace(',', delimiter)}\n{rows}".encode())
+    assert refused.reason == "malformed"
+    assert refused.message.startswith(
+        f"a quoted value in data row {row} ({column}) runs over {lines} lines that read like rows of the file"
+    )
+    assert "MRN-" not in refused.message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        '"Joint pain,\nwith swelling, redness"',
+        '"Pain\nin the knee\nand the hip"',
+        '"Notes: a, b, c\nd, e\n"',
+        '"first line\nSK25 was considered, then, ruled, out, on, review"',
+    ],
+)
+def test_a_quoted_value_meant_to_span_lines_is_read_as_it_is(value) -> None:
+    raw = read_tm2_bytes(f"{SEVEN}\nMRN-1,SS53,{value},Ayurveda,Mild,2025-01-01,HPR-1\n".encode())
+    assert raw.rows == 1 and not raw.frame["ragged"].any()
+    assert raw.frame.at[0, "condition_name"] == value.strip('"')

@@ -339,9 +339,10 @@ def test_a_ragged_rows_fields_past_the_header_go_to_the_quarantine_too() -> None
     assert "extra_fields" not in shorter["values"]  # nothing past the header: nothing to keep
 
 
-def test_a_record_that_swallowed_rows_is_quarantined_whole_never_accepted() -> None:
+def test_a_file_with_a_quote_that_swallowed_rows_is_refused_whole_never_accepted() -> None:
     # From a review: one stray quote merged three rows into one record with 7 fields (not ragged),
     # accepted with the third row's system, severity, date and practitioner: two rows vanished.
+    # Refused like a quote never closed: one rejected record could hold thousands of rows.
     data = (
         b"patient_id,tm2_code,condition_name,system_type,severity,diagnosis_date,practitioner_id\n"
         b'MRN-01004,SS53,"Joint pain,Ayurveda,Mild,2025-01-01,HPR-1\n'
@@ -349,16 +350,9 @@ def test_a_record_that_swallowed_rows_is_quarantined_whole_never_accepted() -> N
         b'MRN-01007,SR82,y",Unani,Severe,2025-02-01,HPR-3\n'
         b"MRN-01008,SS53,w,Ayurveda,Mild,2025-03-01,HPR-4\n"
     )
-    result = validate_tm2_export(data, today=TODAY)
-    assert (result.rows, result.accepted, result.duplicates, result.rejected) == (2, 1, 0, 1)
-    assert list(result.accepted_records["patient_id"]) == ["MRN-01008"]
-    [reject] = result.rejected_rows
-    assert reject["row"] == 1
-    assert [(r["column"], r["check"]) for r in reject["reasons"]] == [("condition_name", "unbalanced_quote")]
-    assert "spans 3 lines" in reject["reasons"][0]["message"]
-    # Nothing is lost: the swallowed rows are in the quarantined value, as read.
-    assert "MRN-01005,ST06,x,Siddha" in reject["values"]["condition_name"]
-    assert "MRN-01004" not in reject["reasons"][0]["message"]
+    with pytest.raises(FileRefused) as refused:
+        validate_tm2_export(data, today=TODAY)
+    assert refused.value.message.startswith("a quoted value in data row 1 (condition_name) runs over 3 lines")
 
 
 def test_a_name_too_long_to_be_a_name_is_that_rows_problem_only() -> None:
