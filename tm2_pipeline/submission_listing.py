@@ -1,7 +1,9 @@
 """`tm2 submissions`: the records not (yet) in OpenMRS, each with where it came from and why it waits.
 
 Pure: the log's entries and a lookup of stored records come in, plain rows go out. The patient id is
-in a row only on request (`with_values`); attempt messages never hold one (see `states.Attempt`).
+in a row only on request (`with_values`), and so is the record key: an unsalted hash of the patient
+id, the code, the date and the system, with the code and date beside it, gives the id back to anyone
+who tries the clinic's id range. Attempt messages never hold one (see `states.Attempt`).
 """
 
 from __future__ import annotations
@@ -44,17 +46,17 @@ def _row(entry: SubmissionEntry, record: dict[str, Any] | None, with_values: boo
         "last_attempt": None
         if last is None
         else {"method": last.method, "status": last.status, "message": last.message},
-        "key": entry.key,
     }
     if with_values:
         row["patient_id"] = (record or {}).get("patient_id")
+        row["key"] = entry.key
     return row
 
 
 def describe(row: dict[str, Any]) -> str:
     """One line of text for a listed row."""
     parts = [
-        f"{row['file']} row {row['row']}" if row["file"] else f"record {row['key'][:16]} (not in the store)",
+        f"{row['file']} row {row['row']}" if row["file"] else "a record no longer in the store",
         row["state"],
     ]
     if row["tm2_code"]:

@@ -441,7 +441,7 @@ def test_a_person_lists_what_waits_fixes_it_and_sends_it_again(env, monkeypatch)
             "tm2_sample.csv",
             "2 patients carry this identifier",
         )
-        assert "patient_id" not in waiting
+        assert "patient_id" not in waiting and "key" not in waiting  # the key gives the id back
         [shown] = json_lines(
             run("submissions", "--state", "ambiguous_patient", "--json", "--with-values").stdout
         )
