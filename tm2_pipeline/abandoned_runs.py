@@ -119,7 +119,12 @@ def runs_to_finish(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     """Abandoned runs the nightly retry has not dealt with yet, oldest first."""
     # Any job's: the asset graph's own job materializes these assets too. Canceled runs are few.
     canceled = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.CANCELED]))
-    return [run for run in reversed(canceled) if is_abandoned(run) and own_tag(run, FINISHED_TAG) is None]
+    return [
+        run
+        for run in reversed(canceled)
+        # A file's runs only: a dead `tm2 retry` left nothing of a file behind.
+        if PARTITION_TAG in run.tags and is_abandoned(run) and own_tag(run, FINISHED_TAG) is None
+    ]
 
 
 def why_not_send(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:

@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 import dagster as dg
 from pydantic import Field
 
+from tm2_pipeline.abandoned_runs import tag_run_worker
 from tm2_pipeline.assets.raw import raw_tm2_file
 from tm2_pipeline.assets.stored import tm2_mongo_records
 from tm2_pipeline.assets.submitted import openmrs_submissions, summary_metadata
@@ -48,6 +49,7 @@ def retry_openmrs_submissions(
     mongo: MongoResource,
     openmrs: OpenMRSResource,
 ) -> None:
+    tag_run_worker(context.instance, context.run)  # a re-execution of a `tm2 retry` run in the daemon
     now = datetime.now(UTC)
     if config.release:
         released = mongo.submissions().release(RELEASABLE_STATES, RELEASE_MESSAGE, now)

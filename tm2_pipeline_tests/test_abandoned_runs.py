@@ -72,6 +72,22 @@ def test_every_file_names_killed_runs_are_ended_and_tagged_and_live_ones_kept(go
         assert own_tag(instance.get_run_by_id(killed[0].run_id), FINISHED_TAG) == "dealt with"
 
 
+def test_a_killed_tm2_retry_is_ended_too_and_left_out_of_the_files_to_finish(gone):
+    # From a review: untagged, a killed `tm2 retry` stayed "started" for ever, in the run queue's count.
+    with dg.instance_for_test() as instance:
+        run_id = str(uuid.uuid4())
+        retry = create_run_for_test(
+            instance,
+            job_name="openmrs_retry",
+            run_id=run_id,
+            tags={RUN_PROCESS_TAG: tag_for(run_id, gone)},
+            status=dg.DagsterRunStatus.STARTED,
+        )
+        ended, _ = end_abandoned_runs(instance)
+        assert [run.run_id for run in ended] == [retry.run_id]
+        assert runs_to_finish(instance) == []  # no file's records to send
+
+
 def test_tags_copied_to_a_re_execution_do_not_count_as_its_own(gone):
     # Dagster copies a run's tags to its retries and re-executions (from the UI, or run_retries):
     # the copy names the process and fate of the run it re-executes, not its own.

@@ -451,6 +451,13 @@ def test_a_person_lists_what_waits_fixes_it_and_sends_it_again(env, monkeypatch)
 
         plain = run("retry")
         assert plain.exit_code == 0 and "OpenMRS retry  [succeeded]" in plain.stdout
+        import dagster as dg
+
+        with dg.DagsterInstance.get() as instance:
+            [retry_run] = instance.get_runs(dg.RunsFilter(job_name="openmrs_retry"))
+        # Named, so that a killed `tm2 retry` is ended by the next look, not left "started".
+        assert retry_run.tags["tm2/run_process"].startswith(retry_run.run_id + " ")
+        assert retry_run.tags["dagster/max_retries"] == "0"  # the terminal's, no daemon's
         assert status_counts_needing_a_person(env) == 1  # still waiting: nobody released it
 
         # The person voids the duplicate patient in OpenMRS, then releases what waited for them.
