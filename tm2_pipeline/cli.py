@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
+from tm2_pipeline.home import Tm2Home
 from tm2_pipeline.openmrs.states import CONFIRMED_STATES, SubmissionState
 from tm2_pipeline.settings import Settings, SettingsError, load_settings
 
@@ -118,7 +119,7 @@ def _mongo(settings: Settings) -> Iterator:
     Only for commands that read: with the embedded store, a TM2_HOME never used holds nothing, and
     starting a new, empty store there would answer "never ingested" for a file ingested elsewhere.
     """
-    if settings.uses_embedded_store and not settings.home_dir.exists():
+    if settings.uses_embedded_store and not Tm2Home(settings.home_dir).mongo_dir.exists():
         _say(
             f"error: nothing was ever ingested with TM2_HOME={settings.home_dir} (the embedded store "
             "lives there): run this where you ran tm2 ingest, or set TM2_HOME or MONGODB_URI"

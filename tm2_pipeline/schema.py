@@ -47,7 +47,7 @@ COLUMN_CHECKS: dict[str, tuple[str, ...]] = {
     "severity": ("bad_severity",),
     "diagnosis_date": ("missing", "bad_date", "future_date", "too_old"),
     "practitioner_id": ("missing", "control_chars", "excel_mangled_id", "too_long"),
-    "namaste_code": (),
+    "namaste_code": ("too_long",),
 }
 # A number Excel displayed in scientific notation (9.11235E+13): the digits beyond are gone.
 EXCEL_SCIENTIFIC = re.compile(r"[0-9](?:[.,][0-9]+)?E[+-]?[0-9]{1,3}", re.IGNORECASE)
@@ -151,6 +151,11 @@ def tm2_rows_model(today: datetime.date) -> type[pa.DataFrameModel]:
         @pa.check("patient_id", "practitioner_id", name="too_long", **_ALL)
         def identifier_length(cls, values: Series[object]) -> Series[bool]:
             return _each(values, len, dtype=np.int64).le(MAX_IDENTIFIER_LENGTH)
+
+        @pa.check("namaste_code", name="too_long", **_ALL)
+        def namaste_length(cls, values: Series[object]) -> Series[bool]:
+            # The code goes into the condition's note in OpenMRS; None when the row has none.
+            return _each(values, lambda code: code is None or len(code) <= MAX_IDENTIFIER_LENGTH)
 
         @pa.check("condition_name", name="too_long", **_ALL)
         def name_length(cls, values: Series[object]) -> Series[bool]:

@@ -88,6 +88,10 @@ def test_every_rule_name_is_in_the_vocabulary() -> None:
         ({"practitioner_id": ""}, [("practitioner_id", "missing")]),
         ({"practitioner_id": "H" * 65}, [("practitioner_id", "too_long")]),
         ({"practitioner_id": "7.12E+13"}, [("practitioner_id", "excel_mangled_id")]),
+        ({"condition_name": "x" * 4097}, [("condition_name", "too_long")]),
+        ({"condition_name": "x" * 4096}, []),
+        ({"namaste_code": "N" * 65}, [("namaste_code", "too_long")]),
+        ({"namaste_code": None}, []),
     ],
 )
 def test_each_rule(change: dict[str, object], expected: list[tuple[str, str]]) -> None:

@@ -252,6 +252,12 @@ def test_unsent_entries_of_another_server_start_afresh_unless_a_run_is_sending_t
     )
     assert [a.message for a in sent.attempts] == ["not sent: login"]
     assert (entries["sending"].state, entries["sending"].server) == (SubmissionState.IN_FLIGHT, other)
+    # Settled, but claimed by a run whose lease has not run out (it may be sending): left to it.
+    mongo_db["openmrs_submissions"].update_one(
+        {"_id": "sending"}, {"$set": {"state": "submitted", "busy_since": datetime.now(UTC)}}
+    )
+    assert log.mark_unsent(["sending"], SERVER, "not sent: login", later) == 0
+    assert log.entries_for(["sending"])["sending"].server == other
 
 
 def test_entries_for_reads_in_chunks(mongo_db: Database) -> None:

@@ -103,7 +103,8 @@ def tm2_mongo_records(
     if behind.count:
         context.log.warning(
             f"{behind.count} records stored from other versions of {file_name} are not in this one: "
-            "they stay in MongoDB and OpenMRS (a correction never retracts; void them in OpenMRS)"
+            "they stay in MongoDB and OpenMRS (a correction never retracts; if it meant to remove "
+            "them, and no other file holds them, a person voids them in OpenMRS)"
         )
     stored_counts = {
         "inserted": counts.inserted,

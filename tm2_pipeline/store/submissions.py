@@ -325,10 +325,13 @@ class SubmissionLog:
         return added
 
     def _restart_for_server(self, keys: Sequence[str], server: str, attempt: dict, at: datetime) -> int:
-        """Entries of another server no run is sending: `failed_retryable` for this one, afresh (the
-        uuid a create uses, nothing confirmed), as a run reaching this server would mark them."""
+        """Entries of another server no run is sending (settled, no live claim): `failed_retryable`
+        for this one, afresh (the uuid a create uses, nothing confirmed), as a run reaching this
+        server would mark them."""
         settled = sorted(state.value for state in set(SubmissionState) - UNSETTLED_STATES)
-        elsewhere = {"server": {"$ne": server}, "state": {"$in": settled}}
+        # Nor one a run holds a live claim on (its lease not run out): that run may be sending it.
+        free = {"$not": {"$gte": stored_timestamp(datetime.now(UTC) - CLAIM_LEASE)}}
+        elsewhere = {"server": {"$ne": server}, "state": {"$in": settled}, "busy_since": free}
         found = [
             document["_id"]
             for chunk in self._key_chunks(keys)
@@ -344,7 +347,6 @@ class SubmissionLog:
                         "content_hash": None,
                         "server": server,
                         "api": None,
-                        "busy_since": None,
                         "updated_at": at,
                         **_first_mark(at),
                         "attempts": [attempt],
