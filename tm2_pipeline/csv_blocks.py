@@ -66,8 +66,15 @@ class LineSplitter:
         ]
 
 
+# Excel's `sep=` line, ended otherwise than by a CR alone (BOMs before it, read as text or as latin-1).
+_SEP_LINE = re.compile(r"\A(?:\ufeff|\xef\xbb\xbf)*sep=[,;\t][ \t]*(?:\r\n|\n)", re.IGNORECASE)
+
+
 def first_line_ends_in_cr_alone(head: str) -> bool:
-    """Whether the first line end in `head` (the start of a file's text) is a CR alone."""
+    """Whether the first line end in `head` (the start of a file's text) is a CR alone. A `sep=`
+    line does not decide: the rows' own line ends do (it may have been written apart from them)."""
+    if directive := _SEP_LINE.match(head):
+        head = head[directive.end() :]
     cr, lf = head.find("\r"), head.find("\n")
     return 0 <= cr < len(head) - 1 and (lf < 0 or cr < lf) and head[cr + 1] != "\n"
 

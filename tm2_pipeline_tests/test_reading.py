@@ -435,6 +435,13 @@ def test_rows_decoded_block_by_block_equal_the_whole_text(
             pd.testing.assert_frame_equal(read_tm2_bytes(data).frame, reference.frame)
 
 
+def test_a_sep_line_ended_by_crlf_does_not_decide_for_rows_ended_by_cr_alone() -> None:
+    # Found by the property test above in CI: the rows were read as one line, their quotes unbalanced.
+    for rows in ('",\n",,,,,,,\r', '",",,,,,,,\r'):
+        raw = read_tm2_bytes(f"sep=,\r\n{HEADER}\r{rows}".encode())
+        assert raw.rows == 1 and raw.frame.at[0, "patient_id"] in (",\n", ",")
+
+
 class _RecordedReads(io.BytesIO):
     """A file that remembers how much each read asked for."""
 
