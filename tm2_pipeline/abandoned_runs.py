@@ -35,7 +35,8 @@ MAX_RUNTIME_TAG = "dagster/max_runtime"  # read by Dagster's run monitor
 MAX_RETRIES_TAG = "dagster/max_retries"  # read by Dagster's run retries (run_retries)
 # A run in process is the terminal's: its failure is reported there and run again from there. Left
 # to run_retries, a run failing before its steps (MongoDB unreachable) waited for a retry that only
-# a daemon would start, and held its file name meanwhile.
+# a daemon would start, and held its file name meanwhile. The run monitor cannot stop it either: its
+# time limit would only mark it failed while it goes on, freeing its file name for a second run.
 IN_PROCESS_RUN_TAGS = {MAX_RUNTIME_TAG: "0", MAX_RETRIES_TAG: "0"}
 
 
@@ -59,6 +60,13 @@ def this_process(run_id: str) -> str | None:
     named (a /proc of another pid namespace): a run without it is never taken for abandoned."""
     identity = identity_of(os.getpid())
     return tag_for(run_id, identity) if identity is not None else None
+
+
+def in_process_run_tags(run_id: str) -> dict[str, str]:
+    """The tags of run `run_id`, executed in this process (`tm2 ingest`, `tm2 retry`): no time limit,
+    no run retries, and this process named, so that a killed one is ended by the next look."""
+    process = this_process(run_id)
+    return {**IN_PROCESS_RUN_TAGS, **({RUN_PROCESS_TAG: process} if process is not None else {})}
 
 
 def tag_run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 from dagster import DagsterEventType
 
-from tm2_pipeline.abandoned_runs import IN_PROCESS_RUN_TAGS, RUN_PROCESS_TAG, end_abandoned_runs, this_process
+from tm2_pipeline.abandoned_runs import end_abandoned_runs, in_process_run_tags
 from tm2_pipeline.assets.validated import reject_rate_message, reject_rate_outcome
 from tm2_pipeline.definitions import build_definitions
 from tm2_pipeline.landing import sha256_of_file
@@ -155,7 +155,6 @@ class Ingestor:
         self.instance.add_dynamic_partitions(tm2_csv_files.name, [path.name])
         request = ingest_run_request(path.name, path, sha256)
         run_id = str(uuid.uuid4())  # Dagster's own run ids are uuid4 too; chosen here for the tag
-        process = this_process(run_id)
         result = self.job.execute_in_process(
             run_id=run_id,
             instance=self.instance,
@@ -163,14 +162,7 @@ class Ingestor:
             # The run's own log stays in the instance (the UI shows it, stack traces included); the
             # terminal gets the outcome and its reason from the CLI, not Dagster's step failures.
             run_config={**request.run_config, "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-            # The run monitor cannot stop an in-process run: its time limit would only mark it failed
-            # while it goes on, freeing its file name for a second run. Nor is it the daemon's to retry.
-            tags={
-                **request.tags,
-                "tm2/started_by": self.started_by,
-                **IN_PROCESS_RUN_TAGS,
-                **({RUN_PROCESS_TAG: process} if process is not None else {}),
-            },
+            tags={**request.tags, "tm2/started_by": self.started_by, **in_process_run_tags(run_id)},
             raise_on_error=False,
             asset_selection=self.asset_selection,
         )

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 from dagster import DagsterEventType
 
-from tm2_pipeline.abandoned_runs import IN_PROCESS_RUN_TAGS, RUN_PROCESS_TAG, this_process
+from tm2_pipeline.abandoned_runs import in_process_run_tags
 from tm2_pipeline.definitions import build_definitions
 from tm2_pipeline.jobs import RELEASED
 from tm2_pipeline.run_outcome import SUCCEEDED, classify_run
@@ -44,7 +44,6 @@ def retry_now(settings: Settings, instance: dg.DagsterInstance, *, release: bool
     """Run the retry job once; `release`: also the records waiting for a person (see RetryConfig)."""
     job = build_definitions(settings).resolve_job_def(RETRY_JOB)
     run_id = str(uuid.uuid4())  # chosen here to name this process on the run (as tm2 ingest does)
-    process = this_process(run_id)
     result = job.execute_in_process(
         run_id=run_id,
         instance=instance,
@@ -55,11 +54,7 @@ def retry_now(settings: Settings, instance: dg.DagsterInstance, *, release: bool
         },
         # Named: a `tm2 retry` killed meanwhile is ended by the next look for dead runs, not left
         # "started" for ever, holding one of the run queue's places.
-        tags={
-            "tm2/started_by": "cli",
-            **IN_PROCESS_RUN_TAGS,
-            **({RUN_PROCESS_TAG: process} if process is not None else {}),
-        },
+        tags={"tm2/started_by": "cli", **in_process_run_tags(run_id)},
         raise_on_error=False,
     )
     outcome = classify_run(instance, result.run_id, result.success)
