@@ -44,6 +44,8 @@ KEEP_ATTEMPTS = 20
 # landed would miss it and send a second copy (or a second version).
 CLAIM_LEASE = timedelta(minutes=15)
 _READ_CHUNK = 1000
+# States no run is in the middle of (what a run that failed early may mark for the nightly retry).
+_SETTLED = sorted(state.value for state in set(SubmissionState) - UNSETTLED_STATES)
 _UNSENT_CHUNK = 5000
 
 _Result = TypeVar("_Result")
@@ -328,10 +330,9 @@ class SubmissionLog:
         """Entries of another server no run is sending (settled, no live claim): `failed_retryable`
         for this one, afresh (the uuid a create uses, nothing confirmed), as a run reaching this
         server would mark them."""
-        settled = sorted(state.value for state in set(SubmissionState) - UNSETTLED_STATES)
         # Nor one a run holds a live claim on (its lease not run out): that run may be sending it.
         free = {"$not": {"$gte": stored_timestamp(datetime.now(UTC) - CLAIM_LEASE)}}
-        elsewhere = {"server": {"$ne": server}, "state": {"$in": settled}, "busy_since": free}
+        elsewhere = {"server": {"$ne": server}, "state": {"$in": _SETTLED}, "busy_since": free}
         found = [
             document["_id"]
             for chunk in self._key_chunks(keys)
@@ -366,12 +367,11 @@ class SubmissionLog:
         at: datetime,
     ) -> int:
         """Entries of `server` no run is sending whose content differs from the store's: retryable."""
-        settled = sorted(state.value for state in set(SubmissionState) - UNSETTLED_STATES)
         marked = {
             document["_id"]: document.get("content_hash")
             for chunk in self._key_chunks(keys)
             for document in self._collection.find(
-                {"_id": {"$in": chunk}, "server": server, "state": {"$in": settled}}, {"content_hash": 1}
+                {"_id": {"$in": chunk}, "server": server, "state": {"$in": _SETTLED}}, {"content_hash": 1}
             )
         }
         stored = stored_hashes(list(marked)) if marked else {}
@@ -381,7 +381,7 @@ class SubmissionLog:
         }
         operations = [
             # Unless another run has marked it since (then it is that run's).
-            UpdateOne({"_id": key, "state": {"$in": settled}, "content_hash": marked[key]}, update)
+            UpdateOne({"_id": key, "state": {"$in": _SETTLED}, "content_hash": marked[key]}, update)
             for key, content in stored.items()
             if marked.get(key) != content
         ]
