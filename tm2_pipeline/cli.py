@@ -101,15 +101,19 @@ def _human(report, dry_run: bool) -> str:
                 f"  note: {c['not_in_this_version']} records stored from other versions of this file "
                 "name are not in this one; they stay in MongoDB and OpenMRS (a correction never retracts)"
             )
-        lines.append(
-            f"  OpenMRS: in OpenMRS {c['in_openmrs']} (sent by this run {c['submitted']}), "
-            f"to retry {c['submission_failed']}, waiting for a person {c['needs_a_person']}"
-        )
+        lines.append(f"  OpenMRS: {_openmrs_counts(c)}")
     if report.error:
         lines.append(f"  error: {report.error}")
     if c["rejected"] and not dry_run:
         lines.append(f"  see the rejected rows with: tm2 rejects {report.file}")
     return "\n".join(lines)
+
+
+def _openmrs_counts(c: dict[str, int]) -> str:
+    return (
+        f"in OpenMRS {c['in_openmrs']} (sent by this run {c['submitted']}), "
+        f"to retry {c['submission_failed']}, waiting for a person {c['needs_a_person']}"
+    )
 
 
 @contextmanager
@@ -284,11 +288,7 @@ def retry(release: bool, as_json: bool) -> None:
         if release:
             lines.append(f"  released {c['released']} records waiting for a person")
         if report.retried:
-            lines.append(
-                f"  retried {c['records']}: in OpenMRS {c['in_openmrs']} (sent by this run "
-                f"{c['submitted']}), to retry {c['submission_failed']}, "
-                f"waiting for a person {c['needs_a_person']}"
-            )
+            lines.append(f"  retried {c['records']}: {_openmrs_counts(c)}")
         if report.error:
             lines.append(f"  error: {report.error}")
         click.echo("\n".join(lines))

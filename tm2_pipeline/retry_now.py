@@ -11,19 +11,17 @@ from dagster import DagsterEventType
 
 from tm2_pipeline.abandoned_runs import in_process_run_tags
 from tm2_pipeline.definitions import build_definitions
+from tm2_pipeline.ingestion import METADATA_COUNTS
 from tm2_pipeline.jobs import RELEASED
 from tm2_pipeline.run_outcome import SUCCEEDED, classify_run
 from tm2_pipeline.settings import Settings
-from tm2_pipeline.submission_run import IN_OPENMRS, NOT_FINAL, WAITING_FOR_A_PERSON
+from tm2_pipeline.submission_run import IN_OPENMRS
 
 RETRY_JOB = "openmrs_retry"
 # The retry op's observations (one for the retry, one for what dead runs left) -> the report's counts.
 _COUNTED = {
     "dagster/row_count": "records",
-    "submitted_this_run": "submitted",
-    IN_OPENMRS: "in_openmrs",
-    NOT_FINAL: "submission_failed",
-    WAITING_FOR_A_PERSON: "needs_a_person",
+    **METADATA_COUNTS["openmrs_submissions"],  # as `tm2 ingest` reports them
     RELEASED: "released",
 }
 
